@@ -1,0 +1,34 @@
+# Two set-up-free entry points: `make demo` and `make test` create .venv when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export KEDRO_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test install viz bench clean-data
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first: a CPU build, so nothing later pulls a multi-GB CUDA build
+	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt torch
+	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/kedro run --env demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+viz: $(STAMP)
+	$(BIN)/kedro viz run --env demo --no-browser
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/retrieval_speed.py

@@ -1,0 +1,16 @@
+"""Project pipelines."""
+
+from __future__ import annotations
+
+from kedro.framework.project import find_pipelines
+from kedro.pipeline import Pipeline
+
+# the order of the full chain; `__default__` is what `kedro run` (and `make demo`) runs
+DEFAULT_CHAIN = ("corpus_prep", "index_build", "evaluation")
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """Register every pipeline folder under ``pipelines/`` and the default chain."""
+    pipelines = find_pipelines(raise_errors=True)
+    pipelines["__default__"] = sum((pipelines[name] for name in DEFAULT_CHAIN if name in pipelines), Pipeline([]))
+    return pipelines

@@ -1,0 +1,9 @@
+"""embedding_finetune pipeline — not implemented yet: it has no nodes, so `kedro run --pipelines embedding_finetune` does nothing."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline
+
+
+def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
+    return Pipeline([], namespace="embedding_finetune", prefix_datasets_with_namespace=False)

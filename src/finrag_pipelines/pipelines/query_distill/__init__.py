@@ -1,0 +1,5 @@
+"""query_distill: registered now, filled by its own issue (see README "Pipelines")."""
+
+from finrag_pipelines.pipelines.query_distill.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

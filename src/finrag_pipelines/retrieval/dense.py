@@ -1,0 +1,434 @@
+"""Dense retrieval: a FAISS inner-product index over normalised vectors, and its Retriever.
+
+The index folder records which encoder (fingerprint, settings, query instruction) and which corpus
+(hash) it was built from; :meth:`DenseIndex.check_compatible` refuses to pair it with anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+
+from finrag_pipelines.embedding.encoders import Encoder
+from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, RetrievalError, Run
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+IndexType = Literal["flat", "hnsw"]
+INDEX_FILE = "index.faiss"
+DOC_IDS_FILE = "doc_ids.json"
+META_FILE = "meta.json"
+REBUILD_HINT = "rebuild the index with `kedro run --pipelines index_build`"
+
+_SEARCH_BATCH = 1024
+
+
+class DenseIndex:
+    """A FAISS inner-product index with its document ids and build metadata.
+
+    Build with :meth:`build` or :meth:`load`, not directly.
+
+    Args:
+        index: The FAISS index (row ``i`` is ``doc_ids[i]``).
+        doc_ids: Document ids in row order.
+        meta: Build metadata (see :meth:`build`).
+    """
+
+    def __init__(self, index: faiss.Index, doc_ids: list[str], meta: dict[str, Any]) -> None:
+        self._index = index
+        self._doc_ids = doc_ids
+        self._meta = meta
+
+    @classmethod
+    def build(
+        cls,
+        doc_ids: Sequence[str],
+        vectors: np.ndarray,
+        encoder_meta: Mapping[str, Any],
+        corpus_hash: str,
+        index_type: IndexType = "flat",
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        ef_construction: int = 200,
+    ) -> DenseIndex:
+        """Build an index from document vectors.
+
+        Args:
+            doc_ids: Unique document ids, one per row of ``vectors``.
+            vectors: float32 ``(n, dim)`` L2-normalised document vectors.
+            encoder_meta: ``encoder.describe()`` plus ``"fingerprint": encoder.fingerprint``.
+            corpus_hash: Hash of the corpus the vectors came from.
+            index_type: "flat" (exact, ``IndexFlatIP``) or "hnsw" (``IndexHNSWFlat``, inner product).
+            hnsw_m: HNSW neighbours per node.
+            ef_search: HNSW search beam width.
+            ef_construction: HNSW build beam width.
+
+        Returns:
+            The index.
+
+        Raises:
+            ValueError: On mismatched shapes, duplicate ids, non-finite vectors, missing fingerprint
+                or an unknown index type.
+        """
+        ids = [str(doc_id) for doc_id in doc_ids]
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[0] != len(ids) or matrix.shape[0] == 0:
+            raise ValueError(
+                f"vectors must have shape (len(doc_ids), dim) with at least one row; got {matrix.shape} "
+                f"for {len(ids)} doc ids."
+            )
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            for doc_id in ids:
+                if doc_id in seen:
+                    raise ValueError(
+                        f"doc_ids must be unique; {doc_id!r} occurs more than once. Deduplicate the corpus first."
+                    )
+                seen.add(doc_id)
+        if not np.isfinite(matrix).all():
+            bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
+            raise ValueError(f"vector of doc {ids[bad]!r} (row {bad}) has NaN/inf values; re-encode it.")
+        if not encoder_meta.get("fingerprint"):
+            raise ValueError("encoder_meta needs a 'fingerprint' key: pass {**encoder.describe(), 'fingerprint': encoder.fingerprint}.")
+        norms = np.linalg.norm(matrix, axis=1)
+        if np.abs(norms - 1.0).max() > 1e-3:
+            logger.warning(
+                "document vectors are not L2-normalised (norms %.4f..%.4f): inner product is not cosine",
+                float(norms.min()), float(norms.max()),
+            )
+        dim = int(matrix.shape[1])
+        if index_type == "flat":
+            index: faiss.Index = faiss.IndexFlatIP(dim)
+        elif index_type == "hnsw":
+            if hnsw_m < 2 or ef_search < 1 or ef_construction < 1:
+                raise ValueError(
+                    f"hnsw_m must be >= 2 and ef_search/ef_construction >= 1; got {hnsw_m}, {ef_search}, {ef_construction}."
+                )
+            index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = ef_construction
+        else:
+            raise ValueError(f"index_type {index_type!r} is not 'flat' or 'hnsw'.")
+        started = time.perf_counter()
+        index.add(matrix)
+        encoder = dict(encoder_meta)
+        meta: dict[str, Any] = {
+            "kind": "dense",
+            "format_version": FORMAT_VERSION,
+            "encoder": encoder,
+            "instruction_template": encoder.get("instruction_template"),
+            "query_task": encoder.get("query_task"),
+            "dim": dim,
+            "num_docs": len(ids),
+            "index_type": index_type,
+            "corpus_hash": corpus_hash,
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if index_type == "hnsw":
+            meta["hnsw"] = {"m": hnsw_m, "ef_search": ef_search, "ef_construction": ef_construction}
+        built = cls(index, ids, meta)
+        built._apply_search_params()
+        logger.info(
+            "built %s dense index: %d docs, dim %d, encoder %s, in %.2fs",
+            index_type, len(ids), dim, encoder.get("model_name") or encoder.get("kind"), time.perf_counter() - started,
+        )
+        return built
+
+    def _apply_search_params(self) -> None:
+        """Set HNSW efSearch from the metadata."""
+        hnsw = self._meta.get("hnsw")
+        if hnsw and hasattr(self._index, "hnsw"):
+            self._index.hnsw.efSearch = int(hnsw["ef_search"])
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """A copy of the build metadata (the contents of meta.json)."""
+        return json.loads(json.dumps(self._meta))
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """Document ids in row order (a copy)."""
+        return list(self._doc_ids)
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self._meta["dim"])
+
+    @property
+    def num_docs(self) -> int:
+        """Number of indexed documents."""
+        return len(self._doc_ids)
+
+    def search_vectors(self, qvecs: np.ndarray, k: int) -> Run:
+        """Search query vectors.
+
+        Args:
+            qvecs: float32 ``(n, dim)`` query vectors.
+            k: Hits per query; clipped to the number of documents.
+
+        Returns:
+            One list of hits per query, best first (FAISS's -1 padding removed).
+
+        Raises:
+            ValueError: On a bad shape, non-finite values or ``k < 1``.
+        """
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}.")
+        matrix = np.ascontiguousarray(qvecs, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[1] != self.dim:
+            raise ValueError(f"query vectors must have shape (n, {self.dim}); got {matrix.shape}.")
+        if not np.isfinite(matrix).all():
+            raise ValueError("query vectors contain NaN/inf; check the encoder output.")
+        kk = min(int(k), self._index.ntotal)
+        run: Run = []
+        for start in range(0, matrix.shape[0], _SEARCH_BATCH):
+            scores, rows = self._index.search(matrix[start : start + _SEARCH_BATCH], kk)
+            for score_row, id_row in zip(scores.tolist(), rows.tolist()):
+                run.append([Hit(self._doc_ids[j], float(s)) for s, j in zip(score_row, id_row) if j >= 0])
+        return run
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``index.faiss``, ``doc_ids.json`` and ``meta.json`` (each via temp file + rename).
+
+        Args:
+            folder: Target folder; created if missing.
+
+        Returns:
+            The folder.
+        """
+        target = Path(folder)
+        target.mkdir(parents=True, exist_ok=True)
+        tmp_index = target / f".tmp-{INDEX_FILE}-{os.getpid()}"
+        faiss.write_index(self._index, str(tmp_index))
+        os.replace(tmp_index, target / INDEX_FILE)
+        _write_json(target / DOC_IDS_FILE, self._doc_ids)
+        _write_json(target / META_FILE, self._meta)  # last: a folder with meta.json is complete
+        logger.info("saved dense index (%d docs) to %s", self.num_docs, target)
+        return target
+
+    @classmethod
+    def load(cls, folder: str | Path) -> DenseIndex:
+        """Load and validate a saved index.
+
+        Args:
+            folder: A folder written by :meth:`save`.
+
+        Returns:
+            The index.
+
+        Raises:
+            IndexMismatchError: On missing files, unreadable or inconsistent contents, or another
+                format version.
+        """
+        source = Path(folder)
+        missing = [name for name in (INDEX_FILE, DOC_IDS_FILE, META_FILE) if not (source / name).is_file()]
+        if missing:
+            raise IndexMismatchError(f"dense index folder {source} lacks {', '.join(missing)}; {REBUILD_HINT}.")
+        try:
+            meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
+            doc_ids = json.loads((source / DOC_IDS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise IndexMismatchError(f"dense index folder {source} has unreadable JSON ({exc}); {REBUILD_HINT}.") from exc
+        if not isinstance(meta, dict) or meta.get("kind") != "dense":
+            raise IndexMismatchError(f"{source / META_FILE} is not a dense index (kind {meta.get('kind') if isinstance(meta, dict) else None!r}).")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise IndexMismatchError(
+                f"dense index in {source} has format_version {meta.get('format_version')!r}, this code reads "
+                f"{FORMAT_VERSION}; {REBUILD_HINT}."
+            )
+        if not isinstance(doc_ids, list) or not all(isinstance(doc_id, str) for doc_id in doc_ids):
+            raise IndexMismatchError(f"{source / DOC_IDS_FILE} must be a JSON list of strings; {REBUILD_HINT}.")
+        try:
+            index = faiss.read_index(str(source / INDEX_FILE))
+        except RuntimeError as exc:
+            raise IndexMismatchError(f"cannot read {source / INDEX_FILE} ({exc}); {REBUILD_HINT}.") from exc
+        if index.ntotal != len(doc_ids) or meta.get("num_docs") != len(doc_ids):
+            raise IndexMismatchError(
+                f"dense index in {source} is inconsistent: index.faiss has {index.ntotal} vectors, doc_ids.json "
+                f"{len(doc_ids)} ids, meta.json num_docs {meta.get('num_docs')}; {REBUILD_HINT}."
+            )
+        if index.d != meta.get("dim"):
+            raise IndexMismatchError(
+                f"dense index in {source}: index.faiss has dim {index.d}, meta.json says {meta.get('dim')}; {REBUILD_HINT}."
+            )
+        loaded = cls(index, doc_ids, meta)
+        loaded._apply_search_params()
+        logger.info("loaded dense index from %s (%d docs, %s)", source, len(doc_ids), meta.get("index_type"))
+        return loaded
+
+    def check_compatible(self, corpus_hash: str | None = None, encoder: Encoder | None = None) -> None:
+        """Refuse a corpus or an encoder other than the ones the index was built from.
+
+        Args:
+            corpus_hash: Hash of the corpus in use, or ``None`` to skip the check.
+            encoder: Encoder that will encode queries, or ``None`` to skip the check.
+
+        Raises:
+            IndexMismatchError: Naming what differs and how to fix it.
+        """
+        problems: list[str] = []
+        if corpus_hash is not None and corpus_hash != self._meta.get("corpus_hash"):
+            problems.append(
+                f"corpus hash differs (index built from {self._meta.get('corpus_hash')!r}, corpus now {corpus_hash!r})"
+            )
+        if encoder is not None:
+            built = dict(self._meta.get("encoder", {}))
+            if encoder.dim != self._meta.get("dim"):
+                problems.append(f"encoder dim {encoder.dim} != index dim {self._meta.get('dim')}")
+            if (encoder.query_task or None) != (self._meta.get("query_task") or None):
+                problems.append(
+                    f"query_task differs (index {self._meta.get('query_task')!r}, encoder {encoder.query_task!r})"
+                )
+            if encoder.fingerprint != built.get("fingerprint"):
+                current = encoder.describe()
+                changed = sorted(
+                    key for key in set(current) | set(built)
+                    if key not in {"fingerprint", "model_path"} and current.get(key) != built.get(key)
+                )
+                detail = (
+                    "settings differ: " + ", ".join(f"{key} {built.get(key)!r} -> {current.get(key)!r}" for key in changed)
+                    if changed else "same settings, different model files (retrained or replaced model)"
+                )
+                problems.append(
+                    f"encoder fingerprint differs ({str(built.get('fingerprint'))[:12]} -> {encoder.fingerprint[:12]}; {detail})"
+                )
+        if problems:
+            raise IndexMismatchError(
+                f"dense index ({self._meta.get('index_type')}, {self.num_docs} docs, built {self._meta.get('built_at')}) "
+                f"does not match: {'; '.join(problems)}. Use the encoder settings it was built with, or "
+                f"{REBUILD_HINT}."
+            )
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write JSON via a temp file and an atomic rename."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class DenseRetriever:
+    """Retriever over a :class:`DenseIndex`: encodes queries in batches, searches FAISS in batches.
+
+    Args:
+        index: The index.
+        encoder: Query encoder; must match the index (checked here).
+        name: Retriever name used in runs and reports.
+        batch_size: Queries per encode + search step.
+        corpus_hash: Optional corpus hash to check against the index as well.
+
+    Raises:
+        IndexMismatchError: If the encoder (or corpus) does not match the index.
+    """
+
+    def __init__(
+        self,
+        index: DenseIndex,
+        encoder: Encoder,
+        name: str = "dense",
+        batch_size: int = 64,
+        *,
+        corpus_hash: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        index.check_compatible(corpus_hash=corpus_hash, encoder=encoder)
+        self.index = index
+        self.encoder = encoder
+        self.name = name
+        self.batch_size = batch_size
+
+    def search(self, queries: Sequence[str], k: int) -> Run:
+        """Return the top ``k`` hits for each query, best first, in query order.
+
+        Args:
+            queries: Query texts (the encoder adds its instruction).
+            k: Hits per query.
+
+        Returns:
+            One list of hits per query.
+
+        Raises:
+            ValueError: If ``k < 1`` or ``queries`` is a single string.
+            RetrievalError: If encoding or searching fails (with the batch and cause).
+        """
+        if isinstance(queries, str):
+            raise ValueError("queries must be a sequence of strings, not one str; wrap it in a list.")
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}.")
+        items = list(queries)
+        run: Run = []
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start : start + self.batch_size]
+            where = f"retriever {self.name!r}, queries {start}..{start + len(batch) - 1} (first {batch[0]!r:.60})"
+            try:
+                qvecs = self.encoder.encode_queries(batch)
+            except Exception as exc:
+                raise RetrievalError(
+                    f"{where}: encoder {self.encoder.name} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            try:
+                hits = self.index.search_vectors(qvecs, k)
+            except Exception as exc:
+                raise RetrievalError(f"{where}: FAISS search failed: {type(exc).__name__}: {exc}") from exc
+            if len(hits) != len(batch):
+                raise RetrievalError(f"{where}: got {len(hits)} result lists for {len(batch)} queries.")
+            run.extend(hits)
+        return run
+
+
+def measure_dense_qps(
+    encoder: Encoder,
+    index: DenseIndex,
+    queries: Sequence[str],
+    k: int = 10,
+    batch_size: int = 64,
+    one_by_one_limit: int | None = None,
+) -> dict[str, float]:
+    """Time dense retrieval (query encoding + FAISS search) batched and one query per call.
+
+    Both modes run through :class:`DenseRetriever`, after one warm-up call.
+
+    Args:
+        encoder: Query encoder (matching ``index``).
+        index: The index.
+        queries: Query texts.
+        k: Hits per query.
+        batch_size: Queries per batch for the batched mode.
+        one_by_one_limit: Time only the first this many queries one by one (``None``: all).
+
+    Returns:
+        ``{"dense_batched_qps", "dense_one_by_one_qps", "batched_queries", "one_by_one_queries",
+        "batched_seconds", "one_by_one_seconds"}``.
+    """
+    items = list(queries)
+    if not items:
+        raise ValueError("measure_dense_qps needs at least one query.")
+    retriever = DenseRetriever(index, encoder, name="dense-bench", batch_size=batch_size)
+    retriever.search(items[:1], k)  # warm-up (lazy model loading, thread pools)
+    started = time.perf_counter()
+    retriever.search(items, k)
+    batched = time.perf_counter() - started
+    single = items if one_by_one_limit is None else items[:one_by_one_limit]
+    started = time.perf_counter()
+    for query in single:
+        retriever.search([query], k)
+    one_by_one = time.perf_counter() - started
+    return {
+        "dense_batched_qps": len(items) / batched,
+        "dense_one_by_one_qps": len(single) / one_by_one,
+        "batched_queries": float(len(items)),
+        "one_by_one_queries": float(len(single)),
+        "batched_seconds": batched,
+        "one_by_one_seconds": one_by_one,
+    }

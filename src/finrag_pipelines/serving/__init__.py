@@ -1,0 +1,4 @@
+"""Retrieval HTTP service (filled by the retrieval-server issue).
+
+Kedro-free library package.
+"""

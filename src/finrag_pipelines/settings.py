@@ -1,0 +1,22 @@
+"""Kedro project settings."""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+from kedro.config import OmegaConfigLoader
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # environments override single keys (e.g. demo changes only the encoder), not whole pipeline groups
+    "merge_strategy": {"parameters": "soft", "globals": "soft"},
+    "custom_resolvers": {
+        # ${basename:some/folder} -> "folder": used to keep artefacts of different BEIR sets apart
+        "basename": lambda path: PurePath(str(path).rstrip("/")).name,
+    },
+    "config_patterns": {
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+    },
+}

@@ -1,0 +1,42 @@
+import pytest
+
+from finrag_pipelines.text.dedup import dedup_key, find_duplicates, simhash64
+
+
+def test_exact_duplicates_ignore_punctuation_case_and_spaces():
+    assert dedup_key("感谢您的关注！") == dedup_key("感谢 您的关注。")
+    assert dedup_key("ETF") == dedup_key("etf")
+    matches = find_duplicates(["您好！感谢关注。", "其他内容", "您好，感谢关注！"], near=False)
+    assert [(m.index, m.kept_index, m.kind) for m in matches] == [(2, 0, "exact")]
+
+
+def test_simhash_is_stable_and_close_for_near_copies():
+    a = "公司于2019年底完成新工厂搬迁，新工厂的设计产能为20万台每年，同时公司致力于通过高效有序管理保证生产效率提升。"
+    b = a.replace("20万台", "21万台")
+    c = "截至目前，公司未收到实际控制人的减持计划，公司会严格履行相关信息披露义务。"
+    assert simhash64(a) == simhash64(a)
+    assert bin(simhash64(a) ^ simhash64(b)).count("1") < bin(simhash64(a) ^ simhash64(c)).count("1")
+    assert simhash64("") == 0
+
+
+def test_near_duplicates_are_found_and_point_at_the_first():
+    base = "公司于2019年底完成新工厂搬迁，新工厂的设计产能为20万台每年，同时公司致力于通过高效有序管理保证生产效率提升和订单要求满足。"
+    texts = ["无关的文本，讲述基金净值的变化情况以及分红安排。", base, base.replace("20万台", "21万台"), base + "谢谢"]
+    matches = find_duplicates(texts, max_hamming=6, min_jaccard=0.7)
+    assert {(m.index, m.kept_index, m.kind) for m in matches} == {(2, 1, "near"), (3, 1, "near")}
+    assert all(0.7 <= m.similarity <= 1.0 for m in matches)
+
+
+def test_jaccard_guard_rejects_dissimilar_pairs():
+    base = "公司于2019年底完成新工厂搬迁，新工厂的设计产能为20万台每年，同时公司致力于通过高效有序管理保证生产效率提升和订单要求满足。"
+    assert find_duplicates([base, base.replace("20万台", "21万台")], max_hamming=15, min_jaccard=1.0) == []
+
+
+def test_near_off_finds_only_exact():
+    base = "公司于2019年底完成新工厂搬迁，新工厂的设计产能为20万台每年。"
+    assert find_duplicates([base, base.replace("20", "21")], near=False) == []
+
+
+def test_bad_threshold_is_rejected():
+    with pytest.raises(ValueError, match="max_hamming"):
+        find_duplicates(["a", "b"], max_hamming=16)

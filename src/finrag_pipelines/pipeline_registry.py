@@ -10,7 +10,11 @@ DEFAULT_CHAIN = ("corpus_prep", "index_build", "evaluation")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register every pipeline folder under ``pipelines/`` and the default chain."""
+    """Register every pipeline folder under ``pipelines/`` and the default chain.
+
+    Kedro 1.x loads only the pipelines a run asks for; the default chain is assembled when it is loaded too.
+    """
     pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum((pipelines[name] for name in DEFAULT_CHAIN if name in pipelines), Pipeline([]))
+    if all(name in pipelines for name in DEFAULT_CHAIN):
+        pipelines["__default__"] = sum((pipelines[name] for name in DEFAULT_CHAIN), Pipeline([]))
     return pipelines

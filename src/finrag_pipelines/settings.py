@@ -11,7 +11,8 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     # environments override single keys (e.g. demo changes only the encoder), not whole pipeline groups
-    "merge_strategy": {"parameters": "soft", "globals": "soft"},
+    # globals.yml replaces whole top-level keys per environment (an encoder is swapped, not merged)
+    "merge_strategy": {"parameters": "soft"},
     "custom_resolvers": {
         # ${basename:some/folder} -> "folder": used to keep artefacts of different BEIR sets apart
         "basename": lambda path: PurePath(str(path).rstrip("/")).name,

@@ -48,6 +48,7 @@ class DenseIndex:
         self._index = index
         self._doc_ids = doc_ids
         self._meta = meta
+        self._source: Path | None = None
 
     @classmethod
     def build(
@@ -92,19 +93,24 @@ class DenseIndex:
             for doc_id in ids:
                 if doc_id in seen:
                     raise ValueError(
-                        f"doc_ids must be unique; {doc_id!r} occurs more than once. Deduplicate the corpus first."
+                        f"doc_ids must be unique; {doc_id!r} occurs more than once. "
+                        "Deduplicate the corpus first."
                     )
                 seen.add(doc_id)
         if not np.isfinite(matrix).all():
             bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
             raise ValueError(f"vector of doc {ids[bad]!r} (row {bad}) has NaN/inf values; re-encode it.")
         if not encoder_meta.get("fingerprint"):
-            raise ValueError("encoder_meta needs a 'fingerprint' key: pass {**encoder.describe(), 'fingerprint': encoder.fingerprint}.")
+            raise ValueError(
+                "encoder_meta needs a 'fingerprint' key: pass "
+                "{**encoder.describe(), 'fingerprint': encoder.fingerprint}."
+            )
         norms = np.linalg.norm(matrix, axis=1)
         if np.abs(norms - 1.0).max() > 1e-3:
             logger.warning(
                 "document vectors are not L2-normalised (norms %.4f..%.4f): inner product is not cosine",
-                float(norms.min()), float(norms.max()),
+                float(norms.min()),
+                float(norms.max()),
             )
         dim = int(matrix.shape[1])
         if index_type == "flat":
@@ -112,7 +118,8 @@ class DenseIndex:
         elif index_type == "hnsw":
             if hnsw_m < 2 or ef_search < 1 or ef_construction < 1:
                 raise ValueError(
-                    f"hnsw_m must be >= 2 and ef_search/ef_construction >= 1; got {hnsw_m}, {ef_search}, {ef_construction}."
+                    "hnsw_m must be >= 2 and ef_search/ef_construction >= 1; "
+                    f"got {hnsw_m}, {ef_search}, {ef_construction}."
                 )
             index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = ef_construction
@@ -139,7 +146,11 @@ class DenseIndex:
         built._apply_search_params()
         logger.info(
             "built %s dense index: %d docs, dim %d, encoder %s, in %.2fs",
-            index_type, len(ids), dim, encoder.get("model_name") or encoder.get("kind"), time.perf_counter() - started,
+            index_type,
+            len(ids),
+            dim,
+            encoder.get("model_name") or encoder.get("kind"),
+            time.perf_counter() - started,
         )
         return built
 
@@ -193,8 +204,14 @@ class DenseIndex:
         run: Run = []
         for start in range(0, matrix.shape[0], _SEARCH_BATCH):
             scores, rows = self._index.search(matrix[start : start + _SEARCH_BATCH], kk)
-            for score_row, id_row in zip(scores.tolist(), rows.tolist()):
-                run.append([Hit(self._doc_ids[j], float(s)) for s, j in zip(score_row, id_row) if j >= 0])
+            for score_row, id_row in zip(scores.tolist(), rows.tolist(), strict=True):
+                run.append(
+                    [
+                        Hit(self._doc_ids[j], float(s))
+                        for s, j in zip(score_row, id_row, strict=True)
+                        if j >= 0
+                    ]
+                )
         return run
 
     def save(self, folder: str | Path) -> Path:
@@ -231,38 +248,51 @@ class DenseIndex:
                 format version.
         """
         source = Path(folder)
+        if not source.is_dir():
+            raise IndexMismatchError(f"dense index folder {source} does not exist; {REBUILD_HINT}.")
         missing = [name for name in (INDEX_FILE, DOC_IDS_FILE, META_FILE) if not (source / name).is_file()]
         if missing:
-            raise IndexMismatchError(f"dense index folder {source} lacks {', '.join(missing)}; {REBUILD_HINT}.")
+            raise IndexMismatchError(
+                f"dense index folder {source} lacks {', '.join(missing)}; {REBUILD_HINT}."
+            )
         try:
             meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
             doc_ids = json.loads((source / DOC_IDS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise IndexMismatchError(f"dense index folder {source} has unreadable JSON ({exc}); {REBUILD_HINT}.") from exc
+            raise IndexMismatchError(
+                f"dense index folder {source} has unreadable JSON ({exc}); {REBUILD_HINT}."
+            ) from exc
         if not isinstance(meta, dict) or meta.get("kind") != "dense":
-            raise IndexMismatchError(f"{source / META_FILE} is not a dense index (kind {meta.get('kind') if isinstance(meta, dict) else None!r}).")
+            raise IndexMismatchError(
+                f"{source / META_FILE} is not a dense index "
+                f"(kind {meta.get('kind') if isinstance(meta, dict) else None!r}); {REBUILD_HINT}."
+            )
         if meta.get("format_version") != FORMAT_VERSION:
             raise IndexMismatchError(
                 f"dense index in {source} has format_version {meta.get('format_version')!r}, this code reads "
                 f"{FORMAT_VERSION}; {REBUILD_HINT}."
             )
         if not isinstance(doc_ids, list) or not all(isinstance(doc_id, str) for doc_id in doc_ids):
-            raise IndexMismatchError(f"{source / DOC_IDS_FILE} must be a JSON list of strings; {REBUILD_HINT}.")
+            raise IndexMismatchError(
+                f"{source / DOC_IDS_FILE} must be a JSON list of strings; {REBUILD_HINT}."
+            )
         try:
             index = faiss.read_index(str(source / INDEX_FILE))
         except RuntimeError as exc:
             raise IndexMismatchError(f"cannot read {source / INDEX_FILE} ({exc}); {REBUILD_HINT}.") from exc
         if index.ntotal != len(doc_ids) or meta.get("num_docs") != len(doc_ids):
             raise IndexMismatchError(
-                f"dense index in {source} is inconsistent: index.faiss has {index.ntotal} vectors, doc_ids.json "
-                f"{len(doc_ids)} ids, meta.json num_docs {meta.get('num_docs')}; {REBUILD_HINT}."
+                f"dense index in {source} is inconsistent: index.faiss has {index.ntotal} vectors, "
+                f"doc_ids.json {len(doc_ids)} ids, meta.json num_docs {meta.get('num_docs')}; {REBUILD_HINT}."
             )
         if index.d != meta.get("dim"):
             raise IndexMismatchError(
-                f"dense index in {source}: index.faiss has dim {index.d}, meta.json says {meta.get('dim')}; {REBUILD_HINT}."
+                f"dense index in {source}: index.faiss has dim {index.d}, "
+                f"meta.json says {meta.get('dim')}; {REBUILD_HINT}."
             )
         loaded = cls(index, doc_ids, meta)
         loaded._apply_search_params()
+        loaded._source = source
         logger.info("loaded dense index from %s (%d docs, %s)", source, len(doc_ids), meta.get("index_type"))
         return loaded
 
@@ -279,7 +309,8 @@ class DenseIndex:
         problems: list[str] = []
         if corpus_hash is not None and corpus_hash != self._meta.get("corpus_hash"):
             problems.append(
-                f"corpus hash differs (index built from {self._meta.get('corpus_hash')!r}, corpus now {corpus_hash!r})"
+                f"corpus hash differs (index built from {self._meta.get('corpus_hash')!r}, "
+                f"corpus now {corpus_hash!r})"
             )
         if encoder is not None:
             built = dict(self._meta.get("encoder", {}))
@@ -287,24 +318,32 @@ class DenseIndex:
                 problems.append(f"encoder dim {encoder.dim} != index dim {self._meta.get('dim')}")
             if (encoder.query_task or None) != (self._meta.get("query_task") or None):
                 problems.append(
-                    f"query_task differs (index {self._meta.get('query_task')!r}, encoder {encoder.query_task!r})"
+                    f"query_task differs (index {self._meta.get('query_task')!r}, "
+                    f"encoder {encoder.query_task!r})"
                 )
             if encoder.fingerprint != built.get("fingerprint"):
                 current = encoder.describe()
                 changed = sorted(
-                    key for key in set(current) | set(built)
-                    if key not in {"fingerprint", "model_path"} and current.get(key) != built.get(key)
+                    key
+                    for key in set(current) | set(built)
+                    if key not in {"fingerprint", "model_path", "model_name"}
+                    and current.get(key) != built.get(key)
                 )
                 detail = (
-                    "settings differ: " + ", ".join(f"{key} {built.get(key)!r} -> {current.get(key)!r}" for key in changed)
-                    if changed else "same settings, different model files (retrained or replaced model)"
+                    "settings differ: "
+                    + ", ".join(f"{key} {built.get(key)!r} -> {current.get(key)!r}" for key in changed)
+                    if changed
+                    else "same settings, different model files (retrained or replaced model)"
                 )
                 problems.append(
-                    f"encoder fingerprint differs ({str(built.get('fingerprint'))[:12]} -> {encoder.fingerprint[:12]}; {detail})"
+                    f"encoder fingerprint differs ({str(built.get('fingerprint'))[:12]} -> "
+                    f"{encoder.fingerprint[:12]}; {detail})"
                 )
         if problems:
+            where = f" in {self._source}" if self._source is not None else ""
             raise IndexMismatchError(
-                f"dense index ({self._meta.get('index_type')}, {self.num_docs} docs, built {self._meta.get('built_at')}) "
+                f"dense index{where} ({self._meta.get('index_type')}, {self.num_docs} docs, "
+                f"built {self._meta.get('built_at')}) "
                 f"does not match: {'; '.join(problems)}. Use the encoder settings it was built with, or "
                 f"{REBUILD_HINT}."
             )
@@ -370,7 +409,9 @@ class DenseRetriever:
         run: Run = []
         for start in range(0, len(items), self.batch_size):
             batch = items[start : start + self.batch_size]
-            where = f"retriever {self.name!r}, queries {start}..{start + len(batch) - 1} (first {batch[0]!r:.60})"
+            where = (
+                f"retriever {self.name!r}, queries {start}..{start + len(batch) - 1} (first {batch[0]!r:.60})"
+            )
             try:
                 qvecs = self.encoder.encode_queries(batch)
             except Exception as exc:

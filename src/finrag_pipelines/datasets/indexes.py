@@ -1,0 +1,55 @@
+"""Datasets for index folders (BM25, FAISS) whose ``meta.json`` is validated on load."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io import AbstractDataset
+
+
+class _IndexFolderDataset(AbstractDataset):
+    def _index_cls(self) -> Any:
+        raise NotImplementedError
+
+    def __init__(self, path: str) -> None:
+        self._path = PurePosixPath(path)
+
+    def load(self) -> Any:
+        return self._index_cls().load(Path(self._path))
+
+    def save(self, data: Any) -> None:
+        folder = Path(self._path)
+        tmp = folder.with_name(folder.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        data.save(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)  # a crash mid-save never leaves a half-written index in place
+
+    def _exists(self) -> bool:
+        return (Path(self._path) / "meta.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "kind": type(self).__name__}
+
+
+class BM25IndexDataset(_IndexFolderDataset):
+    """A :class:`~finrag_pipelines.retrieval.bm25.BM25Index` folder (bm25s files, tokenizer, meta.json)."""
+
+    def _index_cls(self) -> Any:
+        from finrag_pipelines.retrieval.bm25 import BM25Index
+
+        return BM25Index
+
+
+class FaissIndexDataset(_IndexFolderDataset):
+    """A :class:`~finrag_pipelines.retrieval.dense.DenseIndex` folder (index.faiss, doc_ids.json, meta.json)."""
+
+    def _index_cls(self) -> Any:
+        from finrag_pipelines.retrieval.dense import DenseIndex  # imports faiss only when used
+
+        return DenseIndex

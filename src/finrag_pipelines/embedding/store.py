@@ -1,0 +1,313 @@
+"""A resumable, content-addressed cache of embedding vectors.
+
+Vectors are keyed by ``(encoder fingerprint, role, sha1 of the exact text)`` and written in
+append-only shard files under ``<folder>/<fingerprint>/<role>/``. Each shard is written to a
+temporary file, fsync'ed and renamed into place, so a crash (even ``kill -9``) loses at most the
+chunk being encoded; a shard that is torn anyway (a file system that does not honour the rename
+order, a copy cut short) fails its checksum and is set aside with a warning, and its vectors are
+recomputed. Stored vectors are the exact float32 bytes the encoder returned.
+
+Shard layout (little endian)::
+
+    magic b"FEMBSH01" | dim uint32 | n uint64 | n x 20-byte sha1 digests | n x dim float32
+    | sha256 of all the bytes before
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import struct
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from finrag_pipelines.embedding.encoders import Encoder
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["query", "document"]
+ROLES: tuple[str, ...] = ("query", "document")
+
+_MAGIC = b"FEMBSH01"
+_HEADER = struct.Struct("<8sIQ")
+_DIGEST_BYTES = 20
+_CHECKSUM_BYTES = 32
+_FINGERPRINT_RE = re.compile(r"^[0-9a-f]{16,128}$")
+
+
+def text_key(text: str) -> str:
+    """Return the store key of a text: the sha1 hex digest of its exact UTF-8 bytes.
+
+    Args:
+        text: The text as it is given to the encoder (before any query instruction).
+
+    Returns:
+        40 hex characters.
+    """
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+class EmbeddingStore:
+    """Content-addressed, crash-safe embedding cache in a local folder.
+
+    Args:
+        folder: Root folder; created on first write.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._counter = 0
+
+    def __repr__(self) -> str:
+        return f"EmbeddingStore({str(self.folder)!r})"
+
+    def _role_dir(self, fingerprint: str, role: str) -> Path:
+        """Return (without creating) the shard folder of one encoder and role."""
+        if not isinstance(fingerprint, str) or not _FINGERPRINT_RE.match(fingerprint):
+            raise ValueError(
+                f"encoder fingerprint {fingerprint!r} is not a lowercase hex digest; "
+                "pass encoder.fingerprint."
+            )
+        if role not in ROLES:
+            raise ValueError(f"role {role!r} is not one of {ROLES}.")
+        return self.folder / fingerprint / role
+
+    def load(self, fingerprint: str, role: Role) -> dict[str, np.ndarray]:
+        """Read every valid shard of one encoder and role.
+
+        Torn or corrupt shards are renamed to ``*.corrupt`` with a warning; their texts count as missing.
+
+        Args:
+            fingerprint: ``encoder.fingerprint``.
+            role: "query" or "document".
+
+        Returns:
+            Mapping from text key (sha1 hex) to a float32 vector (a read-only view).
+
+        Raises:
+            ValueError: If valid shards disagree on the vector dimension.
+        """
+        folder = self._role_dir(fingerprint, role)
+        vectors: dict[str, np.ndarray] = {}
+        if not folder.is_dir():
+            return vectors
+        dims: set[int] = set()
+        for path in sorted(folder.glob("shard-*.bin")):
+            try:
+                keys, matrix = _read_shard(path)
+            except (OSError, ValueError) as exc:
+                bad = path.with_suffix(".corrupt")
+                logger.warning(
+                    "ignoring torn/corrupt embedding shard %s (%s); moved to %s, "
+                    "its vectors will be recomputed",
+                    path,
+                    exc,
+                    bad.name,
+                )
+                try:
+                    os.replace(path, bad)
+                except OSError:
+                    pass
+                continue
+            dims.add(matrix.shape[1])
+            for i, key in enumerate(keys):
+                vectors[key] = matrix[i]
+        if len(dims) > 1:
+            raise ValueError(
+                f"embedding shards in {folder} have different dimensions {sorted(dims)}; the fingerprint "
+                "should have changed with the model. Delete that folder to rebuild the cache."
+            )
+        return vectors
+
+    def count(self, fingerprint: str, role: Role) -> int:
+        """Return how many distinct texts are stored for one encoder and role."""
+        return len(self.load(fingerprint, role))
+
+    def put(
+        self,
+        fingerprint: str,
+        role: Role,
+        keys: Sequence[str],
+        vectors: np.ndarray,
+        describe: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Durably write one shard: temp file, fsync, rename, fsync of the folder.
+
+        Args:
+            fingerprint: ``encoder.fingerprint``.
+            role: "query" or "document".
+            keys: Text keys (see :func:`text_key`), one per row.
+            vectors: float32 array of shape ``(len(keys), dim)``.
+            describe: ``encoder.describe()``, written once as ``encoder.json`` for people reading the folder.
+
+        Returns:
+            The shard path.
+
+        Raises:
+            ValueError: If keys and vectors do not match.
+        """
+        folder = self._role_dir(fingerprint, role)
+        matrix = np.ascontiguousarray(vectors)
+        if matrix.dtype != np.float32 or matrix.ndim != 2 or matrix.shape[0] != len(keys):
+            raise ValueError(
+                f"put() needs a float32 array of shape ({len(keys)}, dim); got {matrix.dtype} {matrix.shape}."
+            )
+        digests = b"".join(bytes.fromhex(key) for key in keys)
+        if len(digests) != _DIGEST_BYTES * len(keys):
+            raise ValueError("put() keys must be sha1 hex digests from text_key().")
+        folder.mkdir(parents=True, exist_ok=True)
+        if describe is not None and not (folder.parent / "encoder.json").exists():
+            _atomic_write(
+                folder.parent / "encoder.json",
+                json.dumps(dict(describe), ensure_ascii=False, indent=2).encode("utf-8"),
+            )
+        body = (
+            _HEADER.pack(_MAGIC, matrix.shape[1], matrix.shape[0]) + digests + matrix.astype("<f4").tobytes()
+        )
+        payload = body + hashlib.sha256(body).digest()
+        self._counter += 1
+        path = folder / f"shard-{time.time_ns():020d}-{os.getpid()}-{self._counter:06d}.bin"
+        _atomic_write(path, payload)
+        return path
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` via a fsync'ed temp file and an atomic rename."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    with tmp.open("wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # platforms without directory fds
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _read_shard(path: Path) -> tuple[list[str], np.ndarray]:
+    """Parse and verify one shard file.
+
+    Raises:
+        ValueError: If the file is short, has a bad magic or fails its checksum.
+    """
+    data = path.read_bytes()
+    if len(data) < _HEADER.size + _CHECKSUM_BYTES:
+        raise ValueError(f"only {len(data)} bytes")
+    magic, dim, n = _HEADER.unpack_from(data)
+    if magic != _MAGIC:
+        raise ValueError(f"bad magic {magic!r}")
+    expected = _HEADER.size + n * _DIGEST_BYTES + n * dim * 4 + _CHECKSUM_BYTES
+    if len(data) != expected:
+        raise ValueError(f"{len(data)} bytes, expected {expected} for {n} vectors of dim {dim}")
+    body = data[:-_CHECKSUM_BYTES]
+    if hashlib.sha256(body).digest() != data[-_CHECKSUM_BYTES:]:
+        raise ValueError("checksum mismatch")
+    offset = _HEADER.size
+    digests = data[offset : offset + n * _DIGEST_BYTES]
+    keys = [digests[i * _DIGEST_BYTES : (i + 1) * _DIGEST_BYTES].hex() for i in range(n)]
+    offset += n * _DIGEST_BYTES
+    matrix = np.frombuffer(data, dtype="<f4", count=n * dim, offset=offset).reshape(n, dim)
+    return keys, matrix
+
+
+def encode_with_store(
+    encoder: Encoder,
+    texts: Sequence[str],
+    role: Role,
+    store: EmbeddingStore | None,
+    chunk_size: int = 1024,
+) -> np.ndarray:
+    """Encode texts, reusing stored vectors and storing new ones chunk by chunk.
+
+    Only texts missing from the store are encoded (each distinct text once), ``chunk_size`` at a
+    time; each chunk is written as a durable shard before the next starts, so an interrupted run
+    resumes where it stopped.
+
+    Args:
+        encoder: The encoder; its ``fingerprint`` keys the cache.
+        texts: Texts in the order wanted.
+        role: "query" (encoded with ``encode_queries``) or "document" (``encode_documents``).
+        store: The cache; ``None`` encodes everything without caching.
+        chunk_size: Texts encoded and written per shard.
+
+    Returns:
+        float32 array of shape ``(len(texts), encoder.dim)`` in input order, bit-identical to what
+        the encoder returned when each vector was computed.
+
+    Raises:
+        ValueError: On a bad role or chunk size, or when the encoder returns a wrongly shaped array.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {ROLES}.")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not one str; wrap it in a list.")
+    encode = encoder.encode_queries if role == "query" else encoder.encode_documents
+    items = list(texts)
+    dim = encoder.dim
+    out = np.empty((len(items), dim), dtype=np.float32)
+    if not items:
+        return out
+    keys = [text_key(text) for text in items]
+    fingerprint = encoder.fingerprint if store is not None else ""
+    known = store.load(fingerprint, role) if store is not None else {}
+    missing: dict[str, str] = {}
+    for key, text in zip(keys, items):
+        if key not in known and key not in missing:
+            missing[key] = text
+    cached_rows = sum(1 for key in keys if key in known)
+    describe = encoder.describe()
+    pending = list(missing.items())
+    for start in range(0, len(pending), chunk_size):
+        chunk = pending[start : start + chunk_size]
+        vectors = np.asarray(encode([text for _, text in chunk]))
+        if vectors.dtype != np.float32 or vectors.shape != (len(chunk), dim):
+            raise ValueError(
+                f"encoder {encoder.name} returned {vectors.dtype} {vectors.shape}, expected float32 "
+                f"({len(chunk)}, {dim})."
+            )
+        chunk_keys = [key for key, _ in chunk]
+        if store is not None:
+            store.put(fingerprint, role, chunk_keys, vectors, describe=describe)
+        for i, key in enumerate(chunk_keys):
+            known[key] = vectors[i]
+        if len(pending) > chunk_size:
+            logger.info(
+                "encoded %d/%d missing %s texts", min(start + chunk_size, len(pending)), len(pending), role
+            )
+    for row, key in enumerate(keys):
+        vector = known[key]
+        if vector.shape != (dim,):
+            raise ValueError(
+                f"stored {role} vector for text {row} has shape {vector.shape}, "
+                f"encoder {encoder.name} has dim "
+                f"{dim}; delete {store.folder / fingerprint if store else 'the cache'} and rerun."
+            )
+        out[row] = vector
+    logger.info(
+        "%s %s embeddings for %d texts: %d from the store, %d computed (%d distinct)%s",
+        encoder.name,
+        role,
+        len(items),
+        cached_rows,
+        len(items) - cached_rows,
+        len(missing),
+        f" (store {store.folder})" if store is not None else " (no store)",
+    )
+    return out

@@ -1,0 +1,52 @@
+"""Typed parameters of the evaluation pipeline (validated by Kedro from ``parameters_evaluation.yml``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitParams(_Strict):
+    """Queries are split once, by a seeded hash of their id, into ``tune`` and ``report``."""
+
+    tune_fraction: float = Field(gt=0.0, lt=1.0, description="share of queries used only for tuning fusion")
+    seed: int
+
+
+class RetrieveParams(_Strict):
+    """How deep each first-stage retriever lists candidates (fusion works over these lists)."""
+
+    depth: int = Field(ge=10)
+    batch_size: int = Field(ge=1)
+
+
+class FusionParams(_Strict):
+    """Hybrid retrieval: RRF and a weighted sum of normalised scores, ``w·dense + (1−w)·bm25``."""
+
+    rrf_k: int = Field(ge=1)
+    normalisation: Literal["minmax", "zscore"]
+    weight_grid: list[float] = Field(min_length=1, description="candidate dense weights, tuned on the tune split")
+    tune_metric: str
+    depth: int = Field(ge=10)
+
+
+class MetricParams(_Strict):
+    """Which cut-offs are reported."""
+
+    ks: list[int] = Field(min_length=1)
+    cutoff: int = Field(ge=1)
+
+
+class BootstrapParams(_Strict):
+    """Paired bootstrap intervals for differences between retrievers on the report split."""
+
+    n_resamples: int = Field(ge=100)
+    confidence: float = Field(gt=0.5, lt=1.0)
+    seed: int
+    metrics: list[str] = Field(min_length=1)
+    comparisons: list[tuple[str, str]] = Field(min_length=1)

@@ -1,0 +1,38 @@
+"""index_build nodes: build index objects from the prepared corpus; the catalog persists them."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from finrag_pipelines.embedding.encoders import Encoder
+from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
+from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams
+from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+from finrag_pipelines.retrieval.dense import DenseIndex
+from finrag_pipelines.text.corpus import indexable
+from finrag_pipelines.text.tokenize import FinanceTokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def build_bm25_index(corpus: pd.DataFrame, params: BM25Params) -> BM25Index:
+    """Tokenise the corpus with the configured jieba tokenizer and build a bm25s index."""
+    ids, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
+    tokenizer = FinanceTokenizer(**params.tokenizer.model_dump())
+    index = BM25Index.build(ids, texts, tokenizer, BM25Config(**params.scoring.model_dump()), digest)
+    logger.info("index_build: BM25 over %d documents (%s)", len(ids), params.scoring.model_dump())
+    return index
+
+
+def build_dense_index(
+    corpus: pd.DataFrame, encoder: Encoder, embedding_store: EmbeddingStore, params: DenseParams
+) -> DenseIndex:
+    """Encode the documents (resuming from the embedding store) and build a FAISS index."""
+    ids, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
+    vectors = encode_with_store(encoder, texts, "document", embedding_store, chunk_size=params.chunk_size)
+    meta = {**encoder.describe(), "fingerprint": encoder.fingerprint}
+    return DenseIndex.build(
+        ids, vectors, meta, digest, index_type=params.index_type, hnsw_m=params.hnsw_m, ef_search=params.ef_search
+    )

@@ -1,0 +1,608 @@
+"""BM25 over bm25s with the seed's two ideas applied exactly: a tf saturation cap and domain-term weights.
+
+bm25s precomputes, for every (document, term) pair, the term's whole BM25 contribution
+``idf(t) · tfc(tf, |d|)`` and stores it in a sparse CSC matrix (one column per term); a query's score is
+the sum of its terms' columns. Both ideas are applied on that matrix:
+
+* **tf cap** (``tf_cap``): the matrix is built here with bm25s's own idf/tfc functions, but with
+  ``min(tf, tf_cap)`` in the tf component. Document lengths stay the true lengths (capping does not shorten
+  documents), and idf is unchanged. With ``tf_cap=None`` the matrix is bit-identical to bm25s's.
+* **domain-term weight** (``domain_term_weight``): a query term that the tokenizer calls a domain term
+  (:meth:`FinanceTokenizer.is_domain_term`) has its column multiplied by the weight before the sum. A
+  query with no such term goes through bm25s's own scoring (``BM25.get_scores_from_ids``), unchanged;
+  others are scored by one vectorised gather + ``np.bincount`` over the CSC arrays.
+
+As in bm25s, a term repeated in the query counts once per occurrence. Unlike bm25s, documents that match
+no query term are never returned (so a query may get fewer than ``k`` hits), a query with no indexed
+token gets ``[]`` (counted in a log line), and ``k`` larger than the corpus is clipped.
+
+Kedro-free library module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import numpy as np
+from bm25s.scoring import (
+    _build_idf_array,
+    _build_nonoccurrence_array,
+    _np_csc_python,
+    _select_idf_scorer,
+    _select_tfc_scorer,
+)
+
+from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, Run
+from finrag_pipelines.text.tokenize import FinanceTokenizer, TokenizerConfigError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+DOC_IDS_FILE = "doc_ids.json"
+BM25S_DIR = "bm25s"
+TOKENIZER_DIR = "tokenizer"
+METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+REBUILD_HINT = "rebuild the index with `kedro run --pipelines index_build`"
+
+_BM25S_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "vocab.index.json", "params.index.json")
+_NONOCCURRENCE_METHODS = ("bm25l", "bm25+")
+_DTYPE = "float32"
+_INT_DTYPE = "int32"
+
+
+@dataclass(frozen=True)
+class BM25Config:
+    """BM25 scoring settings.
+
+    Attributes:
+        k1: Term-frequency saturation (> 0).
+        b: Length normalisation, 0..1.
+        method: bm25s variant: "lucene", "robertson", "atire", "bm25l" or "bm25+".
+        tf_cap: A term stops counting after this many occurrences in a document (>= 1), inside the tf
+            component only; ``None`` = off.
+        domain_term_weight: Weight of query terms that are domain terms (> 0); 1.0 = off.
+        delta: The δ of bm25l / bm25+ (ignored by the other methods; bm25s's default).
+    """
+
+    k1: float = 1.2
+    b: float = 0.75
+    method: str = "lucene"
+    tf_cap: int | None = 5
+    domain_term_weight: float = 1.2
+    delta: float = 0.5
+
+    def __post_init__(self) -> None:
+        def number(name: str, value: Any) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"BM25Config.{name} must be a finite number, got {value!r}.")
+            return float(value)
+
+        if number("k1", self.k1) <= 0:
+            raise ValueError(f"BM25Config.k1 must be > 0, got {self.k1!r} (typical: 0.9-1.5).")
+        if not 0.0 <= number("b", self.b) <= 1.0:
+            raise ValueError(f"BM25Config.b must be within 0..1, got {self.b!r} (typical: 0.75).")
+        if self.method not in METHODS:
+            raise ValueError(f"BM25Config.method must be one of {METHODS}, got {self.method!r}.")
+        if self.tf_cap is not None and (isinstance(self.tf_cap, bool) or not isinstance(self.tf_cap, int) or self.tf_cap < 1):
+            raise ValueError(f"BM25Config.tf_cap must be an integer >= 1 or null (off), got {self.tf_cap!r}.")
+        if number("domain_term_weight", self.domain_term_weight) <= 0:
+            raise ValueError(
+                f"BM25Config.domain_term_weight must be > 0, got {self.domain_term_weight!r} (1.0 turns it off)."
+            )
+        if number("delta", self.delta) < 0:
+            raise ValueError(f"BM25Config.delta must be >= 0, got {self.delta!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-serialisable dict (as stored in ``meta.json["bm25"]``)."""
+        return asdict(self)
+
+
+def _score_matrix(
+    corpus_ids: list[list[int]], n_vocab: int, config: BM25Config
+) -> tuple[dict[str, Any], np.ndarray | None, float]:
+    """bm25s's precomputed score matrix, with the tf cap applied in the tf component.
+
+    Mirrors ``bm25s.BM25.build_index_from_ids`` (same idf / tfc functions, same dtypes, same operation
+    order, hence the same bits when ``tf_cap`` is None), vectorised over all (doc, term) pairs.
+
+    Returns:
+        ``(scores, nonoccurrence_array, avg_doc_len)`` where ``scores`` is bm25s's
+        ``{"data", "indices", "indptr", "num_docs"}``.
+    """
+    n_docs = len(corpus_ids)
+    doc_lens = np.array([len(ids) for ids in corpus_ids])
+    avg_doc_len = doc_lens.mean()  # as bm25s: mean of an int array
+    flat_terms = np.fromiter(chain.from_iterable(corpus_ids), dtype=np.int64, count=int(doc_lens.sum()))
+    flat_docs = np.repeat(np.arange(n_docs, dtype=np.int64), doc_lens)
+    pairs, tf_counts = np.unique(flat_docs * n_vocab + flat_terms, return_counts=True)
+    doc_idx = pairs // n_vocab
+    voc_idx = pairs % n_vocab
+    doc_freqs = dict(enumerate(np.bincount(voc_idx, minlength=n_vocab).tolist()))
+    idf = _build_idf_array(doc_freqs, n_docs, compute_idf_fn=_select_idf_scorer(config.method), dtype=_DTYPE)
+    nonoccurrence = None
+    if config.method in _NONOCCURRENCE_METHODS:
+        nonoccurrence = _build_nonoccurrence_array(
+            doc_freqs, n_docs, compute_idf_fn=_select_idf_scorer(config.method),
+            calculate_tfc_fn=_select_tfc_scorer(config.method), l_d=avg_doc_len, l_avg=avg_doc_len,
+            k1=config.k1, b=config.b, delta=config.delta, dtype=_DTYPE,
+        )
+    tf = tf_counts.astype(_DTYPE)
+    if config.tf_cap is not None:
+        np.minimum(tf, np.float32(config.tf_cap), out=tf)
+    tfc = _select_tfc_scorer(config.method)(
+        tf_array=tf, l_d=doc_lens[doc_idx], l_avg=avg_doc_len, k1=config.k1, b=config.b, delta=config.delta
+    )
+    contrib = idf[voc_idx] * tfc
+    if nonoccurrence is not None:
+        contrib -= nonoccurrence[voc_idx]
+    data, indices, indptr = _np_csc_python(
+        contrib.astype(_DTYPE), doc_idx.astype(_INT_DTYPE), voc_idx.astype(_INT_DTYPE), (n_docs, n_vocab)
+    )
+    scores = {"data": data.astype(_DTYPE), "indices": indices, "indptr": indptr, "num_docs": n_docs}
+    return scores, nonoccurrence, float(avg_doc_len)
+
+
+class BM25Index:
+    """A bm25s index with its tokenizer, document ids, scoring settings and build metadata.
+
+    Build with :meth:`build` / :meth:`build_from_tokens` or :meth:`load`, not directly. Implements the
+    :class:`~finrag_pipelines.retrieval.types.Retriever` protocol.
+
+    Args:
+        retriever: The bm25s object holding the score matrix and vocabulary.
+        doc_ids: Document ids in row order.
+        tokenizer: The tokenizer used at build time (and for queries).
+        config: Scoring settings.
+        meta: Build metadata (contents of ``meta.json``).
+        name: Retriever name for runs and reports.
+    """
+
+    def __init__(
+        self,
+        retriever: bm25s.BM25,
+        doc_ids: list[str],
+        tokenizer: FinanceTokenizer,
+        config: BM25Config,
+        meta: dict[str, Any],
+        name: str = "bm25",
+    ) -> None:
+        self._bm25 = retriever
+        self._doc_ids = doc_ids
+        self._tokenizer = tokenizer
+        self._config = config
+        self._meta = meta
+        self._meta["name"] = name
+        self._vocab: dict[str, int] = retriever.vocab_dict
+        self._num_docs = int(retriever.scores["num_docs"])
+        self._data: np.ndarray = retriever.scores["data"]
+        self._indices: np.ndarray = retriever.scores["indices"]
+        self._indptr: np.ndarray = retriever.scores["indptr"]
+        self._nonoccurrence: np.ndarray | None = retriever.nonoccurrence_array
+        self._weights: np.ndarray | None = None
+        self._weighted_ids: frozenset[int] = frozenset()
+        if config.domain_term_weight != 1.0:
+            weighted = [i for token, i in self._vocab.items() if tokenizer.is_domain_term(token)]
+            self._weighted_ids = frozenset(weighted)
+            self._weights = np.ones(len(self._indptr) - 1, dtype=np.float32)
+            self._weights[weighted] = np.float32(config.domain_term_weight)
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def build(
+        cls,
+        doc_ids: Sequence[str],
+        texts: Sequence[str],
+        tokenizer: FinanceTokenizer,
+        config: BM25Config,
+        corpus_hash: str,
+        *,
+        name: str = "bm25",
+    ) -> BM25Index:
+        """Tokenise a corpus and build the index.
+
+        Args:
+            doc_ids: Unique document ids, one per text.
+            texts: Document texts.
+            tokenizer: Tokenizer for documents and, later, queries (saved with the index).
+            config: Scoring settings.
+            corpus_hash: Hash of the corpus (see ``text.corpus.corpus_hash``), stored in ``meta.json``.
+            name: Retriever name.
+
+        Returns:
+            The index.
+
+        Raises:
+            ValueError: On length mismatch, duplicate or empty ids, or a corpus without any token.
+        """
+        if isinstance(texts, str):
+            raise ValueError("texts must be a sequence of document texts, not one str.")
+        if len(doc_ids) != len(texts):
+            raise ValueError(f"got {len(doc_ids)} doc ids but {len(texts)} texts; pass one id per text.")
+        started = time.perf_counter()
+        tokens = tokenizer.tokenize_many(texts)
+        logger.info("bm25 %r: tokenised %d documents in %.2fs", name, len(tokens), time.perf_counter() - started)
+        return cls.build_from_tokens(doc_ids, tokens, tokenizer, config, corpus_hash, name=name)
+
+    @classmethod
+    def build_from_tokens(
+        cls,
+        doc_ids: Sequence[str],
+        corpus_tokens: Sequence[Sequence[str]],
+        tokenizer: FinanceTokenizer,
+        config: BM25Config,
+        corpus_hash: str,
+        *,
+        name: str = "bm25",
+    ) -> BM25Index:
+        """Build the index from documents already tokenised by ``tokenizer``.
+
+        Args:
+            doc_ids: Unique document ids, one per token list.
+            corpus_tokens: ``tokenizer.tokenize_many(texts)``.
+            tokenizer: The tokenizer that produced the tokens (used for queries and saved).
+            config: Scoring settings.
+            corpus_hash: Hash of the corpus, stored in ``meta.json``.
+            name: Retriever name.
+
+        Returns:
+            The index.
+
+        Raises:
+            ValueError: On length mismatch, duplicate or empty ids, or a corpus without any token.
+        """
+        ids = [str(doc_id) for doc_id in doc_ids]
+        if len(ids) != len(corpus_tokens):
+            raise ValueError(f"got {len(ids)} doc ids but {len(corpus_tokens)} token lists; pass one id per document.")
+        if not ids:
+            raise ValueError("cannot build a BM25 index over an empty corpus; check the corpus input.")
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            for row, doc_id in enumerate(ids):
+                if doc_id in seen:
+                    raise ValueError(f"doc_ids must be unique; {doc_id!r} (row {row}) occurs more than once. Deduplicate the corpus first.")
+                seen.add(doc_id)
+        if not isinstance(corpus_hash, str) or not corpus_hash:
+            raise ValueError(f"corpus_hash must be a non-empty string, got {corpus_hash!r}.")
+        started = time.perf_counter()
+        vocab: dict[str, int] = {}
+        corpus_ids: list[list[int]] = []
+        for tokens in corpus_tokens:
+            row: list[int] = []
+            for token in tokens:
+                term = vocab.get(token)
+                if term is None:
+                    term = vocab[token] = len(vocab)
+                row.append(term)
+            corpus_ids.append(row)
+        if not vocab:
+            raise ValueError(
+                f"none of the {len(ids)} documents has a token after tokenisation (all empty, punctuation or "
+                "stopwords); check the corpus texts and the stopword list."
+            )
+        scores, nonoccurrence, avg_len = _score_matrix(corpus_ids, len(vocab), config)
+        retriever = bm25s.BM25(k1=config.k1, b=config.b, delta=config.delta, method=config.method, dtype=_DTYPE, int_dtype=_INT_DTYPE)
+        retriever.scores = scores
+        retriever.vocab_dict = vocab
+        retriever.unique_token_ids_set = set(vocab.values())
+        retriever.nonoccurrence_array = nonoccurrence
+        empty_docs = sum(1 for row in corpus_ids if not row)
+        if empty_docs:
+            logger.warning("bm25 %r: %d of %d documents have no token (empty or all stopwords); they can never be retrieved", name, empty_docs, len(ids))
+        meta: dict[str, Any] = {
+            "kind": "bm25",
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "corpus_hash": corpus_hash,
+            "num_docs": len(ids),
+            "vocab_size": len(vocab),
+            "avg_doc_len": avg_len,
+            "empty_docs": empty_docs,
+            "bm25": config.to_dict(),
+            "tokenizer": tokenizer.describe(),
+            "tokenizer_fingerprint": tokenizer.fingerprint,
+            "bm25s_version": bm25s.__version__,
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "doc_ids_file": DOC_IDS_FILE,
+            "bm25s_dir": BM25S_DIR,
+            "tokenizer_dir": TOKENIZER_DIR,
+        }
+        index = cls(retriever, ids, tokenizer, config, meta, name=name)
+        logger.info(
+            "bm25 %r: indexed %d docs, %d terms (%d domain terms weighted %.2f), tf_cap=%s, %s k1=%.2f b=%.2f in %.2fs",
+            name, len(ids), len(vocab), len(index._weighted_ids), config.domain_term_weight, config.tf_cap,
+            config.method, config.k1, config.b, time.perf_counter() - started,
+        )
+        return index
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def name(self) -> str:
+        """Retriever name used in runs, logs and reports (recorded in ``meta.json`` on save)."""
+        return str(self._meta["name"])
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"name must be a non-empty string, got {value!r}.")
+        self._meta["name"] = value
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """A copy of the build metadata (the contents of ``meta.json``)."""
+        return json.loads(json.dumps(self._meta))
+
+    @property
+    def config(self) -> BM25Config:
+        """Scoring settings."""
+        return self._config
+
+    @property
+    def tokenizer(self) -> FinanceTokenizer:
+        """The tokenizer used for documents and queries."""
+        return self._tokenizer
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """Document ids in row order (a copy)."""
+        return list(self._doc_ids)
+
+    @property
+    def num_docs(self) -> int:
+        """Number of indexed documents."""
+        return self._num_docs
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of distinct indexed terms."""
+        return len(self._indptr) - 1
+
+    @property
+    def bm25s(self) -> bm25s.BM25:
+        """The underlying bm25s object (shared, do not modify)."""
+        return self._bm25
+
+    # ------------------------------------------------------------------ scoring
+
+    def term_ids(self, tokens: Sequence[str]) -> list[int]:
+        """Vocabulary ids of the indexed tokens among ``tokens`` (unknown ones dropped, repeats kept)."""
+        get = self._vocab.get
+        return [i for i in map(get, tokens) if i is not None]
+
+    def _scores(self, ids: list[int]) -> tuple[np.ndarray, float]:
+        """Scores of all documents for one query's term ids, and the score of a document matching none."""
+        if not self._weighted_ids or self._weighted_ids.isdisjoint(ids):
+            scores = self._bm25.get_scores_from_ids(ids)
+            baseline = float(self._nonoccurrence[ids].sum()) if self._nonoccurrence is not None else 0.0
+            return scores, baseline
+        assert self._weights is not None
+        terms = np.asarray(ids, dtype=np.int64)
+        weights = self._weights[terms]
+        starts = self._indptr[terms]
+        lengths = self._indptr[terms + 1] - starts
+        total = int(lengths.sum())
+        # positions of every posting of every query term, in one gather
+        positions = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+        values = self._data[positions] * np.repeat(weights, lengths)
+        scores = np.bincount(self._indices[positions], weights=values, minlength=self._num_docs)
+        baseline = 0.0
+        if self._nonoccurrence is not None:
+            baseline = float((self._nonoccurrence[terms] * weights).sum())
+            scores += baseline
+        return scores, baseline
+
+    def get_scores(self, tokens: Sequence[str]) -> np.ndarray:
+        """BM25 score of every document (row order) for one tokenised query, weights and cap applied.
+
+        Args:
+            tokens: Query tokens from :attr:`tokenizer`.
+
+        Returns:
+            ``(num_docs,)`` scores; all zeros (or the bm25l/bm25+ baseline) when no token is indexed.
+        """
+        ids = self.term_ids(tokens)
+        if not ids:
+            return np.zeros(self._num_docs, dtype=np.float32)
+        return self._scores(ids)[0]
+
+    def _top(self, scores: np.ndarray, k: int, baseline: float) -> list[Hit]:
+        # partition only the matching documents: argpartition over the whole corpus, mostly ties at the
+        # baseline, costs ~4x more (it is where bm25s's retrieve spends most of its time)
+        rows = np.flatnonzero(scores > baseline)
+        if rows.size > k:
+            rows = rows[np.argpartition(scores[rows], rows.size - k)[rows.size - k :]]
+        top = scores[rows]
+        order = np.lexsort((rows, -top))  # score descending, then row ascending
+        doc_ids = self._doc_ids
+        return [Hit(doc_ids[row], score) for row, score in zip(rows[order].tolist(), top[order].tolist())]
+
+    def search_tokens(self, queries_tokens: Sequence[Sequence[str]], k: int) -> Run:
+        """Top ``k`` hits for each pre-tokenised query (tokens from :attr:`tokenizer`).
+
+        Args:
+            queries_tokens: One token list per query.
+            k: Hits per query; clipped to the number of documents.
+
+        Returns:
+            One list of hits per query, best first (ties by row order); ``[]`` for a query with no
+            indexed token. Documents matching no query term are not returned.
+
+        Raises:
+            ValueError: If ``k`` is not a positive int.
+            TypeError: If a query is a str instead of a token list.
+        """
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}.")
+        kk = min(int(k), self._num_docs)
+        run: Run = []
+        empty = 0
+        for position, tokens in enumerate(queries_tokens):
+            if isinstance(tokens, str):
+                raise TypeError(
+                    f"queries_tokens[{position}] is the str {tokens!r:.40}, not a token list; use search() for texts."
+                )
+            ids = self.term_ids(tokens)
+            if not ids:
+                empty += 1
+                run.append([])
+                continue
+            scores, baseline = self._scores(ids)
+            run.append(self._top(scores, kk, baseline))
+        if empty:
+            logger.info(
+                "bm25 %r: %d of %d queries have no indexed token (all unknown words or stopwords); they get no hits",
+                self.name, empty, len(run),
+            )
+        return run
+
+    def search(self, queries: Sequence[str], k: int) -> Run:
+        """Return the top ``k`` hits for each query, best first, in query order.
+
+        Args:
+            queries: Query texts (tokenised with the index's tokenizer).
+            k: Hits per query; clipped to the number of documents.
+
+        Returns:
+            One list of hits per query (see :meth:`search_tokens`).
+
+        Raises:
+            ValueError: If ``k`` is not a positive int or ``queries`` is a single string.
+            TypeError: If a query is not a string.
+        """
+        if isinstance(queries, str):
+            raise ValueError("queries must be a sequence of strings, not one str; wrap it in a list.")
+        return self.search_tokens(self._tokenizer.tokenize_many(queries), k)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the bm25s files, the tokenizer folder, ``doc_ids.json`` and ``meta.json`` (last).
+
+        Args:
+            folder: Target folder; created if missing.
+
+        Returns:
+            The folder.
+        """
+        target = Path(folder)
+        target.mkdir(parents=True, exist_ok=True)
+        self._bm25.save(target / BM25S_DIR, show_progress=False)
+        self._tokenizer.save(target / TOKENIZER_DIR)
+        _write_json(target / DOC_IDS_FILE, self._doc_ids)
+        _write_json(target / META_FILE, self._meta)  # last: a folder with meta.json is complete
+        logger.info("bm25 %r: saved %d docs to %s", self.name, self._num_docs, target)
+        return target
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], *, name: str | None = None) -> BM25Index:
+        """Load and validate a saved index.
+
+        Args:
+            folder: A folder written by :meth:`save`.
+            name: Retriever name; defaults to the name recorded at build time.
+
+        Returns:
+            The index, with the tokenizer it was built with.
+
+        Raises:
+            IndexMismatchError: On missing files, unreadable or inconsistent contents, or another format
+                version (the message names the folder and what is wrong).
+        """
+        source = Path(folder)
+        if not source.is_dir():
+            raise IndexMismatchError(f"BM25 index folder {source} does not exist; {REBUILD_HINT}.")
+        expected = [META_FILE, DOC_IDS_FILE, f"{TOKENIZER_DIR}/tokenizer.json"] + [f"{BM25S_DIR}/{n}" for n in _BM25S_FILES]
+        missing = [rel for rel in expected if not (source / rel).is_file()]
+        if missing:
+            raise IndexMismatchError(f"BM25 index folder {source} lacks {', '.join(missing)}; {REBUILD_HINT}.")
+        try:
+            meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
+            doc_ids = json.loads((source / DOC_IDS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise IndexMismatchError(f"BM25 index folder {source} has unreadable JSON ({exc}); {REBUILD_HINT}.") from exc
+        if not isinstance(meta, dict) or meta.get("kind") != "bm25":
+            kind = meta.get("kind") if isinstance(meta, dict) else None
+            raise IndexMismatchError(f"{source / META_FILE} is not a BM25 index (kind {kind!r}, expected 'bm25').")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise IndexMismatchError(
+                f"BM25 index in {source} has format_version {meta.get('format_version')!r}, this code reads "
+                f"{FORMAT_VERSION}; {REBUILD_HINT}."
+            )
+        if not isinstance(doc_ids, list) or not all(isinstance(doc_id, str) for doc_id in doc_ids):
+            raise IndexMismatchError(f"{source / DOC_IDS_FILE} must be a JSON list of strings; {REBUILD_HINT}.")
+        try:
+            config = BM25Config(**meta["bm25"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexMismatchError(f"{source / META_FILE}: bad 'bm25' settings ({exc}); {REBUILD_HINT}.") from exc
+        try:
+            retriever = bm25s.BM25.load(source / BM25S_DIR, load_corpus=False, mmap=False)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise IndexMismatchError(f"cannot read the bm25s files in {source / BM25S_DIR} ({exc}); {REBUILD_HINT}.") from exc
+        n_terms = len(retriever.scores["indptr"]) - 1
+        problems = []
+        if meta.get("num_docs") != len(doc_ids) or retriever.scores["num_docs"] != len(doc_ids):
+            problems.append(
+                f"meta.json num_docs {meta.get('num_docs')}, {DOC_IDS_FILE} {len(doc_ids)} ids, bm25s params "
+                f"num_docs {retriever.scores['num_docs']}"
+            )
+        if n_terms != len(retriever.vocab_dict):
+            problems.append(f"bm25s vocabulary has {len(retriever.vocab_dict)} terms but the score matrix {n_terms} columns")
+        indices = retriever.scores["indices"]
+        if len(indices) and int(indices.max()) >= len(doc_ids):
+            problems.append(f"score matrix refers to row {int(indices.max())} of {len(doc_ids)} documents")
+        built = (retriever.k1, retriever.b, retriever.method)
+        if built != (config.k1, config.b, config.method):
+            problems.append(f"bm25s params (k1, b, method) {built} differ from meta.json {(config.k1, config.b, config.method)}")
+        if problems:
+            raise IndexMismatchError(f"BM25 index in {source} is inconsistent: {'; '.join(problems)}; {REBUILD_HINT}.")
+        try:
+            tokenizer = FinanceTokenizer.load(source / TOKENIZER_DIR)
+        except TokenizerConfigError as exc:
+            raise IndexMismatchError(f"BM25 index in {source}: its tokenizer cannot be restored ({exc}).") from exc
+        if tokenizer.fingerprint != meta.get("tokenizer_fingerprint"):
+            raise IndexMismatchError(
+                f"BM25 index in {source}: tokenizer/ fingerprint {tokenizer.fingerprint[:12]} differs from the one "
+                f"recorded in meta.json ({str(meta.get('tokenizer_fingerprint'))[:12]}); {REBUILD_HINT}."
+            )
+        index = cls(retriever, doc_ids, tokenizer, config, meta, name=name or str(meta.get("name") or "bm25"))
+        logger.info("bm25 %r: loaded %d docs, %d terms from %s", index.name, len(doc_ids), n_terms, source)
+        return index
+
+    def check_compatible(self, corpus_hash: str) -> None:
+        """Refuse a corpus other than the one the index was built from.
+
+        Args:
+            corpus_hash: Hash of the corpus in use.
+
+        Raises:
+            IndexMismatchError: Naming both hashes and how to fix it.
+        """
+        if corpus_hash != self._meta.get("corpus_hash"):
+            raise IndexMismatchError(
+                f"BM25 index {self.name!r} ({self._num_docs} docs, built {self._meta.get('built_at')}) was built from "
+                f"corpus {str(self._meta.get('corpus_hash'))[:12]}, but the corpus in use is {str(corpus_hash)[:12]}; "
+                f"use the matching corpus or {REBUILD_HINT}."
+            )
+
+    def __repr__(self) -> str:
+        return f"BM25Index(name={self.name!r}, docs={self._num_docs}, terms={self.vocab_size}, config={self._config})"
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write JSON via a temp file and an atomic rename."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,36 @@
+"""Session fixtures shared across test packages: the small DISC-FinLLM corpus and a tiny Qwen3 model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+_REPO = Path(__file__).resolve().parents[1]
+_DISC_CORPUS = _REPO / "data" / "01_raw" / "retrieval" / "disc_finllm" / "corpus.jsonl"
+
+
+@pytest.fixture(scope="session")
+def disc_corpus() -> list[tuple[str, str]]:
+    """The bundled DISC-FinLLM retrieval corpus (139 docs) as ``(doc_id, text)`` pairs."""
+    if not _DISC_CORPUS.is_file():
+        pytest.fail(
+            f"bundled test corpus {_DISC_CORPUS} is missing; restore data/01_raw/retrieval/disc_finllm."
+        )
+    docs: list[tuple[str, str]] = []
+    with _DISC_CORPUS.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                docs.append((str(row["_id"]), row.get("text") or row.get("title") or ""))
+    return docs
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(disc_corpus: list[tuple[str, str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen3 embedding model (tokenizer trained on corpus lines), built once per session."""
+    from finrag_pipelines.embedding.tiny_model import build_tiny_qwen3
+
+    lines = [line.strip() for _, text in disc_corpus for line in text.splitlines() if line.strip()][:400]
+    return build_tiny_qwen3(lines, tmp_path_factory.mktemp("tiny_qwen3") / "model")

@@ -1,0 +1,144 @@
+import json
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from finrag_pipelines.pipelines.evaluation import nodes
+from finrag_pipelines.pipelines.evaluation.params import (
+    BootstrapParams,
+    FusionParams,
+    MetricParams,
+    RetrieveParams,
+    SplitParams,
+)
+from finrag_pipelines.retrieval.runs import run_to_frame
+from finrag_pipelines.retrieval.types import Hit, RetrievalError
+
+METRICS = MetricParams(ks=[1, 3, 5, 10], cutoff=10)
+FUSION = FusionParams(rrf_k=60, normalisation="minmax", weight_grid=[0.0, 0.5, 1.0], tune_metric="mrr@10", depth=100)
+
+
+def frame(rows):
+    return pd.DataFrame(rows)
+
+
+def test_split_is_seeded_stable_and_covers_all_queries():
+    queries = frame({"query_id": [f"q{i}" for i in range(400)], "text": ["x"] * 400})
+    a = nodes.split_queries(queries, SplitParams(tune_fraction=0.3, seed=1))
+    b = nodes.split_queries(queries.iloc[::-1], SplitParams(tune_fraction=0.3, seed=1))
+    assert a.set_index("query_id")["split"].to_dict() == b.set_index("query_id")["split"].to_dict()
+    share = (a["split"] == "tune").mean()
+    assert 0.22 < share < 0.38
+    c = nodes.split_queries(queries, SplitParams(tune_fraction=0.3, seed=2))
+    assert (a["split"] != c["split"]).any()
+
+
+def _runs_where_tune_prefers_bm25():
+    """dense finds the gold of report queries, bm25 the gold of tune queries."""
+    queries = frame({"query_id": ["t1", "t2", "r1", "r2"], "text": ["a", "b", "c", "d"]})
+    splits = frame({"query_id": ["t1", "t2", "r1", "r2"], "split": ["tune", "tune", "report", "report"]})
+    qrels = frame({"query_id": ["t1", "t2", "r1", "r2"], "doc_id": ["g", "g", "g", "g"], "score": [1, 1, 1, 1]})
+    qids = list(queries["query_id"])
+    good = [Hit("g", 1.0), Hit("x", 0.8), Hit("y", 0.0)]
+    bad = [Hit("x", 1.0), Hit("y", 0.2), Hit("g", 0.0)]
+    dense = run_to_frame(qids, [bad, bad, good, good])
+    bm25 = run_to_frame(qids, [good, good, bad, bad])
+    return queries, splits, qrels, dense, bm25
+
+
+def test_fusion_weight_is_tuned_on_the_tune_split_only():
+    queries, splits, qrels, dense, bm25 = _runs_where_tune_prefers_bm25()
+    tuned = nodes.tune_fusion_weight(dense, bm25, queries, qrels, splits, FUSION, METRICS)
+    assert tuned["dense_weight"] == 0.0  # on `report` dense would win; tuning never looks there
+    assert tuned["n_tune_queries"] == 2
+    assert [row["dense_weight"] for row in tuned["grid"]] == [0.0, 0.5, 1.0]
+    fused = nodes.fuse_weighted(dense, bm25, queries, tuned, FUSION)
+    assert fused[fused["rank"] == 1]["doc_id"].tolist() == ["g", "g", "x", "x"]
+
+
+def test_tuning_rejects_unknown_metric_and_empty_tune_split():
+    queries, splits, qrels, dense, bm25 = _runs_where_tune_prefers_bm25()
+    with pytest.raises(ValueError, match="tune_metric"):
+        nodes.tune_fusion_weight(dense, bm25, queries, qrels, splits, FUSION.model_copy(update={"tune_metric": "p@3"}), METRICS)
+    all_report = splits.assign(split="report")
+    with pytest.raises(ValueError, match="no answerable queries"):
+        nodes.tune_fusion_weight(dense, bm25, queries, qrels, all_report, FUSION, METRICS)
+
+
+def test_scores_summary_and_comparisons_use_the_report_split():
+    queries, splits, qrels, dense, bm25 = _runs_where_tune_prefers_bm25()
+    rrf = nodes.fuse_rrf(dense, bm25, queries, FUSION)
+    per_query = nodes.score_runs(queries, qrels, splits, METRICS, dense=dense, bm25=bm25, hybrid_rrf=rrf)
+    assert len(per_query) == 12
+    summary = nodes.summarise_metrics(per_query, METRICS)
+    assert summary["dense"] == {"top1": 1.0, "top3": 1.0, "top5": 1.0, "top10": 1.0, "mrr@10": 1.0,
+                                "recall@10": 1.0, "ndcg@10": 1.0, "n_queries": 2}
+    assert summary["bm25"]["top1"] == 0.0 and summary["bm25"]["mrr@10"] == pytest.approx(1 / 3)
+    json.dumps(summary)  # serialisable as retrieval_metrics.json
+    comps = nodes.compare_retrievers(
+        per_query, BootstrapParams(n_resamples=200, confidence=0.95, seed=0, metrics=["mrr@10"], comparisons=[("dense", "bm25")])
+    )
+    assert comps[0]["mean_diff"] == pytest.approx(2 / 3) and comps[0]["n_queries"] == 2
+    with pytest.raises(ValueError, match="unknown retrievers"):
+        nodes.compare_retrievers(
+            per_query, BootstrapParams(n_resamples=200, confidence=0.95, seed=0, metrics=["mrr@10"], comparisons=[("dense", "nope")])
+        )
+
+
+def test_queries_without_relevant_documents_are_not_scored():
+    queries, splits, qrels, dense, bm25 = _runs_where_tune_prefers_bm25()
+    per_query = nodes.score_runs(queries, qrels[qrels["query_id"] != "r2"], splits, METRICS, dense=dense)
+    assert set(per_query["query_id"]) == {"t1", "t2", "r1"}
+
+
+class _Failing:
+    name = "broken"
+
+    def search(self, queries, k):
+        raise ConnectionError("index server went away")
+
+
+class _Short:
+    name = "short"
+
+    def search(self, queries, k):
+        return [[Hit("d1", 1.0)]][: len(queries) - 1]
+
+
+class _Stranger:
+    name = "stranger"
+
+    def search(self, queries, k):
+        return [[Hit("not-in-corpus", 1.0)] for _ in queries]
+
+
+@pytest.mark.parametrize("retriever, message", [
+    (_Failing(), "retriever 'broken' failed on queries 0..1: index server went away"),
+    (_Short(), "returned 1 result lists for 2 queries"),
+    (_Stranger(), "ids not in the corpus"),
+])
+def test_a_retrieval_failure_aborts_instead_of_scoring_zero(retriever, message):
+    corpus = frame({"doc_id": ["d1"], "title": [""], "text": ["x"]})
+    queries = frame({"query_id": ["q1", "q2"], "text": ["a", "b"]})
+    with pytest.raises(RetrievalError, match=message):
+        nodes._search(retriever, corpus, queries, RetrieveParams(depth=10, batch_size=8))
+
+
+def test_report_and_plot():
+    metrics = {"bm25": {"top1": 0.5, "mrr@10": 0.6, "n_queries": 10}, "bm25_plain": {"top1": 0.4, "mrr@10": 0.5, "n_queries": 10}}
+    comps = [{"a": "bm25", "b": "bm25_plain", "metric": "mrr@10", "mean_diff": 0.1, "low": 0.02, "high": 0.2,
+              "p_value": 0.01, "n_queries": 10, "confidence": 0.95}]
+    weight = {"dense_weight": 0.3, "metric": "ndcg@10", "n_tune_queries": 5, "grid": [{"dense_weight": 0.3, "ndcg@10": 0.7}]}
+    splits = frame({"query_id": ["a", "b"], "split": ["tune", "report"]})
+    prep = {"documents_in": 3, "documents_by_status": {"kept": 3}, "queries": 2, "judgements": 2,
+            "queries_without_relevant_documents": []}
+    meta = {"kind": "bm25", "built_at": "now", "num_docs": 3, "corpus_hash": "abc", "bm25": {"k1": 1.2}, "tokenizer": {}}
+    dense_meta = {"kind": "dense", "num_docs": 3, "encoder": {"kind": "usem3", "fingerprint": "f"}, "dim": 512,
+                  "index_type": "flat", "query_task": None, "instruction_template": "Instruct: {task}\nQuery:{query}"}
+    text = nodes.write_report(metrics, comps, weight, splits, prep, meta, meta, dense_meta, "fintruthqa")
+    assert "# Retrieval evaluation — `fintruthqa`" in text
+    assert "| bm25 | 0.5000 | 0.6000 | 10 |" in text
+    assert "is **better than** plain jieba+bm25s on mrr@10: +0.1000" in text
+    assert "w = **0.30**" in text
+    assert isinstance(nodes.plot_retrieval_metrics(metrics, "fintruthqa"), Figure)

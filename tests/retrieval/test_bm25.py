@@ -98,11 +98,19 @@ def _plain_bm25s(corpus_tokens: list[list[str]], method: str) -> bm25s.BM25:
 
 
 @pytest.mark.parametrize("method", ["lucene", "robertson", "atire", "bm25l", "bm25+"])
-def test_without_cap_and_weight_scores_equal_plain_bm25s(method: str, disc_corpus: list[tuple[str, str]]) -> None:
+def test_without_cap_and_weight_scores_equal_plain_bm25s(
+    method: str, disc_corpus: list[tuple[str, str]]
+) -> None:
     tok = FinanceTokenizer.plain()
     ids = [doc_id for doc_id, _ in disc_corpus]
     corpus_tokens = tok.tokenize_many([text for _, text in disc_corpus])
-    ours = BM25Index.build_from_tokens(ids, corpus_tokens, tok, BM25Config(k1=K1, b=B, method=method, tf_cap=None, domain_term_weight=1.0), "h")
+    ours = BM25Index.build_from_tokens(
+        ids,
+        corpus_tokens,
+        tok,
+        BM25Config(k1=K1, b=B, method=method, tf_cap=None, domain_term_weight=1.0),
+        "h",
+    )
     plain = _plain_bm25s(corpus_tokens, method)
     queries = [tok.tokenize(text[:40]) for _, text in disc_corpus[::7]] + [["公司", "公司", "利润"]]
     for query in queries:
@@ -111,7 +119,11 @@ def test_without_cap_and_weight_scores_equal_plain_bm25s(method: str, disc_corpu
     docs, scores = plain.retrieve(queries, k=k, show_progress=False, n_threads=0, backend_selection="numpy")
     for query, hits, plain_docs, plain_scores in zip(queries, ours.search_tokens(queries, k), docs, scores):
         full = plain.get_scores(query)
-        nonocc = float(plain.nonoccurrence_array[plain.get_tokens_ids(query)].sum()) if method in ("bm25l", "bm25+") else 0.0
+        nonocc = (
+            float(plain.nonoccurrence_array[plain.get_tokens_ids(query)].sum())
+            if method in ("bm25l", "bm25+")
+            else 0.0
+        )
         matched = [(ids[d], float(s)) for d, s in zip(plain_docs, plain_scores) if s > nonocc]
         assert matched, query
         assert [h.score for h in hits] == [s for _, s in matched]
@@ -127,7 +139,9 @@ def test_tf_cap_only_changes_documents_above_the_cap(disc_corpus: list[tuple[str
     tok = FinanceTokenizer.plain()
     ids = [doc_id for doc_id, _ in disc_corpus]
     corpus_tokens = tok.tokenize_many([text for _, text in disc_corpus])
-    capped = BM25Index.build_from_tokens(ids, corpus_tokens, tok, BM25Config(tf_cap=3, domain_term_weight=1.0), "h")
+    capped = BM25Index.build_from_tokens(
+        ids, corpus_tokens, tok, BM25Config(tf_cap=3, domain_term_weight=1.0), "h"
+    )
     plain = _plain_bm25s(corpus_tokens, "lucene")
     term = "公司"
     tfs = np.array([tokens.count(term) for tokens in corpus_tokens])
@@ -162,7 +176,9 @@ def test_index_tokenizer_is_used_for_queries() -> None:
     assert finance.search(["请问董秘您好，谢谢！"], k=2) == [[]]  # only stopwords
     assert [h.doc_id for h in finance.search([question], k=2)[0]] == ["a"]
     # plain jieba cuts the document into 可转 / 债转股 and the question into 可转债 / 转股: no match
-    plain = BM25Index.build(["a", "b"], docs, FinanceTokenizer.plain(), BM25Config(tf_cap=None, domain_term_weight=1.0), "h")
+    plain = BM25Index.build(
+        ["a", "b"], docs, FinanceTokenizer.plain(), BM25Config(tf_cap=None, domain_term_weight=1.0), "h"
+    )
     assert plain.search([question], k=2) == [[]]
 
 
@@ -174,7 +190,14 @@ def test_build_rejects_bad_input() -> None:
         BM25Index.build(["d0", "d1"], ["apple"], tok, BM25Config(), "h")
     with pytest.raises(ValueError, match="none of the 1 documents has a token"):
         BM25Index.build(["d0"], ["，。"], tok, BM25Config(), "h")
-    for bad in ({"k1": 0}, {"b": 1.5}, {"method": "bm26"}, {"tf_cap": 0}, {"tf_cap": 2.5}, {"domain_term_weight": 0.0}):
+    for bad in (
+        {"k1": 0},
+        {"b": 1.5},
+        {"method": "bm26"},
+        {"tf_cap": 0},
+        {"tf_cap": 2.5},
+        {"domain_term_weight": 0.0},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             BM25Config(**bad)  # type: ignore[arg-type]
 
@@ -186,7 +209,14 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     assert meta["kind"] == "bm25" and meta["format_version"] == 1 and meta["num_docs"] == 4
     assert meta["corpus_hash"] == "hash-a" and meta["doc_ids_file"] == "doc_ids.json"
-    assert meta["bm25"] == {"k1": 1.2, "b": 0.75, "method": "lucene", "tf_cap": 5, "domain_term_weight": 1.3, "delta": 0.5}
+    assert meta["bm25"] == {
+        "k1": 1.2,
+        "b": 0.75,
+        "method": "lucene",
+        "tf_cap": 5,
+        "domain_term_weight": 1.3,
+        "delta": 0.5,
+    }
     assert meta["tokenizer"] == index.tokenizer.describe() and meta["built_at"].endswith("+00:00")
     loaded = BM25Index.load(folder)
     assert loaded.meta == index.meta and loaded.doc_ids == IDS and loaded.config == index.config
@@ -232,7 +262,10 @@ def test_load_rejects_missing_files_and_mismatches(tmp_path: Path) -> None:
         BM25Index.load(folder)
 
     folder = _saved(tmp_path / "p")
-    _edit_json(folder / "meta.json", {"bm25": {"k1": 2.0, "b": 0.75, "method": "lucene", "tf_cap": 5, "domain_term_weight": 1.2}})
+    _edit_json(
+        folder / "meta.json",
+        {"bm25": {"k1": 2.0, "b": 0.75, "method": "lucene", "tf_cap": 5, "domain_term_weight": 1.2}},
+    )
     with pytest.raises(IndexMismatchError, match="k1, b, method"):
         BM25Index.load(folder)
 

@@ -26,7 +26,18 @@ def plain() -> FinanceTokenizer:
 
 @pytest.mark.parametrize(
     "term",
-    ["净资产收益率", "员工持股计划", "归母净利润", "扣非净利润", "商誉减值", "限售股解禁", "董事会秘书", "实际控制人", "融资融券", "沪深300"],
+    [
+        "净资产收益率",
+        "员工持股计划",
+        "归母净利润",
+        "扣非净利润",
+        "商誉减值",
+        "限售股解禁",
+        "董事会秘书",
+        "实际控制人",
+        "融资融券",
+        "沪深300",
+    ],
 )
 def test_finance_dictionary_terms_stay_whole(finance: FinanceTokenizer, term: str) -> None:
     tokens = finance.tokenize(f"公司披露的{term}变化较大")
@@ -34,7 +45,9 @@ def test_finance_dictionary_terms_stay_whole(finance: FinanceTokenizer, term: st
     assert finance.is_domain_term(term.lower())
 
 
-def test_plain_jieba_splits_what_the_dictionary_keeps(finance: FinanceTokenizer, plain: FinanceTokenizer) -> None:
+def test_plain_jieba_splits_what_the_dictionary_keeps(
+    finance: FinanceTokenizer, plain: FinanceTokenizer
+) -> None:
     text = "净资产收益率和员工持股计划"
     assert finance.tokenize(text) == ["净资产收益率", "员工持股计划"]
     assert plain.tokenize(text) == ["净资产", "收益率", "和", "员工", "持股", "计划"]
@@ -44,14 +57,18 @@ def test_plain_jieba_splits_what_the_dictionary_keeps(finance: FinanceTokenizer,
 @pytest.mark.parametrize("hmm", [True, False])
 def test_codes_numbers_and_percentages_survive(hmm: bool) -> None:
     tok = FinanceTokenizer(hmm=hmm)
-    tokens = tok.tokenize("贵州茅台600519涨12.5%，平安银行000001.SZ跌-3.2%，沪深300ETF代码510300，营收1,234.56亿元，EPS为2.35元，增长20%")
+    tokens = tok.tokenize(
+        "贵州茅台600519涨12.5%，平安银行000001.SZ跌-3.2%，沪深300ETF代码510300，营收1,234.56亿元，EPS为2.35元，增长20%"
+    )
     for expected in ["600519", "12.5%", "000001.sz", "3.2%", "510300", "1,234.56", "2.35", "20%"]:
         assert expected in tokens, (expected, tokens)
     assert "00700.hk" in tok.tokenize("腾讯控股（00700.HK）")
 
 
 def test_punctuation_and_whitespace_are_dropped(plain: FinanceTokenizer) -> None:
-    tokens = plain.tokenize("公司，。！？、；：“”《年报》（一）…—·,.!?;:()[]{}<>/\\|-_+=*&^%$#@~` \t\n\u3000 利润 🙂")
+    tokens = plain.tokenize(
+        "公司，。！？、；：“”《年报》（一）…—·,.!?;:()[]{}<>/\\|-_+=*&^%$#@~` \t\n\u3000 利润 🙂"
+    )
     assert tokens == ["公司", "年报", "一", "利润"]
 
 
@@ -66,7 +83,16 @@ def test_stopwords_are_removed_and_configurable(tmp_path: Path) -> None:
     assert FinanceTokenizer(extra_stopwords=["时候"]).tokenize(question) == ["公司", "可转债", "转股"]
     own = tmp_path / "stop.txt"
     own.write_text("# my list\n公司\n可转债\n", encoding="utf-8")
-    assert FinanceTokenizer(stopwords=str(own)).tokenize(question) == ["请问", "董秘", "您好", "的", "什么", "时候", "转股", "谢谢"]
+    assert FinanceTokenizer(stopwords=str(own)).tokenize(question) == [
+        "请问",
+        "董秘",
+        "您好",
+        "的",
+        "什么",
+        "时候",
+        "转股",
+        "谢谢",
+    ]
 
 
 def test_lowercase_setting() -> None:
@@ -119,16 +145,29 @@ def test_bad_inputs_name_the_problem(tmp_path: Path) -> None:
         FinanceTokenizer(n_jobs=0)
 
 
-def test_save_load_round_trip_is_independent_of_the_source_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_load_round_trip_is_independent_of_the_source_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     user_dict = tmp_path / "mine.txt"
     user_dict.write_text("心衰赛道 3000 n\n", encoding="utf-8")
     stop = tmp_path / "stop.txt"
     stop.write_text("的\n布局\n", encoding="utf-8")
-    original = FinanceTokenizer(user_dict_paths=[str(user_dict)], extra_words=["同心医疗"], stopwords=str(stop), extra_stopwords=["参股"], hmm=False)
+    original = FinanceTokenizer(
+        user_dict_paths=[str(user_dict)],
+        extra_words=["同心医疗"],
+        stopwords=str(stop),
+        extra_stopwords=["参股"],
+        hmm=False,
+    )
     texts = ["同心医疗布局心衰赛道的净资产收益率为12.5%", "鲁信创投参股000001.SZ", ""]
     expected = original.tokenize_many(texts)
     folder = original.save(tmp_path / "saved")
-    assert {p.name for p in folder.iterdir()} == {"tokenizer.json", "finance_dict.txt", "user_dict_0.txt", "stopwords.txt"}
+    assert {p.name for p in folder.iterdir()} == {
+        "tokenizer.json",
+        "finance_dict.txt",
+        "user_dict_0.txt",
+        "stopwords.txt",
+    }
     # the sources change after saving; the shipped resources are not even read on load
     user_dict.write_text("心衰 3000 n\n", encoding="utf-8")
     stop.write_text("", encoding="utf-8")
@@ -171,17 +210,28 @@ def test_describe_and_fingerprint_track_what_changes_tokens() -> None:
     assert FinanceTokenizer(extra_stopwords=["公司"]).fingerprint != base.fingerprint
     assert FinanceTokenizer(hmm=False).fingerprint != base.fingerprint
     plain_info = FinanceTokenizer.plain().describe()
-    assert not plain_info["use_finance_dict"] and plain_info["stopwords"] is None and plain_info["num_domain_terms"] == 0
+    assert (
+        not plain_info["use_finance_dict"]
+        and plain_info["stopwords"] is None
+        and plain_info["num_domain_terms"] == 0
+    )
 
 
 def test_shipped_dictionary_format() -> None:
     tok = FinanceTokenizer()
-    dict_text = (Path(tokenize_module.__file__).parent / "resources" / "finance_dict.txt").read_text(encoding="utf-8")
+    dict_text = (Path(tokenize_module.__file__).parent / "resources" / "finance_dict.txt").read_text(
+        encoding="utf-8"
+    )
     rows = [line.split() for line in dict_text.splitlines() if line.strip()]
     assert len(rows) >= 500
-    assert all(len(r) == 3 and int(r[1]) >= tokenize_module.DOMAIN_WORD_MIN_FREQ and r[2] in {"n", "nt", "nz"} for r in rows)
+    assert all(
+        len(r) == 3 and int(r[1]) >= tokenize_module.DOMAIN_WORD_MIN_FREQ and r[2] in {"n", "nt", "nz"}
+        for r in rows
+    )
     tags = {r[0]: r[2] for r in rows}
-    assert tags["证监会"] == "nt" and tags["上交所"] == "nt" and tags["科创板"] == "nz" and tags["市盈率"] == "n"
+    assert (
+        tags["证监会"] == "nt" and tags["上交所"] == "nt" and tags["科创板"] == "nz" and tags["市盈率"] == "n"
+    )
     # every non-ASCII entry is kept whole by jieba on its own
     for word in (r[0] for r in rows if not r[0].isascii()):
         assert word.lower() in tok.tokenize(word) or word.lower() in tok.stopwords, word
@@ -199,7 +249,9 @@ def _fintruthqa_sample(n_docs: int, n_queries: int) -> list[str]:
 
 
 @pytest.mark.parametrize("settings", [{}, {"hmm": False}, {"use_finance_dict": False, "stopwords": None}])
-def test_jieba_next_fast_path_gives_identical_tokens(settings: dict, disc_corpus: list[tuple[str, str]], caplog: pytest.LogCaptureFixture) -> None:
+def test_jieba_next_fast_path_gives_identical_tokens(
+    settings: dict, disc_corpus: list[tuple[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
     pytest.importorskip("jieba_next")
     if not (_FINTRUTHQA / "corpus.jsonl").is_file():
         pytest.fail(f"bundled corpus {_FINTRUTHQA} is missing; restore data/01_raw/retrieval/fintruthqa.")
@@ -221,3 +273,18 @@ def test_auto_segmenter_falls_back_to_jieba(monkeypatch: pytest.MonkeyPatch) -> 
     assert tok.tokenize("归母净利润增长") == ["归母净利润", "增长"]
     with pytest.raises(TokenizerConfigError, match="pip install jieba-next"):
         FinanceTokenizer(segmenter="jieba_next").tokenize("x")
+
+
+def test_search_mode_keeps_terms_whole_and_adds_their_dictionary_subwords(tmp_path: Path) -> None:
+    default = FinanceTokenizer(stopwords=None)
+    search = FinanceTokenizer(stopwords=None, search_mode=True)
+    text = "公司第一期员工持股计划的股票来源为回购专用账户，代码600519。"
+    assert "员工持股计划" in default.tokenize(text) and "持股" not in default.tokenize(text)
+    tokens = search.tokenize(text)
+    assert {"员工持股计划", "员工", "持股", "计划"} <= set(tokens)
+    assert "600519" in tokens and "60" not in tokens  # codes and numbers are never split into sub-words
+    # every default token is still there: search mode only adds
+    assert set(default.tokenize(text)) <= set(tokens)
+    assert search.describe()["search_mode"] is True and search.fingerprint != default.fingerprint
+    restored = FinanceTokenizer.load(search.save(tmp_path / "tok"))
+    assert restored.search_mode is True and restored.tokenize(text) == tokens

@@ -56,7 +56,13 @@ TOKENIZER_DIR = "tokenizer"
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 REBUILD_HINT = "rebuild the index with `kedro run --pipelines index_build`"
 
-_BM25S_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "vocab.index.json", "params.index.json")
+_BM25S_FILES = (
+    "data.csc.index.npy",
+    "indices.csc.index.npy",
+    "indptr.csc.index.npy",
+    "vocab.index.json",
+    "params.index.json",
+)
 _NONOCCURRENCE_METHODS = ("bm25l", "bm25+")
 _DTYPE = "float32"
 _INT_DTYPE = "int32"
@@ -95,11 +101,14 @@ class BM25Config:
             raise ValueError(f"BM25Config.b must be within 0..1, got {self.b!r} (typical: 0.75).")
         if self.method not in METHODS:
             raise ValueError(f"BM25Config.method must be one of {METHODS}, got {self.method!r}.")
-        if self.tf_cap is not None and (isinstance(self.tf_cap, bool) or not isinstance(self.tf_cap, int) or self.tf_cap < 1):
+        if self.tf_cap is not None and (
+            isinstance(self.tf_cap, bool) or not isinstance(self.tf_cap, int) or self.tf_cap < 1
+        ):
             raise ValueError(f"BM25Config.tf_cap must be an integer >= 1 or null (off), got {self.tf_cap!r}.")
         if number("domain_term_weight", self.domain_term_weight) <= 0:
             raise ValueError(
-                f"BM25Config.domain_term_weight must be > 0, got {self.domain_term_weight!r} (1.0 turns it off)."
+                f"BM25Config.domain_term_weight must be > 0, got {self.domain_term_weight!r} (1.0 turns it "
+                "off)."
             )
         if number("delta", self.delta) < 0:
             raise ValueError(f"BM25Config.delta must be >= 0, got {self.delta!r}.")
@@ -134,9 +143,16 @@ def _score_matrix(
     nonoccurrence = None
     if config.method in _NONOCCURRENCE_METHODS:
         nonoccurrence = _build_nonoccurrence_array(
-            doc_freqs, n_docs, compute_idf_fn=_select_idf_scorer(config.method),
-            calculate_tfc_fn=_select_tfc_scorer(config.method), l_d=avg_doc_len, l_avg=avg_doc_len,
-            k1=config.k1, b=config.b, delta=config.delta, dtype=_DTYPE,
+            doc_freqs,
+            n_docs,
+            compute_idf_fn=_select_idf_scorer(config.method),
+            calculate_tfc_fn=_select_tfc_scorer(config.method),
+            l_d=avg_doc_len,
+            l_avg=avg_doc_len,
+            k1=config.k1,
+            b=config.b,
+            delta=config.delta,
+            dtype=_DTYPE,
         )
     tf = tf_counts.astype(_DTYPE)
     if config.tf_cap is not None:
@@ -233,7 +249,9 @@ class BM25Index:
             raise ValueError(f"got {len(doc_ids)} doc ids but {len(texts)} texts; pass one id per text.")
         started = time.perf_counter()
         tokens = tokenizer.tokenize_many(texts)
-        logger.info("bm25 %r: tokenised %d documents in %.2fs", name, len(tokens), time.perf_counter() - started)
+        logger.info(
+            "bm25 %r: tokenised %d documents in %.2fs", name, len(tokens), time.perf_counter() - started
+        )
         return cls.build_from_tokens(doc_ids, tokens, tokenizer, config, corpus_hash, name=name)
 
     @classmethod
@@ -265,14 +283,19 @@ class BM25Index:
         """
         ids = [str(doc_id) for doc_id in doc_ids]
         if len(ids) != len(corpus_tokens):
-            raise ValueError(f"got {len(ids)} doc ids but {len(corpus_tokens)} token lists; pass one id per document.")
+            raise ValueError(
+                f"got {len(ids)} doc ids but {len(corpus_tokens)} token lists; pass one id per document."
+            )
         if not ids:
             raise ValueError("cannot build a BM25 index over an empty corpus; check the corpus input.")
         if len(set(ids)) != len(ids):
             seen: set[str] = set()
             for row, doc_id in enumerate(ids):
                 if doc_id in seen:
-                    raise ValueError(f"doc_ids must be unique; {doc_id!r} (row {row}) occurs more than once. Deduplicate the corpus first.")
+                    raise ValueError(
+                        f"doc_ids must be unique; {doc_id!r} (row {row}) occurs more than once. Deduplicate "
+                        "the corpus first."
+                    )
                 seen.add(doc_id)
         if not isinstance(corpus_hash, str) or not corpus_hash:
             raise ValueError(f"corpus_hash must be a non-empty string, got {corpus_hash!r}.")
@@ -293,14 +316,27 @@ class BM25Index:
                 "stopwords); check the corpus texts and the stopword list."
             )
         scores, nonoccurrence, avg_len = _score_matrix(corpus_ids, len(vocab), config)
-        retriever = bm25s.BM25(k1=config.k1, b=config.b, delta=config.delta, method=config.method, dtype=_DTYPE, int_dtype=_INT_DTYPE)
+        retriever = bm25s.BM25(
+            k1=config.k1,
+            b=config.b,
+            delta=config.delta,
+            method=config.method,
+            dtype=_DTYPE,
+            int_dtype=_INT_DTYPE,
+        )
         retriever.scores = scores
         retriever.vocab_dict = vocab
         retriever.unique_token_ids_set = set(vocab.values())
         retriever.nonoccurrence_array = nonoccurrence
         empty_docs = sum(1 for row in corpus_ids if not row)
         if empty_docs:
-            logger.warning("bm25 %r: %d of %d documents have no token (empty or all stopwords); they can never be retrieved", name, empty_docs, len(ids))
+            logger.warning(
+                "bm25 %r: %d of %d documents have no token (empty or all stopwords); they can never be "
+                "retrieved",
+                name,
+                empty_docs,
+                len(ids),
+            )
         meta: dict[str, Any] = {
             "kind": "bm25",
             "format_version": FORMAT_VERSION,
@@ -321,9 +357,18 @@ class BM25Index:
         }
         index = cls(retriever, ids, tokenizer, config, meta, name=name)
         logger.info(
-            "bm25 %r: indexed %d docs, %d terms (%d domain terms weighted %.2f), tf_cap=%s, %s k1=%.2f b=%.2f in %.2fs",
-            name, len(ids), len(vocab), len(index._weighted_ids), config.domain_term_weight, config.tf_cap,
-            config.method, config.k1, config.b, time.perf_counter() - started,
+            "bm25 %r: indexed %d docs, %d terms (%d domain terms weighted %.2f), tf_cap=%s, %s k1=%.2f "
+            "b=%.2f in %.2fs",
+            name,
+            len(ids),
+            len(vocab),
+            len(index._weighted_ids),
+            config.domain_term_weight,
+            config.tf_cap,
+            config.method,
+            config.k1,
+            config.b,
+            time.perf_counter() - started,
         )
         return index
 
@@ -452,7 +497,8 @@ class BM25Index:
         for position, tokens in enumerate(queries_tokens):
             if isinstance(tokens, str):
                 raise TypeError(
-                    f"queries_tokens[{position}] is the str {tokens!r:.40}, not a token list; use search() for texts."
+                    f"queries_tokens[{position}] is the str {tokens!r:.40}, not a token list; use search() "
+                    "for texts."
                 )
             ids = self.term_ids(tokens)
             if not ids:
@@ -463,8 +509,11 @@ class BM25Index:
             run.append(self._top(scores, kk, baseline))
         if empty:
             logger.info(
-                "bm25 %r: %d of %d queries have no indexed token (all unknown words or stopwords); they get no hits",
-                self.name, empty, len(run),
+                "bm25 %r: %d of %d queries have no indexed token (all unknown words or stopwords); they get "
+                "no hits",
+                self.name,
+                empty,
+                len(run),
             )
         return run
 
@@ -524,33 +573,47 @@ class BM25Index:
         source = Path(folder)
         if not source.is_dir():
             raise IndexMismatchError(f"BM25 index folder {source} does not exist; {REBUILD_HINT}.")
-        expected = [META_FILE, DOC_IDS_FILE, f"{TOKENIZER_DIR}/tokenizer.json"] + [f"{BM25S_DIR}/{n}" for n in _BM25S_FILES]
+        expected = [META_FILE, DOC_IDS_FILE, f"{TOKENIZER_DIR}/tokenizer.json"] + [
+            f"{BM25S_DIR}/{n}" for n in _BM25S_FILES
+        ]
         missing = [rel for rel in expected if not (source / rel).is_file()]
         if missing:
-            raise IndexMismatchError(f"BM25 index folder {source} lacks {', '.join(missing)}; {REBUILD_HINT}.")
+            raise IndexMismatchError(
+                f"BM25 index folder {source} lacks {', '.join(missing)}; {REBUILD_HINT}."
+            )
         try:
             meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
             doc_ids = json.loads((source / DOC_IDS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise IndexMismatchError(f"BM25 index folder {source} has unreadable JSON ({exc}); {REBUILD_HINT}.") from exc
+            raise IndexMismatchError(
+                f"BM25 index folder {source} has unreadable JSON ({exc}); {REBUILD_HINT}."
+            ) from exc
         if not isinstance(meta, dict) or meta.get("kind") != "bm25":
             kind = meta.get("kind") if isinstance(meta, dict) else None
-            raise IndexMismatchError(f"{source / META_FILE} is not a BM25 index (kind {kind!r}, expected 'bm25').")
+            raise IndexMismatchError(
+                f"{source / META_FILE} is not a BM25 index (kind {kind!r}, expected 'bm25')."
+            )
         if meta.get("format_version") != FORMAT_VERSION:
             raise IndexMismatchError(
                 f"BM25 index in {source} has format_version {meta.get('format_version')!r}, this code reads "
                 f"{FORMAT_VERSION}; {REBUILD_HINT}."
             )
         if not isinstance(doc_ids, list) or not all(isinstance(doc_id, str) for doc_id in doc_ids):
-            raise IndexMismatchError(f"{source / DOC_IDS_FILE} must be a JSON list of strings; {REBUILD_HINT}.")
+            raise IndexMismatchError(
+                f"{source / DOC_IDS_FILE} must be a JSON list of strings; {REBUILD_HINT}."
+            )
         try:
             config = BM25Config(**meta["bm25"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise IndexMismatchError(f"{source / META_FILE}: bad 'bm25' settings ({exc}); {REBUILD_HINT}.") from exc
+            raise IndexMismatchError(
+                f"{source / META_FILE}: bad 'bm25' settings ({exc}); {REBUILD_HINT}."
+            ) from exc
         try:
             retriever = bm25s.BM25.load(source / BM25S_DIR, load_corpus=False, mmap=False)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise IndexMismatchError(f"cannot read the bm25s files in {source / BM25S_DIR} ({exc}); {REBUILD_HINT}.") from exc
+            raise IndexMismatchError(
+                f"cannot read the bm25s files in {source / BM25S_DIR} ({exc}); {REBUILD_HINT}."
+            ) from exc
         n_terms = len(retriever.scores["indptr"]) - 1
         problems = []
         if meta.get("num_docs") != len(doc_ids) or retriever.scores["num_docs"] != len(doc_ids):
@@ -559,22 +622,33 @@ class BM25Index:
                 f"num_docs {retriever.scores['num_docs']}"
             )
         if n_terms != len(retriever.vocab_dict):
-            problems.append(f"bm25s vocabulary has {len(retriever.vocab_dict)} terms but the score matrix {n_terms} columns")
+            problems.append(
+                f"bm25s vocabulary has {len(retriever.vocab_dict)} terms but the score matrix {n_terms} "
+                "columns"
+            )
         indices = retriever.scores["indices"]
         if len(indices) and int(indices.max()) >= len(doc_ids):
             problems.append(f"score matrix refers to row {int(indices.max())} of {len(doc_ids)} documents")
         built = (retriever.k1, retriever.b, retriever.method)
         if built != (config.k1, config.b, config.method):
-            problems.append(f"bm25s params (k1, b, method) {built} differ from meta.json {(config.k1, config.b, config.method)}")
+            problems.append(
+                f"bm25s params (k1, b, method) {built} differ from meta.json "
+                f"{(config.k1, config.b, config.method)}"
+            )
         if problems:
-            raise IndexMismatchError(f"BM25 index in {source} is inconsistent: {'; '.join(problems)}; {REBUILD_HINT}.")
+            raise IndexMismatchError(
+                f"BM25 index in {source} is inconsistent: {'; '.join(problems)}; {REBUILD_HINT}."
+            )
         try:
             tokenizer = FinanceTokenizer.load(source / TOKENIZER_DIR)
         except TokenizerConfigError as exc:
-            raise IndexMismatchError(f"BM25 index in {source}: its tokenizer cannot be restored ({exc}).") from exc
+            raise IndexMismatchError(
+                f"BM25 index in {source}: its tokenizer cannot be restored ({exc})."
+            ) from exc
         if tokenizer.fingerprint != meta.get("tokenizer_fingerprint"):
             raise IndexMismatchError(
-                f"BM25 index in {source}: tokenizer/ fingerprint {tokenizer.fingerprint[:12]} differs from the one "
+                f"BM25 index in {source}: tokenizer/ fingerprint {tokenizer.fingerprint[:12]} differs from "
+                "the one "
                 f"recorded in meta.json ({str(meta.get('tokenizer_fingerprint'))[:12]}); {REBUILD_HINT}."
             )
         index = cls(retriever, doc_ids, tokenizer, config, meta, name=name or str(meta.get("name") or "bm25"))
@@ -592,13 +666,18 @@ class BM25Index:
         """
         if corpus_hash != self._meta.get("corpus_hash"):
             raise IndexMismatchError(
-                f"BM25 index {self.name!r} ({self._num_docs} docs, built {self._meta.get('built_at')}) was built from "
-                f"corpus {str(self._meta.get('corpus_hash'))[:12]}, but the corpus in use is {str(corpus_hash)[:12]}; "
+                f"BM25 index {self.name!r} ({self._num_docs} docs, built {self._meta.get('built_at')}) was "
+                "built from "
+                f"corpus {str(self._meta.get('corpus_hash'))[:12]}, but the corpus in use is "
+                f"{str(corpus_hash)[:12]}; "
                 f"use the matching corpus or {REBUILD_HINT}."
             )
 
     def __repr__(self) -> str:
-        return f"BM25Index(name={self.name!r}, docs={self._num_docs}, terms={self.vocab_size}, config={self._config})"
+        return (
+            f"BM25Index(name={self.name!r}, docs={self._num_docs}, terms={self.vocab_size}, "
+            f"config={self._config})"
+        )
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -8,7 +8,9 @@ tokenizer and a finance one can live side by side in one process. Per text it
    (``1,234.56``), decimals and percentages (``12.5%``) as whole tokens, which jieba would otherwise
    split at the dot, comma or percent sign (bare codes such as ``600519`` are whole in jieba already);
 3. segments the rest with jieba (``cut(text, HMM=hmm)``) over its default dictionary plus the finance
-   dictionary, user dictionaries and extra words;
+   dictionary, user dictionaries and extra words; with ``search_mode`` it also emits the dictionary
+   2- and 3-character words inside each longer Chinese word, as jieba's ``cut_for_search`` does, so a
+   dictionary term stays whole *and* still matches text that uses only part of it;
 4. drops tokens made only of whitespace, punctuation or symbols (ASCII and CJK), lowercases if
    configured, and drops stopwords.
 
@@ -39,7 +41,7 @@ import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ _PROTECTED = re.compile(
 _JUNK = re.compile(r"[\W_]+")  # whitespace / punctuation / symbols only (Unicode-aware)
 _ASCII_WORD = re.compile(r"[0-9A-Za-z+]+")
 _TAG = re.compile(r"[a-z]+")
+_HAN_WORD = re.compile(r"[\u4e00-\u9fff]+")  # a word of CJK ideographs only (search-mode sub-words)
 # default jieba dictionary (FREQ, total) per segmenter, loaded once per process
 _BASE_DICTS: dict[str, tuple[dict[str, int], int]] = {}
 _BASE_LOCK = threading.Lock()
@@ -120,8 +123,8 @@ def _read_file(path: str | os.PathLike[str], setting: str) -> _TextResource:
     file = Path(path)
     if not file.is_file():
         raise TokenizerConfigError(
-            f"{setting}: file {str(file)!r} does not exist (resolved from {os.getcwd()}); fix the path in the "
-            "tokenizer parameters or remove the entry."
+            f"{setting}: file {str(file)!r} does not exist (resolved from {os.getcwd()}); "
+            "fix the path in the tokenizer parameters or remove the entry."
         )
     try:
         text = file.read_text(encoding="utf-8")
@@ -139,7 +142,9 @@ def _string_list(value: Any, setting: str) -> list[str]:
     try:
         items = list(value)
     except TypeError:
-        raise TokenizerConfigError(f"{setting} must be a list of strings, got {type(value).__name__} {value!r}.") from None
+        raise TokenizerConfigError(
+            f"{setting} must be a list of strings, got {type(value).__name__} {value!r}."
+        ) from None
     for i, item in enumerate(items):
         if not isinstance(item, (str, os.PathLike)) or not str(item).strip():
             raise TokenizerConfigError(f"{setting}[{i}] must be a non-empty string, got {item!r}.")
@@ -244,8 +249,9 @@ class FinanceTokenizer:
 
     Args:
         use_finance_dict: Load the finance dictionary shipped in ``text/resources/finance_dict.txt``.
-        user_dict_paths: Extra jieba user-dictionary files (``word [freq] [tag]`` per line).
-        extra_words: Extra domain terms, kept whole (frequency chosen so jieba really keeps them).
+        user_dict_paths: Extra jieba user-dictionary files (``word [freq] [tag]`` per line; a word without
+            freq gets one that keeps it whole, at least :data:`DOMAIN_WORD_MIN_FREQ`).
+        extra_words: Extra domain terms, kept whole (frequency chosen as for user words without one).
         stopwords: ``"builtin"`` for the shipped list, a file path (one word per line, ``#`` comments),
             or ``None`` for no stopwords.
         extra_stopwords: Stopwords added to the list above.
@@ -253,6 +259,7 @@ class FinanceTokenizer:
             still match) and compare stopwords / domain terms lowercased.
         hmm: jieba's HMM for words missing from the dictionaries.
         n_jobs: Worker processes :meth:`tokenize_many` may use for large inputs (1 = never).
+        search_mode: Also emit the dictionary sub-words of long Chinese words (jieba's search mode).
         segmenter: ``"auto"`` (jieba_next if installed, else jieba), ``"jieba"`` or ``"jieba_next"``.
 
     Raises:
@@ -270,13 +277,22 @@ class FinanceTokenizer:
         lowercase: bool = True,
         hmm: bool = True,
         n_jobs: int = 1,
+        search_mode: bool = False,
         segmenter: str = "auto",
     ) -> None:
-        for setting, value in (("use_finance_dict", use_finance_dict), ("lowercase", lowercase), ("hmm", hmm)):
+        for setting, value in (
+            ("use_finance_dict", use_finance_dict),
+            ("lowercase", lowercase),
+            ("hmm", hmm),
+            ("search_mode", search_mode),
+        ):
             if not isinstance(value, bool):
                 raise TokenizerConfigError(f"{setting} must be true or false, got {value!r}.")
         finance = _read_builtin(_BUILTIN_DICT) if use_finance_dict else None
-        user_dicts = [_read_file(p, f"user_dict_paths[{i}]") for i, p in enumerate(_string_list(user_dict_paths, "user_dict_paths"))]
+        user_dicts = [
+            _read_file(p, f"user_dict_paths[{i}]")
+            for i, p in enumerate(_string_list(user_dict_paths, "user_dict_paths"))
+        ]
         if stopwords is None:
             stop_res = None
         elif isinstance(stopwords, (str, os.PathLike)) and str(stopwords) == BUILTIN:
@@ -284,7 +300,9 @@ class FinanceTokenizer:
         elif isinstance(stopwords, (str, os.PathLike)):
             stop_res = _read_file(stopwords, "stopwords")
         else:
-            raise TokenizerConfigError(f"stopwords must be 'builtin', a file path or null, got {stopwords!r}.")
+            raise TokenizerConfigError(
+                f"stopwords must be 'builtin', a file path or null, got {stopwords!r}."
+            )
         self._setup(
             finance=finance,
             user_dicts=user_dicts,
@@ -295,6 +313,7 @@ class FinanceTokenizer:
             lowercase=lowercase,
             hmm=hmm,
             n_jobs=n_jobs,
+            search_mode=search_mode,
             segmenter=segmenter,
         )
 
@@ -313,6 +332,7 @@ class FinanceTokenizer:
         hmm: bool,
         n_jobs: int,
         segmenter: str,
+        search_mode: bool = False,
     ) -> None:
         if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs < 1:
             raise TokenizerConfigError(f"n_jobs must be an integer >= 1, got {n_jobs!r}.")
@@ -326,6 +346,7 @@ class FinanceTokenizer:
         self._extra_stopwords = [w.strip() for w in extra_stopwords]
         self.lowercase = lowercase
         self.hmm = hmm
+        self.search_mode = search_mode
         self.n_jobs = n_jobs
         self._segmenter_choice = segmenter
         # parse everything now: malformed files fail at construction, not at the first tokenize()
@@ -344,7 +365,9 @@ class FinanceTokenizer:
         self._cache: dict[str, Any] = {}
 
     @classmethod
-    def plain(cls, *, lowercase: bool = True, hmm: bool = True, n_jobs: int = 1, segmenter: str = "auto") -> FinanceTokenizer:
+    def plain(
+        cls, *, lowercase: bool = True, hmm: bool = True, n_jobs: int = 1, segmenter: str = "auto"
+    ) -> FinanceTokenizer:
         """The baseline: plain jieba, no user dictionary, no stopwords (punctuation/whitespace still dropped).
 
         Args:
@@ -380,20 +403,34 @@ class FinanceTokenizer:
                 return self._segmenter
             started = time.perf_counter()
             seg, name = _new_segmenter(self._segmenter_choice)
+            unpriced: list[_DictEntry] = []
             for entry in self._dict_entries:
-                if not _ASCII_WORD.fullmatch(entry.word):
+                if _ASCII_WORD.fullmatch(entry.word):
+                    continue
+                if entry.freq is None:
+                    unpriced.append(entry)
+                else:
                     seg.add_word(entry.word, entry.freq, entry.tag)
-            extra = [w for w in self._extra_words if w and not _ASCII_WORD.fullmatch(w)]
-            # frequencies first, then add: each add_word invalidates jieba_next's prefix trie
-            freqs = [max(DOMAIN_WORD_MIN_FREQ, int(seg.suggest_freq(w, tune=False)) + 1) for w in extra]
-            for word, freq in zip(extra, freqs):
-                seg.add_word(word, freq)
+            unpriced += [
+                _DictEntry(w, None, None) for w in self._extra_words if w and not _ASCII_WORD.fullmatch(w)
+            ]
+            # words without a frequency get one that keeps them whole; all suggestions first, then the adds,
+            # since every add_word makes jieba_next rebuild its prefix trie on the next cut
+            freqs = [
+                max(DOMAIN_WORD_MIN_FREQ, int(seg.suggest_freq(e.word, tune=False)) + 1) for e in unpriced
+            ]
+            for entry, freq in zip(unpriced, freqs):
+                seg.add_word(entry.word, freq, entry.tag)
             seg.lcut("预热", HMM=self.hmm)  # build lazily-built structures now, before any fork
             self._segmenter_name = name
             self._segmenter = seg
             logger.info(
                 "tokenizer ready in %.2fs: %s, %d domain terms, %d stopwords, hmm=%s, lowercase=%s",
-                time.perf_counter() - started, name, len(self._domain_terms), len(self._stopwords), self.hmm,
+                time.perf_counter() - started,
+                name,
+                len(self._domain_terms),
+                len(self._stopwords),
+                self.hmm,
                 self.lowercase,
             )
             return seg
@@ -427,6 +464,8 @@ class FinanceTokenizer:
             start = match.end()
         if start < len(text):
             raw.extend(cut(text[start:] if start else text, HMM=hmm))
+        if self.search_mode:
+            raw = _with_subwords(raw, seg.FREQ)
         cache_get = self._cache.get
         clean_new = self._clean_new
         tokens: list[str] = []
@@ -472,7 +511,9 @@ class FinanceTokenizer:
             TypeError: If an item is not a string (naming its position).
         """
         if isinstance(texts, str):
-            raise TypeError("tokenize_many() takes a sequence of texts, not one str; use tokenize() or wrap it in a list.")
+            raise TypeError(
+                "tokenize_many() takes a sequence of texts, not one str; use tokenize() or wrap it in a list."
+            )
         items = list(texts)
         for i, text in enumerate(items):
             if not isinstance(text, str):
@@ -482,7 +523,9 @@ class FinanceTokenizer:
         jobs = min(self.n_jobs, os.cpu_count() or 1, max(1, len(items) // _CHUNKS_PER_JOB))
         if jobs > 1 and n_chars >= PARALLEL_MIN_CHARS:
             if multiprocessing.current_process().daemon:
-                logger.info("tokenize_many: inside a daemonic process, tokenising %d texts in-process", len(items))
+                logger.info(
+                    "tokenize_many: inside a daemonic process, tokenising %d texts in-process", len(items)
+                )
             else:
                 return self._tokenize_parallel(items, jobs)
         return [self._tokenize_one(text, seg) for text in items]
@@ -496,7 +539,12 @@ class FinanceTokenizer:
         started = time.perf_counter()
         with ctx.Pool(jobs, initializer=_init_worker, initargs=(self,)) as pool:
             parts = pool.map(_worker_tokenize, chunks, chunksize=1)
-        logger.debug("tokenize_many: %d texts on %d processes in %.2fs", len(items), jobs, time.perf_counter() - started)
+        logger.debug(
+            "tokenize_many: %d texts on %d processes in %.2fs",
+            len(items),
+            jobs,
+            time.perf_counter() - started,
+        )
         return [tokens for part in parts for tokens in part]
 
     # ------------------------------------------------------------------ queries on the vocabulary
@@ -552,6 +600,7 @@ class FinanceTokenizer:
             "num_stopwords": len(self._stopwords),
             "lowercase": self.lowercase,
             "hmm": self.hmm,
+            "search_mode": self.search_mode,
             "n_jobs": self.n_jobs,
             "segmenter": _segmenter_label(self._segmenter_choice),
         }
@@ -560,7 +609,9 @@ class FinanceTokenizer:
     def fingerprint(self) -> str:
         """sha256 of :meth:`describe` without the keys that do not change tokens."""
         settings = {k: v for k, v in self.describe().items() if k not in _RUNTIME_KEYS}
-        return hashlib.sha256(json.dumps(settings, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+        return hashlib.sha256(
+            json.dumps(settings, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        ).hexdigest()
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write the exact dictionaries and stopwords used, plus ``tokenizer.json`` with the settings.
@@ -576,14 +627,22 @@ class FinanceTokenizer:
         files: dict[str, Any] = {"finance_dict": None, "user_dicts": [], "stopwords": None}
         if self._finance is not None:
             _write_text(target / FINANCE_DICT_FILE, self._finance.text)
-            files["finance_dict"] = {"file": FINANCE_DICT_FILE, "source": self._finance.source, "sha256": self._finance.sha256}
+            files["finance_dict"] = {
+                "file": FINANCE_DICT_FILE,
+                "source": self._finance.source,
+                "sha256": self._finance.sha256,
+            }
         for i, res in enumerate(self._user_dicts):
             name = f"user_dict_{i}.txt"
             _write_text(target / name, res.text)
             files["user_dicts"].append({"file": name, "source": res.source, "sha256": res.sha256})
         if self._stopwords_res is not None:
             _write_text(target / STOPWORDS_FILE, self._stopwords_res.text)
-            files["stopwords"] = {"file": STOPWORDS_FILE, "source": self._stopwords_res.source, "sha256": self._stopwords_res.sha256}
+            files["stopwords"] = {
+                "file": STOPWORDS_FILE,
+                "source": self._stopwords_res.source,
+                "sha256": self._stopwords_res.sha256,
+            }
         settings = {
             "format_version": FORMAT_VERSION,
             "settings": {
@@ -592,6 +651,7 @@ class FinanceTokenizer:
                 "extra_stopwords": self._extra_stopwords,
                 "lowercase": self.lowercase,
                 "hmm": self.hmm,
+                "search_mode": self.search_mode,
                 "n_jobs": self.n_jobs,
                 "segmenter": self._segmenter_choice,
             },
@@ -620,12 +680,16 @@ class FinanceTokenizer:
         source = Path(folder)
         settings_path = source / SETTINGS_FILE
         if not settings_path.is_file():
-            raise TokenizerConfigError(f"{source} has no {SETTINGS_FILE}: not a saved tokenizer folder; save one with FinanceTokenizer.save().")
+            raise TokenizerConfigError(
+                f"{source} has no {SETTINGS_FILE}: not a saved tokenizer folder; save one with "
+                "FinanceTokenizer.save()."
+            )
         try:
             saved = json.loads(settings_path.read_text(encoding="utf-8"))
             if saved.get("format_version") != FORMAT_VERSION:
                 raise TokenizerConfigError(
-                    f"{settings_path}: format_version {saved.get('format_version')!r}, this code reads {FORMAT_VERSION}; "
+                    f"{settings_path}: format_version {saved.get('format_version')!r}, this code reads "
+                    f"{FORMAT_VERSION}; "
                     "rebuild the index that holds this tokenizer."
                 )
             opts = saved["settings"]
@@ -636,11 +700,15 @@ class FinanceTokenizer:
                     return None
                 path = source / entry["file"]
                 if not path.is_file():
-                    raise TokenizerConfigError(f"{path} is missing (listed in {settings_path}); the saved tokenizer is incomplete, save it again.")
+                    raise TokenizerConfigError(
+                        f"{path} is missing (listed in {settings_path}); the saved tokenizer is incomplete, "
+                        "save it again."
+                    )
                 res = _TextResource(source=str(entry["source"]), text=path.read_text(encoding="utf-8"))
                 if res.sha256 != entry["sha256"]:
                     raise TokenizerConfigError(
-                        f"{path} was changed after saving (sha256 {res.sha256[:12]} != recorded {str(entry['sha256'])[:12]}); "
+                        f"{path} was changed after saving (sha256 {res.sha256[:12]} != recorded "
+                        f"{str(entry['sha256'])[:12]}); "
                         "restore it or rebuild the index."
                     )
                 return res
@@ -656,16 +724,20 @@ class FinanceTokenizer:
                 extra_stopwords=list(opts["extra_stopwords"]),
                 lowercase=bool(opts["lowercase"]),
                 hmm=bool(opts["hmm"]),
+                search_mode=bool(opts.get("search_mode", False)),
                 n_jobs=int(opts["n_jobs"]),
                 segmenter=str(opts["segmenter"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, TokenizerConfigError):
                 raise
-            raise TokenizerConfigError(f"{settings_path} is malformed ({type(exc).__name__}: {exc}); save the tokenizer again.") from exc
+            raise TokenizerConfigError(
+                f"{settings_path} is malformed ({type(exc).__name__}: {exc}); save the tokenizer again."
+            ) from exc
         if saved.get("fingerprint") and tok.fingerprint != saved["fingerprint"]:
             raise TokenizerConfigError(
-                f"{source}: restored tokenizer fingerprint {tok.fingerprint[:12]} != saved {str(saved['fingerprint'])[:12]} "
+                f"{source}: restored tokenizer fingerprint {tok.fingerprint[:12]} != saved "
+                f"{str(saved['fingerprint'])[:12]} "
                 "(tokenizer code changed how it reads its settings); rebuild the index."
             )
         return tok
@@ -688,8 +760,22 @@ class FinanceTokenizer:
         return (
             f"FinanceTokenizer(finance_dict={self._finance is not None}, user_dicts={len(self._user_dicts)}, "
             f"extra_words={len(self._extra_words)}, stopwords={self._stopwords_setting!r}, "
-            f"lowercase={self.lowercase}, hmm={self.hmm}, n_jobs={self.n_jobs})"
+            f"lowercase={self.lowercase}, hmm={self.hmm}, search_mode={self.search_mode}, n_jobs={self.n_jobs})"
         )
+
+
+def _with_subwords(pieces: list[str], freq: Mapping[str, int]) -> list[str]:
+    """jieba's search mode: before each Chinese word longer than 2 (3) characters, the dictionary
+    words among its 2-grams (3-grams)."""
+    out: list[str] = []
+    for word in pieces:
+        size = len(word)
+        if size > 2 and _HAN_WORD.fullmatch(word):
+            out.extend(word[i : i + 2] for i in range(size - 1) if freq.get(word[i : i + 2]))
+            if size > 3:
+                out.extend(word[i : i + 3] for i in range(size - 2) if freq.get(word[i : i + 3]))
+        out.append(word)
+    return out
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -15,7 +15,7 @@ from finrag_pipelines.retrieval.types import IndexMismatchError
 from finrag_pipelines.text.corpus import indexable
 
 TOKENIZER = {"use_finance_dict": True, "user_dict_paths": [], "extra_words": [], "stopwords": "builtin",
-             "extra_stopwords": [], "lowercase": True, "hmm": True, "n_jobs": 1}
+             "extra_stopwords": [], "lowercase": True, "hmm": True, "search_mode": True, "n_jobs": 1}
 SCORING = {"k1": 1.2, "b": 0.75, "method": "lucene", "tf_cap": 5, "domain_term_weight": 1.2}
 
 
@@ -36,9 +36,10 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
             "dense_index": FaissIndexDataset(str(tmp_path / "dense")),
         }
     )
-    catalog["params:index_build.bm25"] = BM25Params(tokenizer=TOKENIZER, scoring=SCORING)
+    catalog["params:index_build.bm25"] = BM25Params(name="bm25", tokenizer=TOKENIZER, scoring=SCORING)
     catalog["params:index_build.bm25_plain"] = BM25Params(
-        tokenizer={**TOKENIZER, "use_finance_dict": False, "stopwords": None},
+        name="bm25_plain",
+        tokenizer={**TOKENIZER, "use_finance_dict": False, "stopwords": None, "search_mode": False},
         scoring={**SCORING, "tf_cap": None, "domain_term_weight": 1.0},
     )
     catalog["params:index_build.dense"] = DenseParams(index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16)
@@ -50,6 +51,8 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
     assert bm25.search([texts[3][:40]], 1)[0][0].doc_id == corpus["doc_id"][3]
     meta = json.loads((tmp_path / "bm25" / "meta.json").read_text())
     assert meta["bm25"]["tf_cap"] == 5 and meta["tokenizer"]["use_finance_dict"] is True
+    assert meta["tokenizer"]["search_mode"] is True and bm25.name == "bm25"
+    assert catalog.load("bm25_plain_index").name == "bm25_plain"
 
     dense = catalog.load("dense_index")
     dense_meta = json.loads((tmp_path / "dense" / "meta.json").read_text())

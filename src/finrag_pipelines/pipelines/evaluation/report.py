@@ -89,7 +89,8 @@ def render_markdown(
         if c:
             verdict = "better than" if c["low"] > 0 else "worse than" if c["high"] < 0 else "not distinguishable from"
             lines.append(
-                f"BM25 with the finance dictionary, tf cap and domain-term weight is **{verdict}** plain jieba+bm25s on "
+                f"Our BM25 (finance dictionary, search-mode sub-words, stopwords, tf cap, domain-term weight) is **{verdict}** "
+                f"plain jieba+bm25s on "
                 f"{metric}: {c['mean_diff']:+.4f} ({int(c['confidence'] * 100)}% CI {c['low']:+.4f} … {c['high']:+.4f})."
             )
     grid = ", ".join(f"{row['dense_weight']:.2f}→{row[fusion_weight['metric']]:.4f}" for row in fusion_weight["grid"])

@@ -21,8 +21,10 @@ def build_bm25_index(corpus: pd.DataFrame, params: BM25Params) -> BM25Index:
     """Tokenise the corpus with the configured jieba tokenizer and build a bm25s index."""
     ids, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
     tokenizer = FinanceTokenizer(**params.tokenizer.model_dump())
-    index = BM25Index.build(ids, texts, tokenizer, BM25Config(**params.scoring.model_dump()), digest)
-    logger.info("index_build: BM25 over %d documents (%s)", len(ids), params.scoring.model_dump())
+    index = BM25Index.build(
+        ids, texts, tokenizer, BM25Config(**params.scoring.model_dump()), digest, name=params.name
+    )
+    logger.info("index_build: %s over %d documents (%s)", params.name, len(ids), params.scoring.model_dump())
     return index
 
 

@@ -21,6 +21,7 @@ class TokenizerParams(_Strict):
     extra_stopwords: list[str]
     lowercase: bool
     hmm: bool = Field(description="jieba's HMM for unknown words")
+    search_mode: bool = Field(description="also emit dictionary sub-words of long words (jieba search mode)")
     n_jobs: int = Field(ge=1, description="tokeniser worker processes for large inputs")
 
 
@@ -37,6 +38,7 @@ class ScoringParams(_Strict):
 class BM25Params(_Strict):
     """One BM25 index."""
 
+    name: str = Field(description="the retriever's name in logs, meta.json and the report")
     tokenizer: TokenizerParams
     scoring: ScoringParams
 

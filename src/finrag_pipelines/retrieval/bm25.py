@@ -43,18 +43,22 @@ from bm25s.scoring import (
     _select_tfc_scorer,
 )
 
+from finrag_pipelines.retrieval.index_folder import (
+    DOC_IDS_FILE,
+    META_FILE,
+    REBUILD_HINT,
+    read_meta_and_ids,
+    write_json,
+)
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, Run
 from finrag_pipelines.text.tokenize import FinanceTokenizer, TokenizerConfigError
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-META_FILE = "meta.json"
-DOC_IDS_FILE = "doc_ids.json"
 BM25S_DIR = "bm25s"
 TOKENIZER_DIR = "tokenizer"
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
-REBUILD_HINT = "rebuild the index with `kedro run --pipelines index_build`"
 
 _BM25S_FILES = (
     "data.csc.index.npy",
@@ -550,8 +554,8 @@ class BM25Index:
         target.mkdir(parents=True, exist_ok=True)
         self._bm25.save(target / BM25S_DIR, show_progress=False)
         self._tokenizer.save(target / TOKENIZER_DIR)
-        _write_json(target / DOC_IDS_FILE, self._doc_ids)
-        _write_json(target / META_FILE, self._meta)  # last: a folder with meta.json is complete
+        write_json(target / DOC_IDS_FILE, self._doc_ids)
+        write_json(target / META_FILE, self._meta)  # last: a folder with meta.json is complete
         logger.info("bm25 %r: saved %d docs to %s", self.name, self._num_docs, target)
         return target
 
@@ -571,37 +575,13 @@ class BM25Index:
                 version (the message names the folder and what is wrong).
         """
         source = Path(folder)
-        if not source.is_dir():
-            raise IndexMismatchError(f"BM25 index folder {source} does not exist; {REBUILD_HINT}.")
-        expected = [META_FILE, DOC_IDS_FILE, f"{TOKENIZER_DIR}/tokenizer.json"] + [
-            f"{BM25S_DIR}/{n}" for n in _BM25S_FILES
-        ]
-        missing = [rel for rel in expected if not (source / rel).is_file()]
-        if missing:
-            raise IndexMismatchError(
-                f"BM25 index folder {source} lacks {', '.join(missing)}; {REBUILD_HINT}."
-            )
-        try:
-            meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
-            doc_ids = json.loads((source / DOC_IDS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise IndexMismatchError(
-                f"BM25 index folder {source} has unreadable JSON ({exc}); {REBUILD_HINT}."
-            ) from exc
-        if not isinstance(meta, dict) or meta.get("kind") != "bm25":
-            kind = meta.get("kind") if isinstance(meta, dict) else None
-            raise IndexMismatchError(
-                f"{source / META_FILE} is not a BM25 index (kind {kind!r}, expected 'bm25')."
-            )
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise IndexMismatchError(
-                f"BM25 index in {source} has format_version {meta.get('format_version')!r}, this code reads "
-                f"{FORMAT_VERSION}; {REBUILD_HINT}."
-            )
-        if not isinstance(doc_ids, list) or not all(isinstance(doc_id, str) for doc_id in doc_ids):
-            raise IndexMismatchError(
-                f"{source / DOC_IDS_FILE} must be a JSON list of strings; {REBUILD_HINT}."
-            )
+        meta, doc_ids = read_meta_and_ids(
+            source,
+            "bm25",
+            FORMAT_VERSION,
+            "BM25",
+            [f"{TOKENIZER_DIR}/tokenizer.json"] + [f"{BM25S_DIR}/{n}" for n in _BM25S_FILES],
+        )
         try:
             config = BM25Config(**meta["bm25"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -679,9 +659,3 @@ class BM25Index:
             f"config={self._config})"
         )
 
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Write JSON via a temp file and an atomic rename."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)

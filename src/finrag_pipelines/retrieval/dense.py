@@ -19,6 +19,13 @@ import faiss
 import numpy as np
 
 from finrag_pipelines.embedding.encoders import Encoder
+from finrag_pipelines.retrieval.index_folder import (
+    DOC_IDS_FILE,
+    META_FILE,
+    REBUILD_HINT,
+    read_meta_and_ids,
+    write_json,
+)
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, RetrievalError, Run
 
 logger = logging.getLogger(__name__)
@@ -26,9 +33,6 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 IndexType = Literal["flat", "hnsw"]
 INDEX_FILE = "index.faiss"
-DOC_IDS_FILE = "doc_ids.json"
-META_FILE = "meta.json"
-REBUILD_HINT = "rebuild the index with `kedro run --pipelines index_build`"
 
 _SEARCH_BATCH = 1024
 
@@ -228,8 +232,8 @@ class DenseIndex:
         tmp_index = target / f".tmp-{INDEX_FILE}-{os.getpid()}"
         faiss.write_index(self._index, str(tmp_index))
         os.replace(tmp_index, target / INDEX_FILE)
-        _write_json(target / DOC_IDS_FILE, self._doc_ids)
-        _write_json(target / META_FILE, self._meta)  # last: a folder with meta.json is complete
+        write_json(target / DOC_IDS_FILE, self._doc_ids)
+        write_json(target / META_FILE, self._meta)  # last: a folder with meta.json is complete
         logger.info("saved dense index (%d docs) to %s", self.num_docs, target)
         return target
 
@@ -248,34 +252,7 @@ class DenseIndex:
                 format version.
         """
         source = Path(folder)
-        if not source.is_dir():
-            raise IndexMismatchError(f"dense index folder {source} does not exist; {REBUILD_HINT}.")
-        missing = [name for name in (INDEX_FILE, DOC_IDS_FILE, META_FILE) if not (source / name).is_file()]
-        if missing:
-            raise IndexMismatchError(
-                f"dense index folder {source} lacks {', '.join(missing)}; {REBUILD_HINT}."
-            )
-        try:
-            meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
-            doc_ids = json.loads((source / DOC_IDS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise IndexMismatchError(
-                f"dense index folder {source} has unreadable JSON ({exc}); {REBUILD_HINT}."
-            ) from exc
-        if not isinstance(meta, dict) or meta.get("kind") != "dense":
-            raise IndexMismatchError(
-                f"{source / META_FILE} is not a dense index "
-                f"(kind {meta.get('kind') if isinstance(meta, dict) else None!r}); {REBUILD_HINT}."
-            )
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise IndexMismatchError(
-                f"dense index in {source} has format_version {meta.get('format_version')!r}, this code reads "
-                f"{FORMAT_VERSION}; {REBUILD_HINT}."
-            )
-        if not isinstance(doc_ids, list) or not all(isinstance(doc_id, str) for doc_id in doc_ids):
-            raise IndexMismatchError(
-                f"{source / DOC_IDS_FILE} must be a JSON list of strings; {REBUILD_HINT}."
-            )
+        meta, doc_ids = read_meta_and_ids(source, "dense", FORMAT_VERSION, "dense", [INDEX_FILE])
         try:
             index = faiss.read_index(str(source / INDEX_FILE))
         except RuntimeError as exc:
@@ -348,12 +325,6 @@ class DenseIndex:
                 f"{REBUILD_HINT}."
             )
 
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Write JSON via a temp file and an atomic rename."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class DenseRetriever:

@@ -98,7 +98,7 @@ def render_markdown(
         "",
         "## Hybrid fusion",
         "",
-        f"- `hybrid_rrf`: reciprocal rank fusion of `dense` and `bm25` (no tuning).",
+        "- `hybrid_rrf`: reciprocal rank fusion of `dense` and `bm25` (no tuning).",
         f"- `hybrid_weighted`: `w·dense + (1−w)·bm25` over per-query normalised scores; "
         f"w = **{fusion_weight['dense_weight']:.2f}**, chosen by {fusion_weight['metric']} on "
         f"{fusion_weight['n_tune_queries']} tune queries. Grid: {grid}.",

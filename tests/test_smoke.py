@@ -62,12 +62,14 @@ def test_cli_evaluates_any_beir_folder_given_at_run_time(project):
     other = project / "elsewhere/my_set"
     shutil.copytree(project / "data/01_raw/retrieval/disc_finllm", other)
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "400"}
-    cmd = [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipelines", "corpus_prep",
-           "--params", f"retrieval_dataset={other}"]
-    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipelines", "index_build,evaluation",
+           "--params", f"retrieval_dataset={other},evaluation.fusion.rrf_k=30"]
+    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((project / "data/08_reporting/my_set/corpus_prep_report.json").read_text())
     assert report["documents_in"] == 139 and report["queries"] == 61
+    assert (project / "data/06_models/my_set/bm25/meta.json").is_file()
+    assert "# Retrieval evaluation — `my_set`" in (project / "data/08_reporting/retrieval_report.md").read_text()
 
 
 @pytest.mark.slow

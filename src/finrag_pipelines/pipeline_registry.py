@@ -5,8 +5,13 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
+from finrag_pipelines.pipelines import corpus_prep
+
 # the order of the full chain; `__default__` is what `kedro run` (and `make demo`) runs
 DEFAULT_CHAIN = ("corpus_prep", "index_build", "evaluation")
+# pipelines that read corpus_prep's outputs run it first (it takes seconds), so that
+# `kedro run --pipelines index_build,evaluation --params retrieval_dataset=<folder>` works on a new folder
+NEEDS_CORPUS_PREP = ("index_build", "evaluation")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -15,6 +20,9 @@ def register_pipelines() -> dict[str, Pipeline]:
     Kedro 1.x loads only the pipelines a run asks for; the default chain is assembled when it is loaded too.
     """
     pipelines = find_pipelines(raise_errors=True)
+    for name in NEEDS_CORPUS_PREP:
+        if name in pipelines:
+            pipelines[name] = corpus_prep.create_pipeline() + pipelines[name]
     if all(name in pipelines for name in DEFAULT_CHAIN):
         pipelines["__default__"] = sum((pipelines[name] for name in DEFAULT_CHAIN), Pipeline([]))
     return pipelines

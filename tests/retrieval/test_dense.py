@@ -194,3 +194,23 @@ def test_measure_dense_qps(
     result = measure_dense_qps(encoder, tiny_index, corpus[1][:12], k=5, batch_size=4, one_by_one_limit=5)
     assert result["dense_batched_qps"] > 0 and result["dense_one_by_one_qps"] > 0
     assert result["one_by_one_queries"] == 5
+
+
+def test_dense_retriever_reuses_stored_query_vectors(
+    tiny_index: DenseIndex, encoder: HFEncoder, corpus: tuple[list[str], list[str]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from finrag_pipelines.embedding.store import EmbeddingStore
+
+    _, texts = corpus
+    fresh = DenseRetriever(tiny_index, encoder, batch_size=4).search(texts[:6], k=3)
+    calls: list[int] = []
+    original = encoder.encode_queries
+    monkeypatch.setattr(encoder, "encode_queries", lambda batch: calls.append(len(batch)) or original(batch))
+    retriever = DenseRetriever(tiny_index, encoder, batch_size=4, store=EmbeddingStore(tmp_path / "store"))
+    first = retriever.search(texts[:6], k=3)
+    assert sum(calls) == 6
+    again = retriever.search(texts[:6], k=3)
+    assert sum(calls) == 6  # all six query vectors came from the store
+    assert [[h.doc_id for h in hits] for hits in first] == [[h.doc_id for h in hits] for hits in again]
+    assert [[h.doc_id for h in hits] for hits in first] == [[h.doc_id for h in hits] for hits in fresh]

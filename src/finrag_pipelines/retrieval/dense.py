@@ -19,6 +19,7 @@ import faiss
 import numpy as np
 
 from finrag_pipelines.embedding.encoders import Encoder
+from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
 from finrag_pipelines.retrieval.index_folder import (
     DOC_IDS_FILE,
     META_FILE,
@@ -336,6 +337,8 @@ class DenseRetriever:
         name: Retriever name used in runs and reports.
         batch_size: Queries per encode + search step.
         corpus_hash: Optional corpus hash to check against the index as well.
+        store: Optional embedding store: query vectors are looked up there and new ones written to it
+            (role ``"query"``), so re-running an evaluation does not re-encode its queries.
 
     Raises:
         IndexMismatchError: If the encoder (or corpus) does not match the index.
@@ -349,6 +352,7 @@ class DenseRetriever:
         batch_size: int = 64,
         *,
         corpus_hash: str | None = None,
+        store: EmbeddingStore | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -357,6 +361,12 @@ class DenseRetriever:
         self.encoder = encoder
         self.name = name
         self.batch_size = batch_size
+        self.store = store
+
+    def _encode(self, batch: list[str]) -> np.ndarray:
+        if self.store is None:
+            return self.encoder.encode_queries(batch)
+        return encode_with_store(self.encoder, batch, "query", self.store, chunk_size=len(batch))
 
     def search(self, queries: Sequence[str], k: int) -> Run:
         """Return the top ``k`` hits for each query, best first, in query order.
@@ -384,7 +394,7 @@ class DenseRetriever:
                 f"retriever {self.name!r}, queries {start}..{start + len(batch) - 1} (first {batch[0]!r:.60})"
             )
             try:
-                qvecs = self.encoder.encode_queries(batch)
+                qvecs = self._encode(batch)
             except Exception as exc:
                 raise RetrievalError(
                     f"{where}: encoder {self.encoder.name} failed: {type(exc).__name__}: {exc}"

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from finrag_pipelines.embedding.encoders import Encoder
+from finrag_pipelines.embedding.store import EmbeddingStore
 from matplotlib.figure import Figure
 
 from finrag_pipelines.pipelines.evaluation.params import (
@@ -82,12 +83,20 @@ def retrieve_bm25(
 
 
 def retrieve_dense(
-    index: DenseIndex, encoder: Encoder, corpus: pd.DataFrame, eval_queries: pd.DataFrame, retrieve: RetrieveParams
+    index: DenseIndex,
+    encoder: Encoder,
+    embedding_store: EmbeddingStore,
+    corpus: pd.DataFrame,
+    eval_queries: pd.DataFrame,
+    retrieve: RetrieveParams,
 ) -> pd.DataFrame:
-    """Run a dense index with its encoder; the index must match the corpus, encoder and instruction."""
+    """Run a dense index with its encoder; the index must match the corpus, encoder and instruction.
+
+    Query vectors go through the embedding store, so an interrupted or repeated evaluation resumes.
+    """
     _, _, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
     index.check_compatible(corpus_hash=digest, encoder=encoder)
-    retriever = DenseRetriever(index, encoder, batch_size=retrieve.batch_size)
+    retriever = DenseRetriever(index, encoder, batch_size=retrieve.batch_size, store=embedding_store)
     return _search(retriever, corpus, eval_queries, retrieve)
 
 

@@ -27,7 +27,7 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
             ),
             Node(
                 nodes.retrieve_dense,
-                ["dense_index", "base_encoder", "corpus", "eval_queries", P + "retrieve"],
+                ["dense_index", "base_encoder", "embedding_store", "corpus", "eval_queries", P + "retrieve"],
                 "run_dense",
                 name="retrieve_dense",
             ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from finrag_pipelines.pipelines.corpus_prep import nodes
+from . import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103

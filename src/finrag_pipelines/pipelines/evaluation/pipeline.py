@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from finrag_pipelines.pipelines.evaluation import nodes
+from . import nodes
 
 P = "params:evaluation."
 

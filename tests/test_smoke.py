@@ -23,6 +23,7 @@ def project(tmp_path, monkeypatch):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     shutil.copytree(ROOT / "data/01_raw/retrieval/disc_finllm", tmp_path / "data/01_raw/retrieval/disc_finllm")
+    shutil.copytree(ROOT / "data/01_raw/personas", tmp_path / "data/01_raw/personas")
     (tmp_path / "src").mkdir()  # the package itself is installed; Kedro only wants the source folder to exist
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
@@ -45,6 +46,9 @@ def test_default_pipeline_runs_end_to_end_and_resumes(project):
     report = (project / "data/08_reporting/retrieval_report.md").read_text()
     assert "# Retrieval evaluation — `disc_finllm`" in report and "hybrid_weighted" in report
     assert (project / "data/08_reporting/retrieval_metrics.png").stat().st_size > 1000
+    distill = json.loads((project / "data/08_reporting/disc_finllm/distill_report.json").read_text())
+    assert distill["backend"] == "keyword" and distill["kept"] > 50 and distill["failed_documents"] == 0
+    assert json.loads((project / "data/08_reporting/personas/persona_index_report.json").read_text())
     for index in ("bm25", "bm25_plain", "dense_base"):
         assert json.loads((project / f"data/06_models/disc_finllm/{index}/meta.json").read_text())["corpus_hash"]
 

@@ -14,6 +14,8 @@ _WHERE = {
     "FaissIndexDataset": "indexes",
     "EncoderDataset": "encoders",
     "EmbeddingStoreDataset": "encoders",
+    "CredentialsDataset": "llm",
+    "ResponseJournalDataset": "llm",
 }
 __all__ = sorted(_WHERE)
 

@@ -1,4 +1,4 @@
-"""persona_index: registered now, filled by its own issue (see README "Pipelines")."""
+"""persona_index: finance personas from Persona Hub, deduplicated by embedding cosine, in a FAISS index."""
 
 from finrag_pipelines.pipelines.persona_index.pipeline import create_pipeline
 

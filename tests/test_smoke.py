@@ -89,3 +89,57 @@ def test_bad_corpus_fails_with_file_and_line(project):
     result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "corpus.jsonl:5: duplicate document id 'd2' (first seen at" in result.stdout + result.stderr
+
+
+def _distill_behaviour(body, n):
+    """Stage 1: a valid plan; stage 2: a Chinese question built from the passage (unique per document)."""
+    import re
+
+    from finrag_pipelines.llm.stub_server import Reply
+
+    user = body["messages"][-1]["content"]
+    if "候选提问人" in user:
+        return Reply(content='{"character": 1, "question_type": "keywords", "difficulty": "university"}', delay_s=0.05)
+    passage = user.split("【文档】", 1)[1]
+    han = "".join(re.findall(r"[\u4e00-\u9fff]", passage))[:10]
+    return Reply(content=f"请问{han}是什么情况？", delay_s=0.05)
+
+
+@pytest.mark.slow
+def test_kill_9_during_distillation_resumes_without_repeating_calls(project):
+    """A real `kedro run` against a real local endpoint, killed with SIGKILL mid-way, then run again."""
+    import signal
+    import time
+
+    import pandas as pd
+
+    from finrag_pipelines.llm.stub_server import ScriptedOpenAIServer
+
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "400"}
+    base = [sys.executable, "-m", "kedro", "run", "--env", "test"]
+    prepared = subprocess.run(base, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert prepared.returncode == 0, prepared.stdout[-2000:] + prepared.stderr[-2000:]
+    docs = len(pd.read_parquet(project / "data/02_intermediate/disc_finllm/document_personas.parquet"))
+
+    with ScriptedOpenAIServer(_distill_behaviour) as server:
+        params = (f"llm.backend=openai,llm.base_url={server.base_url},llm.model=stub,llm.max_concurrency=4,"
+                  "query_distill.clean.round_trip.enabled=false")
+        cmd = base + ["--pipelines", "query_distill", "--params", params]
+        proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while server.count < docs // 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        first = server.count
+        assert 0 < first < 2 * docs  # killed part-way through
+
+        rerun = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+        second = server.count - first
+    # every answer received before the kill was replayed from the journal: only the rest (and at most the
+    # requests that were in flight when the process died) went to the endpoint again
+    assert first + second <= 2 * docs + 4 and second < 2 * docs
+    queries = pd.read_parquet(project / "data/05_model_input/disc_finllm/distilled_queries.parquet")
+    assert queries["doc_id"].is_unique and set(queries["model"]) == {"stub"}
+    assert len(queries) > docs * 0.8

@@ -54,12 +54,16 @@ from finrag_pipelines.pipelines.query_distill.params import SpecParams
 logger = logging.getLogger("distill_throughput")
 
 
+# what a model answers to the stage-1 prompt: a short JSON object (the prompt itself is ~1-2 KB)
+STAGE1_ANSWER = '{"character": 2, "question_type": "acquire_knowledge", "difficulty": "university"}'
+
+
 def build_requests(n: int) -> list[ChatRequest]:
     """The benchmark's requests: query_distill's real stage-1 prompt (conf/base/prompts) over real passages.
 
     Passages come from the bundled FinTruthQA corpus (cycled, each request id distinct), candidates from the
     bundled personas, the question types and difficulties from conf/base/parameters_query_distill.yml. The
-    stub echoes the user message back; the real stage-1 validator then finds the prompt's own example JSON.
+    stub answers every request with :data:`STAGE1_ANSWER`, checked by the real stage-1 validator.
 
     Args:
         n: Number of requests.
@@ -112,7 +116,8 @@ def start_server(delay_ms: float, http: str, loop: str) -> tuple[subprocess.Pope
         "0",
         "--delay-ms",
         str(delay_ms),
-        "--echo",
+        "--content",
+        STAGE1_ANSWER,
         "--http",
         http,
         "--loop",

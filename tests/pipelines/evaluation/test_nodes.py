@@ -16,7 +16,8 @@ from finrag_pipelines.retrieval.runs import run_to_frame
 from finrag_pipelines.retrieval.types import Hit, RetrievalError
 
 METRICS = MetricParams(ks=[1, 3, 5, 10], cutoff=10)
-FUSION = FusionParams(rrf_k=60, normalisation="minmax", weight_grid=[0.0, 0.5, 1.0], tune_metric="mrr@10", depth=100)
+FUSION = FusionParams(rrf_k=60, normalisation="minmax", weight_grid=[0.0, 0.5, 1.0], tune_metric="mrr@10", depth=100,
+                      fixed_dense_weight=None)
 
 
 def frame(rows):
@@ -55,6 +56,15 @@ def test_fusion_weight_is_tuned_on_the_tune_split_only():
     assert [row["dense_weight"] for row in tuned["grid"]] == [0.0, 0.5, 1.0]
     fused = nodes.fuse_weighted(dense, bm25, queries, tuned, FUSION)
     assert fused[fused["rank"] == 1]["doc_id"].tolist() == ["g", "g", "x", "x"]
+
+
+def test_a_fixed_weight_skips_tuning_so_a_held_out_set_is_never_tuned_on():
+    queries, splits, qrels, dense, bm25 = _runs_where_tune_prefers_bm25()
+    fixed = FUSION.model_copy(update={"fixed_dense_weight": 1.0})
+    chosen = nodes.tune_fusion_weight(dense, bm25, queries, qrels, splits.assign(split="report"), fixed, METRICS)
+    assert chosen["dense_weight"] == 1.0 and chosen["n_tune_queries"] == 0 and chosen["grid"] == []
+    assert SplitParams(tune_fraction=0.0, seed=1).tune_fraction == 0.0
+    assert (nodes.split_queries(queries, SplitParams(tune_fraction=0.0, seed=1))["split"] == "report").all()
 
 
 def test_tuning_rejects_unknown_metric_and_empty_tune_split():

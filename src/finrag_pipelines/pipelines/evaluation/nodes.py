@@ -129,12 +129,23 @@ def tune_fusion_weight(
     fusion: FusionParams,
     metrics: MetricParams,
 ) -> dict[str, Any]:
-    """Pick the dense weight of the weighted hybrid on the ``tune`` split only (never on ``report``)."""
+    """Pick the dense weight of the weighted hybrid on the ``tune`` split only (never on ``report``).
+
+    With ``fusion.fixed_dense_weight`` set, that weight is used as given (e.g. one tuned on a dev set when this
+    run evaluates a held-out test set) and nothing is tuned here.
+    """
+    if fusion.fixed_dense_weight is not None:
+        logger.info("evaluation: weighted hybrid dense weight fixed in conf at %.2f", fusion.fixed_dense_weight)
+        return {"dense_weight": fusion.fixed_dense_weight, "metric": fusion.tune_metric, "n_tune_queries": 0,
+                "grid": [], "source": "fixed in conf (evaluation.fusion.fixed_dense_weight)"}
     relevance = _relevance(eval_qrels)
     tune_ids = set(query_splits.loc[query_splits["split"] == "tune", "query_id"])
     qids = [q for q in eval_queries["query_id"] if q in tune_ids and q in relevance]
     if not qids:
-        raise ValueError("the tune split has no answerable queries; raise evaluation.split.tune_fraction")
+        raise ValueError(
+            "the tune split has no answerable queries; raise evaluation.split.tune_fraction or set "
+            "evaluation.fusion.fixed_dense_weight"
+        )
     if fusion.tune_metric not in metric_names(metrics.ks, metrics.cutoff):
         raise ValueError(f"fusion.tune_metric {fusion.tune_metric!r} is not one of {metric_names(metrics.ks, metrics.cutoff)}")
     grid = []
@@ -150,7 +161,8 @@ def tune_fusion_weight(
         "evaluation: weighted hybrid dense weight %.2f (%s %.4f on %d tune queries)",
         best["dense_weight"], fusion.tune_metric, best[fusion.tune_metric], len(qids),
     )
-    return {"dense_weight": best["dense_weight"], "metric": fusion.tune_metric, "n_tune_queries": len(qids), "grid": grid}
+    return {"dense_weight": best["dense_weight"], "metric": fusion.tune_metric, "n_tune_queries": len(qids), "grid": grid,
+            "source": "tuned on the tune split"}
 
 
 def fuse_weighted(

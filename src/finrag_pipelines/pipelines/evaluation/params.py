@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +14,10 @@ class _Strict(BaseModel):
 class SplitParams(_Strict):
     """Queries are split once, by a seeded hash of their id, into ``tune`` and ``report``."""
 
-    tune_fraction: float = Field(gt=0.0, lt=1.0, description="share of queries used only for tuning fusion")
+    tune_fraction: float = Field(
+        ge=0.0, lt=1.0, description="share of queries used only for tuning fusion (0: every query is reported; "
+        "then fusion.fixed_dense_weight must be set, e.g. to the weight tuned on a dev set)"
+    )
     seed: int
 
 
@@ -33,6 +36,9 @@ class FusionParams(_Strict):
     weight_grid: list[float] = Field(min_length=1, description="candidate dense weights, tuned on the tune split")
     tune_metric: str
     depth: int = Field(ge=10)
+    fixed_dense_weight: Optional[float] = Field(
+        ge=0.0, le=1.0, description="use this weight instead of tuning (e.g. tuned on a dev set, applied to a test set)"
+    )
 
 
 class MetricParams(_Strict):

@@ -71,8 +71,10 @@ def render_markdown(
         f"Corpus: {prep.get('documents_in')} documents in, status counts {prep.get('documents_by_status')}; "
         f"{prep.get('queries')} queries, {prep.get('judgements')} judgements.",
         f"Queries without any relevant document (not scored): {len(prep.get('queries_without_relevant_documents', []))}.",
-        f"Query split (seeded hash of the id): {dict(split_counts)}. The weighted hybrid's dense weight is tuned on "
-        "`tune` only; every number below is on `report` only.",
+        f"Query split (seeded hash of the id): {dict(split_counts)}. "
+        + ("The weighted hybrid's dense weight is tuned on `tune` only; " if fusion_weight["grid"]
+           else "The weighted hybrid's dense weight is fixed in conf (not tuned on this set); ")
+        + "every number below is on `report` only.",
         "",
         "## Metrics (report split)",
         "",
@@ -100,8 +102,9 @@ def render_markdown(
         "",
         "- `hybrid_rrf`: reciprocal rank fusion of `dense` and `bm25` (no tuning).",
         f"- `hybrid_weighted`: `w·dense + (1−w)·bm25` over per-query normalised scores; "
-        f"w = **{fusion_weight['dense_weight']:.2f}**, chosen by {fusion_weight['metric']} on "
-        f"{fusion_weight['n_tune_queries']} tune queries. Grid: {grid}.",
+        f"w = **{fusion_weight['dense_weight']:.2f}**, "
+        + (f"chosen by {fusion_weight['metric']} on {fusion_weight['n_tune_queries']} tune queries. Grid: {grid}."
+           if fusion_weight["grid"] else f"{fusion_weight.get('source', 'fixed in conf')}, not tuned on this set."),
         "",
         "## Indexes",
         "",

@@ -16,6 +16,7 @@ _WHERE = {
     "EmbeddingStoreDataset": "encoders",
     "CredentialsDataset": "llm",
     "ResponseJournalDataset": "llm",
+    "ModelDirectoryDataset": "models",
 }
 __all__ = sorted(_WHERE)
 

@@ -1,9 +1,63 @@
-"""negative_mining pipeline — not implemented yet: it has no nodes, so `kedro run --pipelines negative_mining` does nothing."""
+"""negative_mining pipeline: distilled queries + base indexes → hard negatives → ms-swift InfoNCE rows."""
 
 from __future__ import annotations
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node, Pipeline
+
+from . import nodes
+
+P = "params:negative_mining."
 
 
-def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
-    return Pipeline([], namespace="negative_mining", prefix_datasets_with_namespace=False)
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                nodes.split_queries_by_document,
+                ["distilled_queries", P + "split"],
+                "mining_query_split",
+                name="split_queries_by_document",
+            ),
+            Node(
+                nodes.mine_candidates,
+                [
+                    "distilled_queries",
+                    "corpus",
+                    "dense_index",
+                    "base_encoder",
+                    "embedding_store",
+                    "bm25_index",
+                    P + "candidates",
+                ],
+                "mining_candidates",
+                name="mine_candidates",
+            ),
+            Node(
+                nodes.select_negatives,
+                ["mining_candidates", "corpus", P + "rules", P + "candidates"],
+                "mining_selection",
+                name="select_negatives",
+            ),
+            Node(
+                nodes.build_infonce_rows,
+                ["distilled_queries", "mining_selection", "mining_query_split", "corpus", P + "format"],
+                ["infonce_train", "infonce_dev"],
+                name="build_infonce_rows",
+            ),
+            Node(
+                nodes.list_infonce_row_ids,
+                ["distilled_queries", "mining_selection", "mining_query_split", P + "format"],
+                "infonce_row_ids",
+                name="list_infonce_row_ids",
+            ),
+            Node(
+                nodes.summarise_mining,
+                ["mining_candidates", "mining_selection", "mining_query_split", P + "rules"],
+                "mining_stats",
+                name="summarise_mining",
+            ),
+            Node(nodes.plot_mining_scores, "mining_selection", "mining_histogram", name="plot_mining_scores"),
+        ],
+        namespace="negative_mining",
+        prefix_datasets_with_namespace=False,
+    )

@@ -1,0 +1,215 @@
+"""negative_mining nodes: split by document, mine candidates, apply the rules, write ms-swift rows."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from finrag_pipelines.embedding.encoders import Encoder
+from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
+from . import mining, report
+from finrag_pipelines.pipelines.negative_mining.params import (
+    CandidateParams,
+    FormatParams,
+    RuleParams,
+    SplitParams,
+)
+from finrag_pipelines.retrieval.bm25 import BM25Index
+from finrag_pipelines.retrieval.dense import DenseIndex
+from finrag_pipelines.text.corpus import indexable
+
+logger = logging.getLogger(__name__)
+
+
+def _corpus_texts(corpus: pd.DataFrame) -> tuple[list[str], dict[str, str], str]:
+    ids, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
+    return ids, dict(zip(ids, texts)), digest
+
+
+def _check_positives(queries: pd.DataFrame, texts: dict[str, str]) -> None:
+    missing = sorted(set(queries["doc_id"].astype(str)) - set(texts))
+    if missing:
+        raise ValueError(
+            f"distilled_queries: {len(missing)} doc_id(s) are not in the corpus (e.g. {missing[:3]}); "
+            "the queries were distilled from another corpus — rerun query_distill on this retrieval_dataset."
+        )
+
+
+def split_queries_by_document(distilled_queries: pd.DataFrame, params: SplitParams) -> pd.DataFrame:
+    """Assign each query the split of its document (seeded hash of doc_id): no document straddles splits."""
+    table = distilled_queries[["query_id", "doc_id"]].astype(str).reset_index(drop=True)
+    docs = sorted(set(table["doc_id"]))
+    of_doc = dict(zip(docs, mining.assign_split(docs, params.dev_fraction, params.seed)))
+    table["split"] = table["doc_id"].map(of_doc)
+    counts = table.groupby("split").agg(queries=("query_id", "size"), documents=("doc_id", "nunique"))
+    logger.info(
+        "negative_mining: split by document (dev_fraction %.2f): %s",
+        params.dev_fraction,
+        counts.to_dict("index"),
+    )
+    if len(docs) and "dev" not in set(table["split"]):
+        logger.warning(
+            "negative_mining: no document landed in dev (%d documents); infonce_dev is empty", len(docs)
+        )
+    return table
+
+
+def _dense_candidates(
+    qids: list[str],
+    pos_ids: list[str],
+    qvecs: np.ndarray,
+    pvecs: np.ndarray,
+    index: DenseIndex,
+    params: CandidateParams,
+) -> pd.DataFrame:
+    positive = np.einsum("ij,ij->i", qvecs, pvecs)  # q · d_pos: the positive's own dense score
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(qids), params.batch_size):  # memory: batch_size x depth hits
+        run = index.search_vectors(qvecs[start : start + params.batch_size], params.depth)
+        for offset, hits in enumerate(run):
+            i = start + offset
+            rows.extend(
+                (qids[i], pos_ids[i], h.doc_id, r, h.score, "dense", float(positive[i]))
+                for r, h in enumerate(hits, 1)
+            )
+    return pd.DataFrame(rows, columns=mining.CANDIDATE_COLUMNS)
+
+
+def _bm25_candidates(
+    qids: list[str], pos_ids: list[str], queries: list[str], index: BM25Index, params: CandidateParams
+) -> pd.DataFrame:
+    row_of = {doc_id: i for i, doc_id in enumerate(index.doc_ids)}
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(qids), params.batch_size):
+        tokens = index.tokenizer.tokenize_many(queries[start : start + params.batch_size])
+        run = index.search_tokens(tokens, params.depth)
+        for offset, (toks, hits) in enumerate(zip(tokens, run, strict=True)):
+            i = start + offset
+            positive = float(index.get_scores(toks)[row_of[pos_ids[i]]])
+            rows.extend(
+                (qids[i], pos_ids[i], h.doc_id, r, h.score, "bm25", positive) for r, h in enumerate(hits, 1)
+            )
+    return pd.DataFrame(rows, columns=mining.CANDIDATE_COLUMNS)
+
+
+def mine_candidates(
+    distilled_queries: pd.DataFrame,
+    corpus: pd.DataFrame,
+    dense_index: DenseIndex,
+    base_encoder: Encoder,
+    embedding_store: EmbeddingStore,
+    bm25_index: BM25Index,
+    params: CandidateParams,
+) -> pd.DataFrame:
+    """Retrieve the top ``depth`` dense (and BM25) candidates per query, with the positive's own score.
+
+    Query and positive-document vectors come through the embedding store, so a re-run encodes nothing new.
+    """
+    _, texts, digest = _corpus_texts(corpus)
+    dense_index.check_compatible(corpus_hash=digest, encoder=base_encoder)
+    _check_positives(distilled_queries, texts)
+    qids = distilled_queries["query_id"].astype(str).tolist()
+    pos_ids = distilled_queries["doc_id"].astype(str).tolist()
+    queries = distilled_queries["query"].astype(str).tolist()
+    qvecs = encode_with_store(base_encoder, queries, "query", embedding_store, chunk_size=params.batch_size)
+    pvecs = encode_with_store(
+        base_encoder, [texts[d] for d in pos_ids], "document", embedding_store, chunk_size=params.batch_size
+    )
+    tables = [_dense_candidates(qids, pos_ids, qvecs, pvecs, dense_index, params)]
+    if params.bm25.enabled:
+        bm25_index.check_compatible(digest)
+        tables.append(_bm25_candidates(qids, pos_ids, queries, bm25_index, params))
+    candidates = pd.concat(tables, ignore_index=True)
+    logger.info(
+        "negative_mining: %d queries, %d candidates (%s), depth %d",
+        len(qids),
+        len(candidates),
+        candidates["source"].value_counts().to_dict(),
+        params.depth,
+    )
+    return candidates
+
+
+def select_negatives(
+    mining_candidates: pd.DataFrame, corpus: pd.DataFrame, rules: RuleParams, candidates: CandidateParams
+) -> pd.DataFrame:
+    """Label every candidate (positive, window, 95% rule, near-duplicate) and sample the negatives."""
+    ids, texts, _ = _corpus_texts(corpus)
+    if candidates.depth < rules.rank_max + 1:
+        logger.warning(
+            "negative_mining: candidates.depth %d < rules.rank_max + 1 (%d); the window's tail is never seen",
+            candidates.depth,
+            rules.rank_max + 1,
+        )
+    positives = mining_candidates.groupby("query_id")["doc_id"].agg(lambda s: set(s.astype(str))).to_dict()
+    share = candidates.bm25.share if candidates.bm25.enabled else 0.0
+    config = mining.Rules(**rules.model_dump(), bm25_share=share)
+    selection = mining.select(mining_candidates, positives, texts, ids, config)
+    counts = selection.groupby(["source", "status"]).size().to_dict()
+    hard = selection[(selection["status"] == "kept") & (selection["source"] != "random")]
+    per_query = hard.groupby("query_id").size().reindex(list(positives), fill_value=0)
+    logger.info(
+        "negative_mining: statuses %s; %d of %d queries short of %d hard negatives",
+        counts,
+        int((per_query < rules.num_negatives).sum()),
+        len(per_query),
+        rules.num_negatives,
+    )
+    return selection
+
+
+def build_infonce_rows(
+    distilled_queries: pd.DataFrame,
+    mining_selection: pd.DataFrame,
+    mining_query_split: pd.DataFrame,
+    corpus: pd.DataFrame,
+    params: FormatParams,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ms-swift 4.x embedding rows (train, dev): instruction-wrapped query, positive text, negative texts."""
+    _, texts, _ = _corpus_texts(corpus)
+    examples = mining.training_examples(
+        distilled_queries, mining_selection, mining_query_split, params.query_task
+    )
+    rows = [
+        mining.infonce_row(q, texts[d], [texts[n] for n in negs])
+        for q, d, negs in zip(
+            examples["query_text"], examples["doc_id"], examples["negative_ids"], strict=True
+        )
+    ]
+    table = pd.DataFrame(rows, columns=["messages", "positive_messages", "negative_messages"])
+    train, dev = (table[examples["split"] == s].reset_index(drop=True) for s in ("train", "dev"))
+    logger.info("negative_mining: %d train rows, %d dev rows", len(train), len(dev))
+    return train, dev
+
+
+def list_infonce_row_ids(
+    distilled_queries: pd.DataFrame,
+    mining_selection: pd.DataFrame,
+    mining_query_split: pd.DataFrame,
+    params: FormatParams,
+) -> pd.DataFrame:
+    """The ids behind each ms-swift row (same order; ``line`` is the 0-based line in its split's file)."""
+    examples = mining.training_examples(
+        distilled_queries, mining_selection, mining_query_split, params.query_task
+    )
+    examples["line"] = examples.groupby("split").cumcount()
+    return examples[["split", "line", "query_id", "doc_id", "negative_ids"]]
+
+
+def summarise_mining(
+    mining_candidates: pd.DataFrame,
+    mining_selection: pd.DataFrame,
+    mining_query_split: pd.DataFrame,
+    rules: RuleParams,
+) -> dict[str, Any]:
+    """Counts per rule and source, short queries, split sizes and score quantiles."""
+    return report.mining_stats(mining_candidates, mining_selection, mining_query_split, rules.num_negatives)
+
+
+def plot_mining_scores(mining_selection: pd.DataFrame) -> Figure:
+    """Histogram of dense scores: positives vs kept negatives vs dropped false negatives."""
+    return report.score_histogram(mining_selection)

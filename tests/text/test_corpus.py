@@ -97,9 +97,9 @@ def test_corpus_hash_depends_on_ids_texts_and_order():
     assert base != corpus_hash(["ab"], ["xy"])  # separators prevent ambiguous concatenation
 
 
-def test_indexable_prepends_titles():
-    ids, texts, digest = indexable(["1", "2"], ["T", ""], ["body", "only"])
-    assert texts == ["T\nbody", "only"]
+def test_indexable_prepends_titles_once():
+    ids, texts, digest = indexable(["1", "2", "3"], ["T", "", "News"], ["body", "only", "News\nbody"])
+    assert texts == ["T\nbody", "only", "News\nbody"]
     assert digest == corpus_hash(ids, texts)
 
 

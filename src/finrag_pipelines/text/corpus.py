@@ -199,8 +199,11 @@ def parse_qrels(rows: Iterable[SourceRow]) -> list[tuple[str, str, int, str]]:
 
 
 def index_text(title: str, text: str) -> str:
-    """The one text that is indexed (BM25 and dense) for a document: title line, then body."""
-    return f"{title}\n{text}" if title else text
+    """The one text that is indexed (BM25 and dense) for a document: title line, then body.
+
+    A body that already starts with its title (common in news corpora) is not given the title twice.
+    """
+    return f"{title}\n{text}" if title and not text.startswith(title) else text
 
 
 def corpus_hash(doc_ids: Sequence[str], texts: Sequence[str]) -> str:

@@ -1,9 +1,36 @@
-"""embedding_finetune pipeline — not implemented yet: it has no nodes, so `kedro run --pipelines embedding_finetune` does nothing."""
+"""embedding_finetune pipeline: InfoNCE rows + a base model → ms-swift LoRA fine-tune → merged model folder."""
 
 from __future__ import annotations
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node, Pipeline
+
+from . import nodes
+
+P = "params:embedding_finetune."
 
 
-def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
-    return Pipeline([], namespace="embedding_finetune", prefix_datasets_with_namespace=False)
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                nodes.prepare_base_model,
+                ["corpus", P + "base_model"],
+                "finetune_base_model",
+                name="prepare_base_model",
+            ),
+            Node(
+                nodes.train_embedding_model,
+                ["infonce_train", "infonce_dev", "finetune_base_model", P + "train"],
+                "finetuned_model",
+                name="train_embedding_model",
+            ),
+            Node(
+                nodes.summarise_finetune,
+                ["finetuned_model", "infonce_train", "infonce_dev", P + "train"],
+                "finetune_report",
+                name="summarise_finetune",
+            ),
+        ],
+        namespace="embedding_finetune",
+        prefix_datasets_with_namespace=False,
+    )

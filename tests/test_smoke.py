@@ -12,7 +12,9 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 ROOT = Path(__file__).resolve().parents[1]
-RETRIEVERS = {"bm25", "bm25_plain", "dense", "hybrid_rrf", "hybrid_weighted"}
+BASE_RETRIEVERS = {"bm25", "bm25_plain", "dense", "hybrid_rrf", "hybrid_weighted"}
+FINETUNED_RETRIEVERS = {"dense_pretrained", "dense_finetuned", "hybrid_rrf_finetuned", "hybrid_weighted_finetuned"}
+RETRIEVERS = BASE_RETRIEVERS | FINETUNED_RETRIEVERS
 METRIC_KEYS = {"top1", "top3", "top5", "top10", "mrr@10", "recall@10", "ndcg@10", "n_queries"}
 
 
@@ -49,8 +51,14 @@ def test_default_pipeline_runs_end_to_end_and_resumes(project):
     distill = json.loads((project / "data/08_reporting/disc_finllm/distill_report.json").read_text())
     assert distill["backend"] == "keyword" and distill["kept"] > 50 and distill["failed_documents"] == 0
     assert json.loads((project / "data/08_reporting/personas/persona_index_report.json").read_text())
-    for index in ("bm25", "bm25_plain", "dense_base"):
+    for index in ("bm25", "bm25_plain", "dense_base", "dense_pretrained", "dense_finetuned"):
         assert json.loads((project / f"data/06_models/disc_finllm/{index}/meta.json").read_text())["corpus_hash"]
+    # the chain went corpus → queries → negatives → fine-tune → index → evaluation
+    finetune = json.loads((project / "data/08_reporting/embedding_finetune/finetune_report.json").read_text())
+    assert finetune["steps"] == 3 and finetune["status"] == "finished"
+    comparisons = json.loads((project / "data/08_reporting/disc_finllm/retrieval_comparisons.json").read_text())
+    assert {("dense_finetuned", "dense_pretrained"), ("dense_finetuned", "dense")} <= {(c["a"], c["b"]) for c in comparisons}
+    assert all("mean_diff" in c for c in comparisons)
 
     # a second run finds every document vector in the embedding cache: no new shard is written
     cache = project / "data/04_feature/embedding_cache"
@@ -73,7 +81,14 @@ def test_cli_evaluates_any_beir_folder_given_at_run_time(project):
     report = json.loads((project / "data/08_reporting/my_set/corpus_prep_report.json").read_text())
     assert report["documents_in"] == 139 and report["queries"] == 61
     assert (project / "data/06_models/my_set/bm25/meta.json").is_file()
-    assert "# Retrieval evaluation — `my_set`" in (project / "data/08_reporting/retrieval_report.md").read_text()
+    report_md = (project / "data/08_reporting/retrieval_report.md").read_text()
+    assert "# Retrieval evaluation — `my_set`" in report_md
+    # no fine-tuned model in this fresh project: those retrievers are reported as not evaluated, never scored
+    metrics = json.loads((project / "data/08_reporting/retrieval_metrics.json").read_text())
+    assert set(metrics) == BASE_RETRIEVERS
+    status = json.loads((project / "data/08_reporting/my_set/retriever_status.json").read_text())
+    assert all(status[name].startswith("not evaluated: model folder") for name in FINETUNED_RETRIEVERS)
+    assert "Not evaluated (no score recorded)" in report_md
 
 
 @pytest.mark.slow

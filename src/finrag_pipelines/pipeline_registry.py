@@ -8,7 +8,9 @@ from kedro.pipeline import Pipeline
 from finrag_pipelines.pipelines import corpus_prep
 
 # the order of the full chain; `__default__` is what `kedro run` (and `make demo`) runs
-DEFAULT_CHAIN = ("corpus_prep", "persona_index", "index_build", "query_distill", "negative_mining", "evaluation")
+DEFAULT_CHAIN = (
+    "corpus_prep", "persona_index", "index_build", "query_distill", "negative_mining", "embedding_finetune", "evaluation",
+)
 # pipelines that read corpus_prep's outputs run it first (it takes seconds), so that
 # `kedro run --pipelines index_build,evaluation --params retrieval_dataset=<folder>` works on a new folder
 NEEDS_CORPUS_PREP = ("index_build", "evaluation")

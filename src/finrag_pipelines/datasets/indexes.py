@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -17,6 +18,16 @@ class _IndexFolderDataset(AbstractDataset):
         self._path = PurePosixPath(path)
 
     def load(self) -> Any:
+        meta = Path(self._path) / "meta.json"
+        if meta.is_file():  # an optional index recorded as not built (e.g. no fine-tuned model yet)
+            from finrag_pipelines.retrieval.types import Unavailable
+
+            try:
+                stand_in = Unavailable.from_meta(json.loads(meta.read_text(encoding="utf-8")))
+            except (ValueError, AttributeError):
+                stand_in = None  # the index class reports a broken meta.json with its own message
+            if stand_in is not None:
+                return stand_in
         return self._index_cls().load(Path(self._path))
 
     def save(self, data: Any) -> None:

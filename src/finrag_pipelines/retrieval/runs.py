@@ -33,3 +33,22 @@ def frame_to_run(frame: pd.DataFrame, query_ids: Sequence[str]) -> Run:
         for qid, g in frame.sort_values(["query_id", "rank"]).groupby("query_id", sort=False)
     }
     return [grouped.get(qid, []) for qid in query_ids]
+
+
+UNAVAILABLE_ATTR = "unavailable"
+
+
+def unavailable_frame(reason: str) -> pd.DataFrame:
+    """An empty run table that says why the retriever did not run (kept in the parquet file's metadata).
+
+    Scoring skips it and the report names the reason; it is never scored as a run that found nothing.
+    """
+    frame = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(RUN_COLUMNS, (str, "int64", str, float))})
+    frame.attrs[UNAVAILABLE_ATTR] = reason
+    return frame
+
+
+def unavailable_reason(frame: pd.DataFrame) -> str | None:
+    """The reason recorded by :func:`unavailable_frame`, or ``None`` for a real run."""
+    reason = frame.attrs.get(UNAVAILABLE_ATTR)
+    return str(reason) if reason else None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 
@@ -35,3 +38,32 @@ class Retriever(Protocol):
     def search(self, queries: Sequence[str], k: int) -> Run:
         """Return the top ``k`` hits for each query, best first, in query order."""
         ...
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Stands in for an optional encoder or index that does not exist yet (e.g. no fine-tuned model).
+
+    It is carried through index_build and evaluation, which report the retriever as *not evaluated* with
+    ``reason`` — never as a zero score — instead of failing a run that does not need it.
+    """
+
+    what: str
+    reason: str
+
+    def to_meta(self) -> dict[str, str]:
+        """The ``meta.json`` of an index folder that records why the index was not built."""
+        return {"status": "unavailable", "what": self.what, "reason": self.reason}
+
+    def save(self, folder: "os.PathLike[str] | str") -> None:
+        """Write only ``meta.json`` (index folder datasets call ``save`` on what a node returns)."""
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "meta.json").write_text(json.dumps(self.to_meta(), ensure_ascii=False, indent=2), encoding="utf-8")
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, str]) -> "Unavailable | None":
+        """The stand-in recorded in an index ``meta.json``, or ``None`` for a real index."""
+        if meta.get("status") != "unavailable":
+            return None
+        return cls(what=str(meta.get("what", "index")), reason=str(meta.get("reason", "unknown")))

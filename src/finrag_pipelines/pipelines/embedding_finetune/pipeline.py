@@ -15,18 +15,18 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.prepare_base_model,
                 ["corpus", P + "base_model"],
-                "finetune_base_model",
+                "finetune_base_model@dir",
                 name="prepare_base_model",
             ),
             Node(
                 nodes.train_embedding_model,
-                ["infonce_train", "infonce_dev", "finetune_base_model", P + "train"],
-                "finetuned_model",
+                ["infonce_train", "infonce_dev", "finetune_base_model@dir", P + "train"],
+                "finetuned_model@dir",
                 name="train_embedding_model",
             ),
             Node(
                 nodes.summarise_finetune,
-                ["finetuned_model", "infonce_train", "infonce_dev", P + "train"],
+                ["finetuned_model@dir", "infonce_train", "infonce_dev", P + "train"],
                 "finetune_report",
                 name="summarise_finetune",
             ),

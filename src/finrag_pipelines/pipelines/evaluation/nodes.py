@@ -25,8 +25,8 @@ from finrag_pipelines.retrieval.bm25 import BM25Index
 from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
 from finrag_pipelines.retrieval.fusion import rrf, weighted_sum
 from finrag_pipelines.retrieval.metrics import metric_names, paired_bootstrap, query_metrics
-from finrag_pipelines.retrieval.runs import frame_to_run, run_to_frame
-from finrag_pipelines.retrieval.types import RetrievalError, Retriever, Run
+from finrag_pipelines.retrieval.runs import frame_to_run, run_to_frame, unavailable_frame, unavailable_reason
+from finrag_pipelines.retrieval.types import RetrievalError, Retriever, Run, Unavailable
 from finrag_pipelines.text.corpus import indexable
 
 logger = logging.getLogger(__name__)
@@ -83,8 +83,8 @@ def retrieve_bm25(
 
 
 def retrieve_dense(
-    index: DenseIndex,
-    encoder: Encoder,
+    index: DenseIndex | Unavailable,
+    encoder: Encoder | Unavailable,
     embedding_store: EmbeddingStore,
     corpus: pd.DataFrame,
     eval_queries: pd.DataFrame,
@@ -92,8 +92,14 @@ def retrieve_dense(
 ) -> pd.DataFrame:
     """Run a dense index with its encoder; the index must match the corpus, encoder and instruction.
 
-    Query vectors go through the embedding store, so an interrupted or repeated evaluation resumes.
+    Query vectors go through the embedding store, so an interrupted or repeated evaluation resumes. An optional
+    encoder or index that does not exist (no fine-tuned model yet) gives a run marked unavailable with the
+    reason, which the report shows as *not evaluated*.
     """
+    for missing in (encoder, index):
+        if isinstance(missing, Unavailable):
+            logger.warning("evaluation: dense retriever not evaluated: %s", missing.reason)
+            return unavailable_frame(missing.reason)
     _, _, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
     index.check_compatible(corpus_hash=digest, encoder=encoder)
     retriever = DenseRetriever(index, encoder, batch_size=retrieve.batch_size, store=embedding_store)
@@ -102,6 +108,9 @@ def retrieve_dense(
 
 def fuse_rrf(dense_run: pd.DataFrame, bm25_run: pd.DataFrame, eval_queries: pd.DataFrame, fusion: FusionParams) -> pd.DataFrame:
     """Reciprocal rank fusion of the dense and BM25 runs (no tuning needed)."""
+    reason = _unavailable(dense_run, bm25_run)
+    if reason:
+        return unavailable_frame(reason)
     qids = list(eval_queries["query_id"])
     fused = rrf([frame_to_run(dense_run, qids), frame_to_run(bm25_run, qids)], k=fusion.rrf_k, depth=fusion.depth)
     return run_to_frame(qids, fused)
@@ -110,6 +119,10 @@ def fuse_rrf(dense_run: pd.DataFrame, bm25_run: pd.DataFrame, eval_queries: pd.D
 def _weighted(dense_run: pd.DataFrame, bm25_run: pd.DataFrame, qids: list[str], weight: float, fusion: FusionParams) -> Run:
     runs = [frame_to_run(dense_run, qids), frame_to_run(bm25_run, qids)]
     return weighted_sum(runs, [weight, 1.0 - weight], method=fusion.normalisation, depth=fusion.depth)
+
+
+def _unavailable(*runs: pd.DataFrame) -> str | None:
+    return next((r for r in map(unavailable_reason, runs) if r), None)
 
 
 def _relevance(qrels: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -134,6 +147,10 @@ def tune_fusion_weight(
     With ``fusion.fixed_dense_weight`` set, that weight is used as given (e.g. one tuned on a dev set when this
     run evaluates a held-out test set) and nothing is tuned here.
     """
+    reason = _unavailable(dense_run, bm25_run)
+    if reason:
+        return {"dense_weight": None, "metric": fusion.tune_metric, "n_tune_queries": 0, "grid": [],
+                "source": f"not tuned: {reason}"}
     if fusion.fixed_dense_weight is not None:
         logger.info("evaluation: weighted hybrid dense weight fixed in conf at %.2f", fusion.fixed_dense_weight)
         return {"dense_weight": fusion.fixed_dense_weight, "metric": fusion.tune_metric, "n_tune_queries": 0,
@@ -169,6 +186,9 @@ def fuse_weighted(
     dense_run: pd.DataFrame, bm25_run: pd.DataFrame, eval_queries: pd.DataFrame, fusion_weight: dict[str, Any], fusion: FusionParams
 ) -> pd.DataFrame:
     """Weighted sum of normalised dense and BM25 scores with the tuned dense weight."""
+    reason = _unavailable(dense_run, bm25_run)
+    if reason:
+        return unavailable_frame(reason)
     qids = list(eval_queries["query_id"])
     return run_to_frame(qids, _weighted(dense_run, bm25_run, qids, float(fusion_weight["dense_weight"]), fusion))
 
@@ -188,10 +208,19 @@ def score_runs(
     split_of = dict(zip(query_splits["query_id"], query_splits["split"]))
     rows = []
     for name, frame in runs.items():
+        if unavailable_reason(frame):
+            logger.warning("evaluation: %s not scored: %s", name, unavailable_reason(frame))
+            continue
         for qid, hits in zip(qids, frame_to_run(frame, qids)):
             scores = query_metrics([h.doc_id for h in hits], relevance[qid], metrics.ks, metrics.cutoff)
             rows.append({"retriever": name, "query_id": qid, "split": split_of[qid], **scores})
     return pd.DataFrame(rows)
+
+
+def record_retriever_status(**runs: pd.DataFrame) -> dict[str, str]:
+    """``{"<retriever>": "evaluated" | "not evaluated: <reason>"}`` for every configured run."""
+    return {name: f"not evaluated: {unavailable_reason(frame)}" if unavailable_reason(frame) else "evaluated"
+            for name, frame in runs.items()}
 
 
 def summarise_metrics(per_query_metrics: pd.DataFrame, metrics: MetricParams) -> dict[str, dict[str, float]]:
@@ -205,15 +234,25 @@ def summarise_metrics(per_query_metrics: pd.DataFrame, metrics: MetricParams) ->
     return out
 
 
-def compare_retrievers(per_query_metrics: pd.DataFrame, bootstrap: BootstrapParams) -> list[dict[str, Any]]:
-    """Paired bootstrap intervals of ``a − b`` on the report split for each configured pair and metric."""
+def compare_retrievers(
+    per_query_metrics: pd.DataFrame, retriever_status: dict[str, str], bootstrap: BootstrapParams
+) -> list[dict[str, Any]]:
+    """Paired bootstrap intervals of ``a − b`` on the report split for each configured pair and metric.
+
+    A pair with a retriever that was not evaluated (e.g. no fine-tuned model) is listed as skipped with the reason.
+    """
     report = per_query_metrics[per_query_metrics["split"] == "report"]
-    present = set(report["retriever"])
-    out = []
+    out: list[dict[str, Any]] = []
     for a, b in bootstrap.comparisons:
-        missing = {a, b} - present
-        if missing:
-            raise ValueError(f"evaluation.bootstrap.comparisons names unknown retrievers {sorted(missing)}; known: {sorted(present)}")
+        unknown = {a, b} - set(retriever_status)
+        if unknown:
+            raise ValueError(
+                f"evaluation.bootstrap.comparisons names unknown retrievers {sorted(unknown)}; known: {sorted(retriever_status)}"
+            )
+        skipped = [f"{n} {retriever_status[n]}" for n in (a, b) if retriever_status[n] != "evaluated"]
+        if skipped:
+            out.append({"a": a, "b": b, "status": "skipped", "reason": "; ".join(skipped)})
+            continue
         left = report[report["retriever"] == a].set_index("query_id")
         right = report[report["retriever"] == b].set_index("query_id").loc[left.index]
         for metric in bootstrap.metrics:
@@ -230,12 +269,16 @@ def compare_retrievers(per_query_metrics: pd.DataFrame, bootstrap: BootstrapPara
 def write_report(
     retrieval_metrics: dict[str, dict[str, float]],
     retrieval_comparisons: list[dict[str, Any]],
+    retriever_status: dict[str, str],
     fusion_weight: dict[str, Any],
+    fusion_weight_finetuned: dict[str, Any],
     query_splits: pd.DataFrame,
     corpus_prep_report: dict[str, Any],
     bm25_index_meta: dict[str, Any],
     bm25_plain_index_meta: dict[str, Any],
     dense_index_meta: dict[str, Any],
+    dense_pretrained_index_meta: dict[str, Any],
+    dense_finetuned_index_meta: dict[str, Any],
     dataset: str,
 ) -> str:
     """The markdown report (metrics, bootstrap differences, fusion tuning, index provenance)."""
@@ -243,10 +286,12 @@ def write_report(
         dataset,
         retrieval_metrics,
         retrieval_comparisons,
-        fusion_weight,
+        {"hybrid_weighted": fusion_weight, "hybrid_weighted_finetuned": fusion_weight_finetuned},
         query_splits["split"].value_counts().to_dict(),
         corpus_prep_report,
-        {"bm25": bm25_index_meta, "bm25_plain": bm25_plain_index_meta, "dense": dense_index_meta},
+        {"bm25": bm25_index_meta, "bm25_plain": bm25_plain_index_meta, "dense": dense_index_meta,
+         "dense_pretrained": dense_pretrained_index_meta, "dense_finetuned": dense_finetuned_index_meta},
+        retriever_status=retriever_status,
     )
 
 

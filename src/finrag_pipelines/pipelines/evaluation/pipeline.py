@@ -1,4 +1,9 @@
-"""evaluation pipeline: indexes + eval queries/qrels → runs → fused runs → metrics, comparisons, report."""
+"""evaluation pipeline: indexes + eval queries/qrels → runs → fused runs → metrics, comparisons, report.
+
+Dense retrievers: ``dense`` (the configured base encoder), ``dense_pretrained`` (the checkpoint embedding_finetune
+starts from) and ``dense_finetuned`` (after fine-tuning). Hybrids fuse ``bm25`` with ``dense`` and with
+``dense_finetuned``. A fine-tuned model that does not exist yet makes its retrievers "not evaluated".
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,51 @@ from . import nodes
 
 P = "params:evaluation."
 
+# dense retriever → (index, encoder) datasets
+DENSE = {
+    "dense": ("dense_index", "base_encoder"),
+    "dense_pretrained": ("dense_pretrained_index", "finetune_base_model@encoder"),
+    "dense_finetuned": ("dense_finetuned_index", "finetuned_model@encoder"),
+}
+# hybrid suffix → the dense retriever fused with bm25
+HYBRID = {"": "dense", "_finetuned": "dense_finetuned"}
+RETRIEVERS = ["bm25", "bm25_plain", *DENSE, *(f"hybrid_{k}{s}" for s in HYBRID for k in ("rrf", "weighted"))]
+
+
+def _dense_nodes() -> list[Node]:
+    return [
+        Node(
+            nodes.retrieve_dense,
+            [index, encoder, "embedding_store", "corpus", "eval_queries", P + "retrieve"],
+            f"run_{name}",
+            name=f"retrieve_{name}",
+        )
+        for name, (index, encoder) in DENSE.items()
+    ]
+
+
+def _hybrid_nodes(suffix: str, dense: str) -> list[Node]:
+    weight = f"fusion_weight{suffix}"
+    return [
+        Node(nodes.fuse_rrf, [f"run_{dense}", "run_bm25", "eval_queries", P + "fusion"], f"run_hybrid_rrf{suffix}",
+             name=f"fuse_rrf{suffix}"),
+        Node(
+            nodes.tune_fusion_weight,
+            [f"run_{dense}", "run_bm25", "eval_queries", "eval_qrels", "query_splits", P + "fusion", P + "metrics"],
+            weight,
+            name=f"tune_fusion_weight{suffix}",
+        ),
+        Node(
+            nodes.fuse_weighted,
+            [f"run_{dense}", "run_bm25", "eval_queries", weight, P + "fusion"],
+            f"run_hybrid_weighted{suffix}",
+            name=f"fuse_weighted{suffix}",
+        ),
+    ]
+
 
 def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
+    runs = {name: f"run_{name}" for name in RETRIEVERS}
     return Pipeline(
         [
             Node(nodes.split_queries, ["eval_queries", P + "split"], "query_splits", name="split_queries"),
@@ -25,45 +73,20 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                 "run_bm25_plain",
                 name="retrieve_bm25_plain",
             ),
-            Node(
-                nodes.retrieve_dense,
-                ["dense_index", "base_encoder", "embedding_store", "corpus", "eval_queries", P + "retrieve"],
-                "run_dense",
-                name="retrieve_dense",
-            ),
-            Node(nodes.fuse_rrf, ["run_dense", "run_bm25", "eval_queries", P + "fusion"], "run_hybrid_rrf", name="fuse_rrf"),
-            Node(
-                nodes.tune_fusion_weight,
-                ["run_dense", "run_bm25", "eval_queries", "eval_qrels", "query_splits", P + "fusion", P + "metrics"],
-                "fusion_weight",
-                name="tune_fusion_weight",
-            ),
-            Node(
-                nodes.fuse_weighted,
-                ["run_dense", "run_bm25", "eval_queries", "fusion_weight", P + "fusion"],
-                "run_hybrid_weighted",
-                name="fuse_weighted",
-            ),
+            *_dense_nodes(),
+            *(node for suffix, dense in HYBRID.items() for node in _hybrid_nodes(suffix, dense)),
             Node(
                 nodes.score_runs,
-                {
-                    "eval_queries": "eval_queries",
-                    "eval_qrels": "eval_qrels",
-                    "query_splits": "query_splits",
-                    "metrics": P + "metrics",
-                    "bm25": "run_bm25",
-                    "bm25_plain": "run_bm25_plain",
-                    "dense": "run_dense",
-                    "hybrid_rrf": "run_hybrid_rrf",
-                    "hybrid_weighted": "run_hybrid_weighted",
-                },
+                {"eval_queries": "eval_queries", "eval_qrels": "eval_qrels", "query_splits": "query_splits",
+                 "metrics": P + "metrics", **runs},
                 "per_query_metrics",
                 name="score_runs",
             ),
+            Node(nodes.record_retriever_status, runs, "retriever_status", name="record_retriever_status"),
             Node(nodes.summarise_metrics, ["per_query_metrics", P + "metrics"], "retrieval_metrics", name="summarise_metrics"),
             Node(
                 nodes.compare_retrievers,
-                ["per_query_metrics", P + "bootstrap"],
+                ["per_query_metrics", "retriever_status", P + "bootstrap"],
                 "retrieval_comparisons",
                 name="compare_retrievers",
             ),
@@ -72,12 +95,16 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                 [
                     "retrieval_metrics",
                     "retrieval_comparisons",
+                    "retriever_status",
                     "fusion_weight",
+                    "fusion_weight_finetuned",
                     "query_splits",
                     "corpus_prep_report",
                     "bm25_index_meta",
                     "bm25_plain_index_meta",
                     "dense_index_meta",
+                    "dense_pretrained_index_meta",
+                    "dense_finetuned_index_meta",
                     P + "dataset_name",
                 ],
                 "retrieval_report",

@@ -29,6 +29,9 @@ def comparisons_table(comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
     """Markdown table of paired differences with bootstrap intervals."""
     lines = ["| a − b | metric | mean diff | CI low | CI high | p | n |", "|---|---|---|---|---|---|---|"]
     for c in comparisons:
+        if c.get("status") == "skipped":
+            lines.append(f"| {c['a']} − {c['b']} | — | skipped: {c['reason']} | | | | |")
+            continue
         lines.append(
             f"| {c['a']} − {c['b']} | {c['metric']} | {c['mean_diff']:+.4f} | {c['low']:+.4f} | "
             f"{c['high']:+.4f} | {c['p_value']:.3f} | {c['n_queries']} |"
@@ -37,6 +40,8 @@ def comparisons_table(comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _index_lines(name: str, meta: Mapping[str, Any]) -> list[str]:
+    if meta.get("status") == "unavailable":
+        return [f"- **{name}**: not built — {meta.get('reason')}"]
     lines = [f"- **{name}**: built {meta.get('built_at', '?')}, {meta.get('num_docs', '?')} docs, "
              f"corpus hash `{str(meta.get('corpus_hash', '?'))[:12]}`"]
     if "bm25" in meta:
@@ -55,16 +60,71 @@ def _index_lines(name: str, meta: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _verdict(c: Mapping[str, Any]) -> str:
+    return "better than" if c["low"] > 0 else "worse than" if c["high"] < 0 else "not distinguishable from"
+
+
+def _diff_text(c: Mapping[str, Any]) -> str:
+    return f"{c['mean_diff']:+.4f} ({int(c['confidence'] * 100)}% CI {c['low']:+.4f} … {c['high']:+.4f})"
+
+
+def _fusion_lines(name: str, dense: str, weight: Mapping[str, Any]) -> list[str]:
+    if weight.get("dense_weight") is None:
+        return [f"- `{name}`: {weight.get('source', 'not evaluated')}."]
+    grid = ", ".join(f"{row['dense_weight']:.2f}→{row[weight['metric']]:.4f}" for row in weight["grid"])
+    how = (f"chosen by {weight['metric']} on {weight['n_tune_queries']} tune queries. Grid: {grid}."
+           if weight["grid"] else f"{weight.get('source', 'fixed in conf')}, not tuned on this set.")
+    return [f"- `{name}`: `w·{dense} + (1−w)·bm25` over per-query normalised scores; w = **{weight['dense_weight']:.2f}**, {how}"]
+
+
+def _finetune_lines(comparisons: Sequence[Mapping[str, Any]], index_meta: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    def model(name: str) -> str:
+        meta = index_meta.get(name, {})
+        if meta.get("status") == "unavailable":
+            return f"not available ({meta.get('reason')})"
+        enc = meta.get('encoder', {})
+        return f"`{enc.get('model_path') or enc.get('model_name') or enc.get('kind', '?')}`"
+
+    lines = [
+        "## Fine-tuned encoder",
+        "",
+        f"- `dense_pretrained`: the checkpoint embedding_finetune started from, {model('dense_pretrained')}.",
+        f"- `dense_finetuned`: that checkpoint after fine-tuning on the mined InfoNCE rows, {model('dense_finetuned')}.",
+        f"- `dense`: the configured base encoder, {model('dense')}. In the base setup it is the same model as "
+        "`dense_pretrained`; in the offline demo it is USE, while the fine-tune starts from a tiny Qwen3 built from "
+        "the corpus, so there `dense_finetuned − dense_pretrained` is what fine-tuning did and `dense_finetuned − dense` "
+        "compares two different models.",
+    ]
+    by_pair = {(c["a"], c["b"], c.get("metric")): c for c in comparisons}
+    for a, b in (("dense_finetuned", "dense_pretrained"), ("dense_finetuned", "dense"),
+                 ("hybrid_weighted_finetuned", "hybrid_weighted")):
+        c = by_pair.get((a, b, "mrr@10"))
+        if c:
+            lines.append(f"- `{a}` is **{_verdict(c)}** `{b}` on mrr@10: {_diff_text(c)}.")
+    skipped = [c for c in comparisons if c.get("status") == "skipped" and "finetuned" in c["a"] + c["b"]]
+    for c in skipped[:1]:
+        lines.append(f"- Comparisons with the fine-tuned encoder were skipped: {c['reason']}.")
+    return lines + [""]
+
+
 def render_markdown(
     dataset: str,
     metrics: Mapping[str, Mapping[str, float]],
     comparisons: Sequence[Mapping[str, Any]],
-    fusion_weight: Mapping[str, Any],
+    fusion_weights: Mapping[str, Mapping[str, Any]],
     split_counts: Mapping[str, int],
     prep: Mapping[str, Any],
     index_meta: Mapping[str, Mapping[str, Any]],
+    retriever_status: Mapping[str, str] | None = None,
 ) -> str:
-    """The whole markdown report."""
+    """The whole markdown report.
+
+    Args:
+        fusion_weights: The tuned (or fixed) weight of each weighted hybrid, keyed by the hybrid's name.
+        retriever_status: ``"evaluated"`` or ``"not evaluated: <reason>"`` per retriever.
+    """
+    tuned = any(w.get("grid") for w in fusion_weights.values())
+    not_evaluated = {k: v for k, v in (retriever_status or {}).items() if v != "evaluated"}
     lines = [
         f"# Retrieval evaluation — `{dataset}`",
         "",
@@ -72,43 +132,38 @@ def render_markdown(
         f"{prep.get('queries')} queries, {prep.get('judgements')} judgements.",
         f"Queries without any relevant document (not scored): {len(prep.get('queries_without_relevant_documents', []))}.",
         f"Query split (seeded hash of the id): {dict(split_counts)}. "
-        + ("The weighted hybrid's dense weight is tuned on `tune` only; " if fusion_weight["grid"]
-           else "The weighted hybrid's dense weight is fixed in conf (not tuned on this set); ")
+        + ("The weighted hybrids' dense weights are tuned on `tune` only; " if tuned
+           else "The weighted hybrids' dense weights are fixed in conf (not tuned on this set); ")
         + "every number below is on `report` only.",
         "",
         "## Metrics (report split)",
         "",
         *metrics_table(metrics),
         "",
+    ]
+    if not_evaluated:
+        lines += ["Not evaluated (no score recorded):", ""]
+        lines += [f"- `{name}`: {status.removeprefix('not evaluated: ')}" for name, status in not_evaluated.items()]
+        lines.append("")
+    lines += [
         "## Paired differences (bootstrap over report queries)",
         "",
         *comparisons_table(comparisons),
         "",
     ]
-    by_pair = {(c["a"], c["b"], c["metric"]): c for c in comparisons}
+    by_pair = {(c["a"], c["b"], c.get("metric")): c for c in comparisons}
     for metric in ("mrr@10", "ndcg@10"):
         c = by_pair.get(("bm25", "bm25_plain", metric))
         if c:
-            verdict = "better than" if c["low"] > 0 else "worse than" if c["high"] < 0 else "not distinguishable from"
             lines.append(
-                f"Our BM25 (finance dictionary, search-mode sub-words, stopwords, tf cap, domain-term weight) is **{verdict}** "
-                f"plain jieba+bm25s on "
-                f"{metric}: {c['mean_diff']:+.4f} ({int(c['confidence'] * 100)}% CI {c['low']:+.4f} … {c['high']:+.4f})."
+                f"Our BM25 (finance dictionary, search-mode sub-words, stopwords, tf cap, domain-term weight) is "
+                f"**{_verdict(c)}** plain jieba+bm25s on {metric}: {_diff_text(c)}."
             )
-    grid = ", ".join(f"{row['dense_weight']:.2f}→{row[fusion_weight['metric']]:.4f}" for row in fusion_weight["grid"])
-    lines += [
-        "",
-        "## Hybrid fusion",
-        "",
-        "- `hybrid_rrf`: reciprocal rank fusion of `dense` and `bm25` (no tuning).",
-        f"- `hybrid_weighted`: `w·dense + (1−w)·bm25` over per-query normalised scores; "
-        f"w = **{fusion_weight['dense_weight']:.2f}**, "
-        + (f"chosen by {fusion_weight['metric']} on {fusion_weight['n_tune_queries']} tune queries. Grid: {grid}."
-           if fusion_weight["grid"] else f"{fusion_weight.get('source', 'fixed in conf')}, not tuned on this set."),
-        "",
-        "## Indexes",
-        "",
-    ]
+    lines += ["", *_finetune_lines(comparisons, index_meta), "## Hybrid fusion", ""]
+    lines.append("- `hybrid_rrf` / `hybrid_rrf_finetuned`: reciprocal rank fusion of `dense` / `dense_finetuned` and `bm25` (no tuning).")
+    for name, weight in fusion_weights.items():
+        lines += _fusion_lines(name, "dense_finetuned" if name.endswith("_finetuned") else "dense", weight)
+    lines += ["", "## Indexes", ""]
     for name, meta in index_meta.items():
         lines += _index_lines(name, meta)
     lines += [

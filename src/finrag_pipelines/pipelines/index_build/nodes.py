@@ -11,6 +11,7 @@ from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
 from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams
 from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
 from finrag_pipelines.retrieval.dense import DenseIndex
+from finrag_pipelines.retrieval.types import Unavailable
 from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 
@@ -29,9 +30,16 @@ def build_bm25_index(corpus: pd.DataFrame, params: BM25Params) -> BM25Index:
 
 
 def build_dense_index(
-    corpus: pd.DataFrame, encoder: Encoder, embedding_store: EmbeddingStore, params: DenseParams
-) -> DenseIndex:
-    """Encode the documents (resuming from the embedding store) and build a FAISS index."""
+    corpus: pd.DataFrame, encoder: Encoder | Unavailable, embedding_store: EmbeddingStore, params: DenseParams
+) -> DenseIndex | Unavailable:
+    """Encode the documents (resuming from the embedding store) and build a FAISS index.
+
+    An optional encoder that does not exist yet (no fine-tuned model) yields an index folder that records why
+    it was not built; evaluation reports that retriever as not evaluated.
+    """
+    if isinstance(encoder, Unavailable):
+        logger.warning("index_build: dense index not built: %s", encoder.reason)
+        return Unavailable(what="dense index", reason=encoder.reason)
     ids, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
     vectors = encode_with_store(encoder, texts, "document", embedding_store, chunk_size=params.chunk_size)
     meta = {**encoder.describe(), "fingerprint": encoder.fingerprint}

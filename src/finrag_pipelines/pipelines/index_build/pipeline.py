@@ -1,4 +1,5 @@
-"""index_build pipeline: ``corpus`` → ``bm25_index``, ``bm25_plain_index`` (baseline), ``dense_index``."""
+"""index_build pipeline: ``corpus`` → ``bm25_index``, ``bm25_plain_index`` (baseline), ``dense_index`` (base encoder),
+``dense_finetuned_index`` and ``dense_pretrained_index`` (the fine-tuned model and its starting checkpoint)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,20 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                 ["corpus", "base_encoder", "embedding_store", P + "dense"],
                 "dense_index",
                 name="build_dense_index",
+            ),
+            # the fine-tuned encoder (embedding_finetune's merged model) and the checkpoint it started from,
+            # so evaluation can show what fine-tuning changed; either may be absent (reported, not fatal)
+            Node(
+                nodes.build_dense_index,
+                ["corpus", "finetuned_model@encoder", "embedding_store", P + "dense"],
+                "dense_finetuned_index",
+                name="build_dense_finetuned_index",
+            ),
+            Node(
+                nodes.build_dense_index,
+                ["corpus", "finetune_base_model@encoder", "embedding_store", P + "dense"],
+                "dense_pretrained_index",
+                name="build_dense_pretrained_index",
             ),
         ],
         namespace="index_build",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-from finrag_pipelines.pipelines import corpus_prep
+from finrag_pipelines.pipelines import corpus_prep, mcq_prep
 
 # the order of the full chain; `__default__` is what `kedro run` (and `make demo`) runs
 DEFAULT_CHAIN = (
@@ -14,6 +14,8 @@ DEFAULT_CHAIN = (
 # pipelines that read corpus_prep's outputs run it first (it takes seconds), so that
 # `kedro run --pipelines index_build,evaluation --params retrieval_dataset=<folder>` works on a new folder
 NEEDS_CORPUS_PREP = ("index_build", "evaluation")
+# likewise sft and rl start from the one deduplicated, split MCQ table (seconds), so each runs on its own
+NEEDS_MCQ_PREP = ("sft", "rl")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -25,6 +27,9 @@ def register_pipelines() -> dict[str, Pipeline]:
     for name in NEEDS_CORPUS_PREP:
         if name in pipelines:
             pipelines[name] = corpus_prep.create_pipeline() + pipelines[name]
+    for name in NEEDS_MCQ_PREP:
+        if name in pipelines:
+            pipelines[name] = mcq_prep.create_pipeline() + pipelines[name]
     if all(name in pipelines for name in DEFAULT_CHAIN):
         pipelines["__default__"] = sum((pipelines[name] for name in DEFAULT_CHAIN), Pipeline([]))
     return pipelines

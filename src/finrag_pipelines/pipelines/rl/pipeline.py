@@ -1,9 +1,46 @@
-"""rl pipeline — not implemented yet: it has no nodes, so `kedro run --pipelines rl` does nothing."""
+"""rl pipeline: mcq_splits (rl_train, eval) → verl GRPO parquet + reward config → [verl GRPO launch]."""
 
 from __future__ import annotations
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node, Pipeline
+
+from . import nodes
+
+P = "params:rl."
 
 
-def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
-    return Pipeline([], namespace="rl", prefix_datasets_with_namespace=False)
+def create_pipeline(**kwargs) -> Pipeline:
+    data_prep = [
+        Node(
+            nodes.build_rl_rows_by_split,
+            ["mcq_splits", P + "data"],
+            ["rl_train_rows", "rl_val_rows"],
+            name="build_rl_rows_by_split",
+        ),
+        Node(
+            nodes.limit_rl_prompt_lengths,
+            ["rl_train_rows", P + "length"],
+            ["rl_train_parquet", "rl_train_length_report"],
+            name="limit_rl_train_prompt_lengths",
+        ),
+        Node(
+            nodes.limit_rl_prompt_lengths,
+            ["rl_val_rows", P + "length"],
+            ["rl_val_parquet", "rl_val_length_report"],
+            name="limit_rl_val_prompt_lengths",
+        ),
+        Node(nodes.export_reward_config, [P + "reward", "params:llm"], "rl_reward_config", name="export_reward_config"),
+        Node(
+            nodes.summarise_rl_data,
+            ["rl_train_parquet", "rl_val_parquet", "rl_train_length_report", "rl_val_length_report"],
+            "rl_data_stats",
+            name="summarise_rl_data",
+        ),
+    ]
+    # ---------------------------------------------------------------- LAUNCH NODES GO HERE
+    # The verl GRPO launch node (finrag_pipelines.training.verl) is added to this list: it reads
+    # rl_train_parquet / rl_val_parquet and rl_reward_config (pass its filepath as
+    # reward.custom_reward_function.reward_kwargs.config_path, with .path = pkg://finrag_pipelines.mcq.reward
+    # or the file src/finrag_pipelines/mcq/verl_reward.py, and .name = compute_score), plus params:rl.<launch group>.
+    launch: list[Node] = []
+    return Pipeline(data_prep + launch, namespace="rl", prefix_datasets_with_namespace=False)

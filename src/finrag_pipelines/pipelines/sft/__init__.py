@@ -1,4 +1,4 @@
-"""sft: registered now, filled by its own issue (see README "Pipelines")."""
+"""sft: verl SFT data (from mcq_prep's sft_train split) and, next, the verl SFT launch."""
 
 from finrag_pipelines.pipelines.sft.pipeline import create_pipeline
 

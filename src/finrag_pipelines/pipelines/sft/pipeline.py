@@ -1,9 +1,38 @@
-"""sft pipeline — not implemented yet: it has no nodes, so `kedro run --pipelines sft` does nothing."""
+"""sft pipeline: mcq_splits (sft_train) → verl SFT parquet (train + a held-out slice of it) → [verl SFT launch]."""
 
 from __future__ import annotations
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node, Pipeline
+
+from . import nodes
+
+P = "params:sft."
 
 
-def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
-    return Pipeline([], namespace="sft", prefix_datasets_with_namespace=False)
+def create_pipeline(**kwargs) -> Pipeline:
+    data_prep = [
+        Node(nodes.build_sft_examples, ["mcq_splits", P + "data"], "sft_examples", name="build_sft_examples"),
+        Node(
+            nodes.limit_sft_lengths,
+            ["sft_examples", P + "length"],
+            ["sft_examples_fit", "sft_length_report"],
+            name="limit_sft_lengths",
+        ),
+        Node(
+            nodes.split_sft_validation,
+            ["sft_examples_fit", P + "data"],
+            ["sft_train_parquet", "sft_val_parquet"],
+            name="split_sft_validation",
+        ),
+        Node(
+            nodes.summarise_sft_data,
+            ["sft_examples", "sft_length_report", "sft_train_parquet", "sft_val_parquet"],
+            "sft_data_stats",
+            name="summarise_sft_data",
+        ),
+    ]
+    # ---------------------------------------------------------------- LAUNCH NODES GO HERE
+    # The verl SFT launch node (finrag_pipelines.training.verl) is added to this list: it reads
+    # sft_train_parquet / sft_val_parquet (their filepaths from the catalog) and params:sft.<launch group>.
+    launch: list[Node] = []
+    return Pipeline(data_prep + launch, namespace="sft", prefix_datasets_with_namespace=False)

@@ -1,0 +1,44 @@
+"""Typed parameters of rl (validated by Kedro from ``parameters_rl.yml``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RlDataParams(_Strict):
+    """Which items become GRPO train/val rows. Val never contains sft_train items."""
+
+    val_source: Literal["eval", "rl_train_slice"]
+    val_size: int = Field(ge=0, description="0 = the whole eval split (val_source: eval only)")
+    seed: int
+
+
+class RlLengthParams(_Strict):
+    """Prompt length policy (verl's data.max_prompt_length); null tokenizer = characters."""
+
+    tokenizer_path: str | None
+    max_prompt_length: int = Field(ge=16)
+    truncation: Literal["right", "drop"]
+
+
+class JudgeParams(_Strict):
+    """The optional LLM process judge: the shared ``llm`` block with these overrides."""
+
+    enabled: bool
+    max_reasoning_chars: int = Field(ge=100)
+    llm_overrides: dict[str, Any]
+
+
+class RewardParams(_Strict):
+    """The reward config written to rl_reward_config.json (read by finrag_pipelines.mcq.reward)."""
+
+    weights: dict[str, float]
+    partial_credit: float = Field(ge=0.0, lt=1.0)
+    allow_fallback: bool
+    judge: JudgeParams

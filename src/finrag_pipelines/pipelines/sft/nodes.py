@@ -1,0 +1,71 @@
+"""sft data-prep nodes: sft_train items → verl SFT chats → length policy → train/val parquet + stats."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from finrag_pipelines.mcq.records import (
+    build_sft_rows,
+    chat_lengths,
+    describe_lengths,
+    limit_lengths,
+    load_tokenizer,
+    tokenizer_name,
+    validate_sft_rows,
+)
+from finrag_pipelines.mcq.split import holdout_slice
+from finrag_pipelines.pipelines.sft.params import LengthParams, SftDataParams
+
+logger = logging.getLogger(__name__)
+
+
+def build_sft_examples(mcq_splits: pd.DataFrame, params: SftDataParams) -> pd.DataFrame:
+    """Chats for every sft_train item, with ``question_key`` and ``has_explanation`` kept for slicing/stats."""
+    items = mcq_splits[mcq_splits["split"] == "sft_train"].reset_index(drop=True)
+    rows, excluded = build_sft_rows(items, target_style=params.target_style, missing_explanation=params.missing_explanation)
+    meta = items.set_index("item_id").loc[rows["item_id"], ["question_key", "explanation"]]
+    rows["question_key"] = meta["question_key"].to_numpy()
+    rows["has_explanation"] = meta["explanation"].notna().to_numpy()
+    logger.info(
+        "sft: %d sft_train items -> %d chats (%d excluded without explanation, missing_explanation=%s)",
+        len(items), len(rows), excluded, params.missing_explanation,
+    )
+    return rows
+
+
+def limit_sft_lengths(sft_examples: pd.DataFrame, params: LengthParams) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Measure each chat after the chat template and apply ``max_length``/``truncation``."""
+    lengths, unit = chat_lengths(sft_examples["messages"], load_tokenizer(params.tokenizer_path), add_generation_prompt=False)
+    kept, counts = limit_lengths(sft_examples, lengths, params.max_length, params.truncation)
+    report = {
+        "tokenizer": tokenizer_name(params.tokenizer_path), "max_length": params.max_length,
+        "truncation": params.truncation, **counts, "lengths": describe_lengths(lengths, unit),
+    }
+    logger.info("sft: length policy %s", {k: v for k, v in report.items() if k != "lengths"})
+    return kept, report
+
+
+def split_sft_validation(sft_examples_fit: pd.DataFrame, params: SftDataParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A small stable held-out slice of sft_train as sft_val; both validated as verl SFT parquet."""
+    held = pd.Series(holdout_slice(list(sft_examples_fit["question_key"]), params.val_size, params.seed), index=sft_examples_fit.index)
+    cols = ["item_id", "messages"]
+    train, val = sft_examples_fit.loc[~held, cols].reset_index(drop=True), sft_examples_fit.loc[held, cols].reset_index(drop=True)
+    validate_sft_rows(train)
+    validate_sft_rows(val)
+    return train, val
+
+
+def summarise_sft_data(
+    sft_examples: pd.DataFrame, sft_length_report: dict[str, Any], sft_train_parquet: pd.DataFrame, sft_val_parquet: pd.DataFrame
+) -> dict[str, Any]:
+    """Row counts, explanation coverage and the length report."""
+    return {
+        "examples": len(sft_examples),
+        "with_explanation": int(sft_examples["has_explanation"].sum()),
+        "train_rows": len(sft_train_parquet),
+        "val_rows": len(sft_val_parquet),
+        "length": sft_length_report,
+    }

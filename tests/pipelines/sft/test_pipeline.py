@@ -1,0 +1,70 @@
+"""sft data prep: mcq_splits → verl SFT parquet (train + held-out slice of sft_train) and stats."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog
+from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.pandas import ParquetDataset
+
+from finrag_pipelines.mcq.extract import extract_answer
+from finrag_pipelines.mcq.records import validate_sft_rows
+from finrag_pipelines.mcq.split import split_items
+from finrag_pipelines.pipelines.sft import create_pipeline
+from finrag_pipelines.pipelines.sft.params import LengthParams, SftDataParams
+
+
+def make_splits(n: int = 120) -> pd.DataFrame:
+    opts = json.dumps({"A": "上升", "B": "下降", "C": "不变", "D": "不确定"}, ensure_ascii=False)
+    rows = [
+        {"item_id": f"t:{i}", "source": "t", "subject": "s", "question": f"第{i}题：利率上升时债券价格如何变化？" + "补充" * (i % 7) * 40,
+         "options": opts, "answer": "B" if i % 3 else "AB", "kind": "single" if i % 3 else "multi",
+         "explanation": None if i % 4 == 0 else f"第{i}题解析：利率与债券价格反向变动。"}
+        for i in range(n)
+    ]
+    return split_items(pd.DataFrame(rows), {"sft_train": 0.6, "rl_train": 0.3, "eval": 0.1}, seed=1)
+
+
+def run(tmp_path, splits, data, length):
+    catalog = DataCatalog({
+        "sft_train_parquet": ParquetDataset(filepath=str(tmp_path / "sft_train.parquet")),
+        "sft_val_parquet": ParquetDataset(filepath=str(tmp_path / "sft_val.parquet")),
+        "sft_data_stats": JSONDataset(filepath=str(tmp_path / "sft_data_stats.json")),
+    })
+    catalog["mcq_splits"] = splits
+    catalog["params:sft.data"] = data
+    catalog["params:sft.length"] = length
+    SequentialRunner().run(create_pipeline(), catalog)
+    return catalog, json.loads((tmp_path / "sft_data_stats.json").read_text(encoding="utf-8"))
+
+
+def test_sft_parquet_from_sft_train_only(tmp_path):
+    splits = make_splits()
+    data = SftDataParams(target_style="think", missing_explanation="exclude", val_size=5, seed=3)
+    _, stats = run(tmp_path, splits, data, LengthParams(tokenizer_path=None, max_length=400, truncation="drop"))
+    train = pd.read_parquet(tmp_path / "sft_train.parquet", dtype_backend="pyarrow")  # as verl reads it
+    val = pd.read_parquet(tmp_path / "sft_val.parquet", dtype_backend="pyarrow")
+    validate_sft_rows(train)
+    validate_sft_rows(val)
+    of = splits.set_index("item_id")
+    assert set(of.loc[list(train["item_id"]) + list(val["item_id"]), "split"]) == {"sft_train"}
+    assert len(val) == 5 and not set(train["item_id"]) & set(val["item_id"])
+    assert of.loc[list(train["item_id"]), "explanation"].notna().all()  # exclude policy
+    length = stats["length"]
+    assert length["lengths"]["unit"] == "characters" and "null" in length["tokenizer"]
+    assert length["n_dropped"] > 0 and stats["train_rows"] + stats["val_rows"] == length["n_in"] - length["n_dropped"]
+    for messages in train["messages"]:
+        got = extract_answer(messages[1]["content"], "ABCD")
+        assert got.format_ok and got.reasoning_ok
+
+
+@pytest.mark.slow
+def test_sft_token_lengths_with_a_local_tokenizer(tmp_path, tiny_qwen3_dir):
+    data = SftDataParams(target_style="plain", missing_explanation="answer_only", val_size=2, seed=3)
+    length = LengthParams(tokenizer_path=str(tiny_qwen3_dir), max_length=2048, truncation="right")
+    _, stats = run(tmp_path, make_splits(30), data, length)
+    assert stats["length"]["lengths"]["unit"] == "tokens" and stats["length"]["n_dropped"] == 0

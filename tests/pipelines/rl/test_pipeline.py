@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import datasets
 import pandas as pd
 import pytest
+import yaml
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
@@ -17,6 +19,8 @@ from finrag_pipelines.mcq.reward import compute_score
 from finrag_pipelines.mcq.split import split_items
 from finrag_pipelines.pipelines.rl import create_pipeline
 from finrag_pipelines.pipelines.rl.params import RewardParams, RlDataParams, RlLengthParams
+
+ROOT = Path(__file__).resolve().parents[3]
 
 LLM = {
     "backend": "openai", "base_url": "http://127.0.0.1:30000/v1", "model": "qwen3", "max_concurrency": 32,
@@ -35,13 +39,23 @@ def make_splits(n: int = 200) -> pd.DataFrame:
     return split_items(pd.DataFrame(rows), {"sft_train": 0.5, "rl_train": 0.3, "eval": 0.2}, seed=2)
 
 
+def launch_params(tmp_path, **changes):
+    from finrag_pipelines.pipelines.rl.params import RlLaunchParams
+
+    conf = yaml.safe_load((ROOT / "conf/base/parameters_rl.yml").read_text(encoding="utf-8"))["rl"]["launch"]
+    return RlLaunchParams(**{**conf, "mode": "plan", "work_dir": str(tmp_path / "work"),
+                             "merged_dir": str(tmp_path / "merged"), **changes})
+
+
 def run(tmp_path, splits, data, judge_enabled=False):
     catalog = DataCatalog({
         "rl_train_parquet": ParquetDataset(filepath=str(tmp_path / "rl_train.parquet")),
         "rl_val_parquet": ParquetDataset(filepath=str(tmp_path / "rl_val.parquet")),
         "rl_reward_config": JSONDataset(filepath=str(tmp_path / "rl_reward_config.json")),
         "rl_data_stats": JSONDataset(filepath=str(tmp_path / "rl_data_stats.json")),
+        "rl_launch_report": JSONDataset(filepath=str(tmp_path / "rl_launch_report.json")),
     })
+    catalog["params:rl.launch"] = launch_params(tmp_path)
     catalog["mcq_splits"] = splits
     catalog["params:rl.data"] = data
     catalog["params:rl.length"] = RlLengthParams(tokenizer_path=None, max_prompt_length=512, truncation="drop")
@@ -93,3 +107,38 @@ def test_reward_config_with_judge_uses_the_shared_llm_block(tmp_path):
     config = catalog.load("rl_reward_config")
     assert config["judge"]["enabled"] and config["judge"]["llm"]["base_url"] == LLM["base_url"]
     assert config["judge"]["llm"]["temperature"] == 0.0 and config["judge"]["llm"]["max_tokens"] == 16
+
+
+def test_launch_plan_wires_the_project_reward_and_its_config(tmp_path):
+    splits = make_splits()
+    run(tmp_path, splits, RlDataParams(val_source="rl_train_slice", val_size=8, seed=1))
+    report = json.loads((tmp_path / "rl_launch_report.json").read_text(encoding="utf-8"))
+    argv = report["argv"]
+    assert report["status"] == "planned" and argv[1:4] == ["-m", "verl.trainer.main_ppo", "algorithm.adv_estimator=grpo"]
+    reward = next(a.split("=", 1)[1] for a in argv if a.startswith("reward.custom_reward_function.path="))
+    assert reward.endswith("finrag_pipelines/mcq/verl_reward.py") and Path(reward).is_file()
+    assert "reward.custom_reward_function.name=compute_score" in argv
+    config = next(a.split("=", 1)[1] for a in argv if a.startswith("+reward.custom_reward_function.reward_kwargs.config_path="))
+    assert json.loads(Path(config).read_text(encoding="utf-8")) == json.loads((tmp_path / "rl_reward_config.json").read_text())
+    assert "data.max_prompt_length=512" in argv  # one prompt limit: rl.length.max_prompt_length
+    # verl would call the reward like this (keyword arguments + reward_kwargs)
+    from finrag_pipelines.mcq.verl_reward import compute_score
+
+    result = compute_score(data_source="finrag_mcq", solution_str="因为……\n答案：\\boxed{B}", ground_truth="B",
+                           extra_info={"options": json.dumps({"A": "甲", "B": "乙", "C": "丙", "D": "丁"})},
+                           config_path=config)
+    assert result["score"] == pytest.approx(1.0)
+
+
+def test_launch_train_fails_fast_without_gpus(tmp_path):
+    from finrag_pipelines.pipelines.rl import nodes
+    from finrag_pipelines.training.verl import TrainingError
+
+    splits = make_splits()
+    catalog = run(tmp_path, splits, RlDataParams(val_source="rl_train_slice", val_size=8, seed=1))
+    params = launch_params(tmp_path, mode="train")
+    with pytest.raises(TrainingError):
+        nodes.launch_grpo(catalog.load("rl_train_parquet"), catalog.load("rl_val_parquet"),
+                          catalog.load("rl_reward_config"),
+                          RlLengthParams(tokenizer_path=None, max_prompt_length=512, truncation="drop"), params)
+    assert not (tmp_path / "work" / "train.log").exists()

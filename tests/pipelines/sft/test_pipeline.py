@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
@@ -15,7 +17,18 @@ from finrag_pipelines.mcq.extract import extract_answer
 from finrag_pipelines.mcq.records import validate_sft_rows
 from finrag_pipelines.mcq.split import split_items
 from finrag_pipelines.pipelines.sft import create_pipeline
-from finrag_pipelines.pipelines.sft.params import LengthParams, SftDataParams
+from finrag_pipelines.pipelines.sft import nodes
+from finrag_pipelines.pipelines.sft.params import LengthParams, SftDataParams, SftLaunchParams
+from finrag_pipelines.training.verl import TrainingError
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def launch_params(tmp_path, **changes) -> SftLaunchParams:
+    """conf/base's launch group, in plan mode, writing under tmp_path."""
+    conf = yaml.safe_load((ROOT / "conf/base/parameters_sft.yml").read_text(encoding="utf-8"))["sft"]["launch"]
+    return SftLaunchParams(**{**conf, "mode": "plan", "work_dir": str(tmp_path / "work"),
+                              "merged_dir": str(tmp_path / "merged"), **changes})
 
 
 def make_splits(n: int = 120) -> pd.DataFrame:
@@ -34,7 +47,9 @@ def run(tmp_path, splits, data, length):
         "sft_train_parquet": ParquetDataset(filepath=str(tmp_path / "sft_train.parquet")),
         "sft_val_parquet": ParquetDataset(filepath=str(tmp_path / "sft_val.parquet")),
         "sft_data_stats": JSONDataset(filepath=str(tmp_path / "sft_data_stats.json")),
+        "sft_launch_report": JSONDataset(filepath=str(tmp_path / "sft_launch_report.json")),
     })
+    catalog["params:sft.launch"] = launch_params(tmp_path)
     catalog["mcq_splits"] = splits
     catalog["params:sft.data"] = data
     catalog["params:sft.length"] = length
@@ -68,3 +83,27 @@ def test_sft_token_lengths_with_a_local_tokenizer(tmp_path, tiny_qwen3_dir):
     length = LengthParams(tokenizer_path=str(tiny_qwen3_dir), max_length=2048, truncation="right")
     _, stats = run(tmp_path, make_splits(30), data, length)
     assert stats["length"]["lengths"]["unit"] == "tokens" and stats["length"]["n_dropped"] == 0
+
+
+def test_launch_plan_records_the_checked_command_and_stages_the_data(tmp_path):
+    splits = make_splits()
+    data = SftDataParams(target_style="think", missing_explanation="exclude", val_size=5, seed=3)
+    catalog, _ = run(tmp_path, splits, data, LengthParams(tokenizer_path=None, max_length=1024, truncation="drop"))
+    report = json.loads((tmp_path / "sft_launch_report.json").read_text(encoding="utf-8"))
+    assert report["status"] == "planned" and report["argv"][1:5] == ["--standalone", "--nnodes=1", "--nproc_per_node=2", "-m"]
+    argv = report["argv"]
+    assert "verl.trainer.sft_trainer" in argv and "data.max_length=1024" in argv  # one max_length: length.max_length
+    staged = tmp_path / "work/data/sft_train.parquet"
+    assert f"data.train_files={staged}" in argv
+    pd.testing.assert_frame_equal(pd.read_parquet(staged), pd.read_parquet(tmp_path / "sft_train.parquet"))
+    mtime = staged.stat().st_mtime_ns
+    run(tmp_path, splits, data, LengthParams(tokenizer_path=None, max_length=1024, truncation="drop"))
+    assert staged.stat().st_mtime_ns == mtime  # unchanged data is not rewritten (an up-to-date run is not retrained)
+
+
+def test_launch_train_fails_fast_without_a_gpu(tmp_path):
+    frame = pd.DataFrame({"messages": [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]]})
+    params = launch_params(tmp_path, mode="train")
+    with pytest.raises(TrainingError, match="needs a CUDA GPU"):
+        nodes.launch_sft(frame, frame.iloc[:0], LengthParams(tokenizer_path=None, max_length=256, truncation="right"), params)
+    assert not (tmp_path / "work" / "train.log").exists()  # nothing was started

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -18,7 +20,8 @@ from finrag_pipelines.mcq.records import (
 )
 from finrag_pipelines.mcq.reward import RewardConfig
 from finrag_pipelines.mcq.split import holdout_slice
-from finrag_pipelines.pipelines.rl.params import RewardParams, RlDataParams, RlLengthParams
+from finrag_pipelines.pipelines.rl.params import RewardParams, RlDataParams, RlLaunchParams, RlLengthParams
+from finrag_pipelines.training import verl as vl
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +91,51 @@ def summarise_rl_data(
         "train": {**describe(rl_train_parquet), "length": rl_train_length_report},
         "val": {**describe(rl_val_parquet), "length": rl_val_length_report},
     }
+
+
+def _write_json_if_changed(data: dict[str, Any], path: Path) -> Path:
+    text = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return path
+
+
+def launch_grpo(
+    rl_train_parquet: pd.DataFrame,
+    rl_val_parquet: pd.DataFrame,
+    rl_reward_config: dict[str, Any],
+    length: RlLengthParams,
+    params: RlLaunchParams,
+) -> dict[str, Any]:
+    """Stage data and the reward config, then run verl GRPO and merge (``train``) or record the checked command.
+
+    A launch node. verl calls the project's ``compute_score`` with ``config_path`` pointing at the staged reward
+    config (``reward.custom_reward_function.reward_kwargs``). Without GPUs or a rollout engine, ``train`` fails in
+    milliseconds (before ray starts) with the reason.
+    """
+    work = Path(params.work_dir).resolve()  # verl (and its ray workers) may run from another directory
+    data = work / "data"
+    train = vl.write_parquet_if_changed(rl_train_parquet, data / "rl_train.parquet")
+    val = vl.write_parquet_if_changed(rl_val_parquet, data / "rl_val.parquet")
+    reward_config = _write_json_if_changed(rl_reward_config, data / "reward_config.json").resolve()
+    reward = params.reward_function_path or str(vl.project_reward_file())
+    extra = list(params.verl.get("extra_overrides") or [])
+    extra.append(f"+reward.custom_reward_function.reward_kwargs.config_path={reward_config}")
+    config = vl.VerlGRPOConfig.from_params({
+        **params.verl, "extra_overrides": extra, "model_path": str(Path(params.base_model_path).resolve()), "train_files": str(train),
+        "val_files": str(val), "output_dir": str(work), "reward_function_path": reward,
+        "max_prompt_length": length.max_prompt_length,
+    })
+    if params.mode == "plan":
+        argv, env = vl.build_grpo_command(config)
+        logger.info("rl: launch planned, not run (rl.launch.mode=plan): %s", " ".join(argv[:6]))
+        return {"status": "planned", "reason": "rl.launch.mode=plan", "argv": argv, "env": env,
+                "train_rows": len(rl_train_parquet), "val_rows": len(rl_val_parquet),
+                "base_model_exists": (Path(params.base_model_path) / "config.json").is_file()}
+    merged = vl.train_grpo(config, params.merged_dir, progress=params.progress)
+    return {"status": "trained", "model": str(merged), "manifest": str(work / vl.MANIFEST_NAME),
+            "last_metrics": vl.last_step_metrics(work / "train.log"),
+            "train_rows": len(rl_train_parquet), "val_rows": len(rl_val_parquet)}

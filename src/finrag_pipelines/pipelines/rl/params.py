@@ -42,3 +42,16 @@ class RewardParams(_Strict):
     partial_credit: float = Field(ge=0.0, lt=1.0)
     allow_fallback: bool
     judge: JudgeParams
+
+
+class RlLaunchParams(_Strict):
+    """The verl GRPO launch: ``train`` runs it (GPUs and a rollout engine), ``plan`` only validates the settings
+    and records the exact command (machines that cannot train, e.g. the offline demo)."""
+
+    mode: Literal["train", "plan"]
+    base_model_path: str = Field(description="the policy to start from, e.g. the merged SFT model")
+    work_dir: str
+    merged_dir: str
+    reward_function_path: str | None = Field(description="null = the project's reward (mcq/verl_reward.py)")
+    progress: bool
+    verl: dict[str, Any] = Field(description="every VerlGRPOConfig setting but the paths and max_prompt_length")

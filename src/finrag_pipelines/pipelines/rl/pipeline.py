@@ -1,4 +1,4 @@
-"""rl pipeline: mcq_splits (rl_train, eval) → verl GRPO parquet + reward config → [verl GRPO launch]."""
+"""rl pipeline: mcq_splits (rl_train, eval) → verl GRPO parquet + reward config → verl GRPO launch."""
 
 from __future__ import annotations
 
@@ -37,10 +37,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             name="summarise_rl_data",
         ),
     ]
-    # ---------------------------------------------------------------- LAUNCH NODES GO HERE
-    # The verl GRPO launch node (finrag_pipelines.training.verl) is added to this list: it reads
-    # rl_train_parquet / rl_val_parquet and rl_reward_config (pass its filepath as
-    # reward.custom_reward_function.reward_kwargs.config_path, with .path = pkg://finrag_pipelines.mcq.reward
-    # or the file src/finrag_pipelines/mcq/verl_reward.py, and .name = compute_score), plus params:rl.<launch group>.
-    launch: list[Node] = []
+    # the launch node starts verl GRPO (python -m verl.trainer.main_ppo) with the project's reward, then merges
+    launch = [
+        Node(
+            nodes.launch_grpo,
+            ["rl_train_parquet", "rl_val_parquet", "rl_reward_config", P + "length", P + "launch"],
+            "rl_launch_report",
+            name="launch_grpo",
+        ),
+    ]
     return Pipeline(data_prep + launch, namespace="rl", prefix_datasets_with_namespace=False)

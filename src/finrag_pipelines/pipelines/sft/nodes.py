@@ -1,11 +1,14 @@
-"""sft data-prep nodes: sft_train items → verl SFT chats → length policy → train/val parquet + stats."""
+"""sft nodes: sft_train items → verl SFT chats → length policy → train/val parquet + stats → verl SFT launch."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from finrag_pipelines.training import verl as vl
 
 from finrag_pipelines.mcq.records import (
     build_sft_rows,
@@ -17,7 +20,7 @@ from finrag_pipelines.mcq.records import (
     validate_sft_rows,
 )
 from finrag_pipelines.mcq.split import holdout_slice
-from finrag_pipelines.pipelines.sft.params import LengthParams, SftDataParams
+from finrag_pipelines.pipelines.sft.params import LengthParams, SftDataParams, SftLaunchParams
 
 logger = logging.getLogger(__name__)
 
@@ -69,3 +72,30 @@ def summarise_sft_data(
         "val_rows": len(sft_val_parquet),
         "length": sft_length_report,
     }
+
+
+def launch_sft(
+    sft_train_parquet: pd.DataFrame, sft_val_parquet: pd.DataFrame, length: LengthParams, params: SftLaunchParams
+) -> dict[str, Any]:
+    """Stage the SFT data, then train with verl and merge (mode ``train``) or record the checked command (``plan``).
+
+    A launch node: it starts an external trainer. Training fails fast on a machine without a GPU unless
+    ``verl.cpu_smoke`` is set; an up-to-date run (same data, settings and base model) is not retrained.
+    """
+    work = Path(params.work_dir).resolve()  # verl (and its ray workers) may run from another directory
+    train = vl.write_parquet_if_changed(sft_train_parquet, work / "data" / "sft_train.parquet")
+    val = vl.write_parquet_if_changed(sft_val_parquet, work / "data" / "sft_val.parquet") if len(sft_val_parquet) else None
+    config = vl.VerlSFTConfig.from_params({
+        **params.verl, "model_path": str(Path(params.base_model_path).resolve()), "train_files": str(train),
+        "val_files": None if val is None else str(val), "output_dir": str(work), "max_length": length.max_length,
+    })
+    if params.mode == "plan":
+        argv, env = vl.build_sft_command(config, entry=params.entry, gpus=max(config.nproc_per_node, 1))
+        logger.info("sft: launch planned, not run (sft.launch.mode=plan): %s", " ".join(argv[:8]))
+        return {"status": "planned", "reason": "sft.launch.mode=plan", "argv": argv, "env": env,
+                "train_rows": len(sft_train_parquet), "val_rows": len(sft_val_parquet),
+                "base_model_exists": (Path(params.base_model_path) / "config.json").is_file()}
+    merged = vl.train_sft(config, params.merged_dir, entry=params.entry, progress=params.progress)
+    return {"status": "trained", "model": str(merged), "manifest": str(work / vl.MANIFEST_NAME),
+            "last_metrics": vl.last_step_metrics(work / "train.log"),
+            "train_rows": len(sft_train_parquet), "val_rows": len(sft_val_parquet)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,3 +26,16 @@ class LengthParams(_Strict):
     tokenizer_path: str | None
     max_length: int = Field(ge=16)
     truncation: Literal["right", "drop"]
+
+
+class SftLaunchParams(_Strict):
+    """The verl SFT launch: ``train`` runs it (GPU, or ``verl.cpu_smoke`` with a CPU entry script), ``plan`` only
+    validates the settings and records the exact command (for machines that cannot train, e.g. the offline demo)."""
+
+    mode: Literal["train", "plan"]
+    base_model_path: str = Field(description="the local HF checkpoint to fine-tune (no hub downloads)")
+    work_dir: str = Field(description="staged data, checkpoints, train.log and manifest.json")
+    merged_dir: str = Field(description="the merged HF model folder written after training")
+    entry: str = Field(description="verl.trainer.sft_trainer, or a script path (a CPU shim in tests)")
+    progress: bool
+    verl: dict[str, Any] = Field(description="every VerlSFTConfig setting except the paths (training/verl.py)")

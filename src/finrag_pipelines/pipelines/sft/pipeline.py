@@ -1,4 +1,4 @@
-"""sft pipeline: mcq_splits (sft_train) → verl SFT parquet (train + a held-out slice of it) → [verl SFT launch]."""
+"""sft pipeline: mcq_splits (sft_train) → verl SFT parquet (train + a held-out slice of it) → verl SFT launch."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def create_pipeline(**kwargs) -> Pipeline:
             name="summarise_sft_data",
         ),
     ]
-    # ---------------------------------------------------------------- LAUNCH NODES GO HERE
-    # The verl SFT launch node (finrag_pipelines.training.verl) is added to this list: it reads
-    # sft_train_parquet / sft_val_parquet (their filepaths from the catalog) and params:sft.<launch group>.
-    launch: list[Node] = []
+    # the launch node starts verl (torchrun -m verl.trainer.sft_trainer) and merges the result
+    launch = [
+        Node(nodes.launch_sft, ["sft_train_parquet", "sft_val_parquet", P + "length", P + "launch"], "sft_launch_report",
+             name="launch_sft"),
+    ]
     return Pipeline(data_prep + launch, namespace="sft", prefix_datasets_with_namespace=False)

@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install viz bench clean-data
+.PHONY: demo test install viz bench serve clean-data
 
 $(STAMP): pyproject.toml constraints/cpu.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: $(STAMP)
 
 viz: $(STAMP)
 	$(BIN)/kedro viz run --env demo --no-browser
+
+serve: $(STAMP)
+	$(BIN)/finrag-serve --env demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/retrieval_speed.py

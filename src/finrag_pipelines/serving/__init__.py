@@ -1,4 +1,11 @@
-"""Retrieval HTTP service (filled by the retrieval-server issue).
+"""Retrieval HTTP service, compatible with the Search-R1 / verl search-tool retriever API.
 
-Kedro-free library package.
+* :mod:`.settings`: the typed ``serving`` parameters group.
+* :mod:`.backend`: :class:`SearchBackend` (BM25, dense, hybrid over checked indexes; no web imports).
+* :mod:`.batching`: :class:`MicroBatcher`, gathering queries of concurrent requests into one batch.
+* :mod:`.app`: the FastAPI app factory :func:`create_app`.
+* :mod:`.cli`: ``finrag-serve`` (the only module here that imports Kedro).
+* :mod:`.verl_tool`: a verl ``BaseTool`` that calls the server.
+
+Kedro-free library package (except :mod:`.cli`).
 """

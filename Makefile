@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints/cpu.txt Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first: a CPU build, so nothing later pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt torch
-	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e ".[dev,train]"
+	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e ".[dev,train,milvus]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -17,6 +17,8 @@ _WHERE = {
     "CredentialsDataset": "llm",
     "ResponseJournalDataset": "llm",
     "ModelDirectoryDataset": "models",
+    "MilvusDenseIndexDataset": "milvus",
+    "MilvusBM25IndexDataset": "milvus",
 }
 __all__ = sorted(_WHERE)
 

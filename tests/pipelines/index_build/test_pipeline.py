@@ -9,6 +9,7 @@ from finrag_pipelines.datasets.encoders import EncoderDataset
 from finrag_pipelines.datasets.indexes import BM25IndexDataset, FaissIndexDataset
 from finrag_pipelines.embedding.encoders import HFEncoder, QUERY_TEMPLATE
 from finrag_pipelines.embedding.store import EmbeddingStore
+from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.pipelines.index_build import create_pipeline
 from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams
 from finrag_pipelines.retrieval.dense import DenseRetriever
@@ -18,6 +19,8 @@ from finrag_pipelines.text.corpus import indexable
 TOKENIZER = {"use_finance_dict": True, "user_dict_paths": [], "extra_words": [], "stopwords": "builtin",
              "extra_stopwords": [], "lowercase": True, "hmm": True, "search_mode": True, "n_jobs": 1}
 SCORING = {"k1": 1.2, "b": 0.75, "method": "lucene", "tf_cap": 5, "domain_term_weight": 1.2}
+LOCAL = ExecutionConfig(backend="local", num_cpus=None, num_actors=1, batch_size=16, address=None, cpus_per_actor=1,
+                        gpus_per_actor=0)
 
 
 @pytest.fixture
@@ -54,6 +57,7 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
         scoring={**SCORING, "tf_cap": None, "domain_term_weight": 1.0},
     )
     catalog["params:index_build.dense"] = DenseParams(index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16)
+    catalog["params:index_build.execution"] = LOCAL
     SequentialRunner().run(create_pipeline(), catalog)
 
     _, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
@@ -84,3 +88,38 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
         dense.check_compatible(corpus_hash=digest, encoder=other)
     with pytest.raises(IndexMismatchError):
         bm25.check_compatible("0" * 64)
+
+
+@pytest.mark.slow
+def test_dense_index_on_ray_matches_local(tmp_path, corpus, tiny_qwen3_dir):
+    """``execution.backend: ray`` encodes on a Ray actor pool: same store entries, same index vectors."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    pytest.importorskip("ray.data")
+    from finrag_pipelines.embedding.encoders import build_encoder
+
+    encoder = build_encoder({"kind": "hf", "model_path": str(tiny_qwen3_dir), "query_task": "检索金融新闻",
+                             "max_length": 64, "batch_size": 8, "device": "cpu"})
+    sliced = create_pipeline().only_nodes("index_build.build_dense_index")
+    indexes = {}
+    for name, execution in (
+        ("local", LOCAL),
+        ("ray", LOCAL.model_copy(update={"backend": "ray", "num_cpus": 2, "num_actors": 1})),
+    ):
+        catalog = DataCatalog(
+            {
+                "corpus": MemoryDataset(corpus),
+                "base_encoder": MemoryDataset(encoder, copy_mode="assign"),
+                "embedding_store": MemoryDataset(EmbeddingStore(tmp_path / name / "cache"), copy_mode="assign"),
+                "dense_index": FaissIndexDataset(str(tmp_path / name / "dense")),
+            }
+        )
+        catalog["params:index_build.dense"] = DenseParams(index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16)
+        catalog["params:index_build.execution"] = execution
+        SequentialRunner().run(sliced, catalog)
+        indexes[name] = catalog.load("dense_index")
+    assert not ray.is_initialized()  # the node started a local Ray and shut it down again
+    local, remote = indexes["local"], indexes["ray"]
+    assert remote.meta["encoder"]["fingerprint"] == local.meta["encoder"]["fingerprint"]
+    assert remote.doc_ids == local.doc_ids
+    # execution.batch_size == dense.chunk_size: the actors see the local chunks, so the vectors are bit-identical
+    assert (remote.vectors() == local.vectors()).all()

@@ -10,6 +10,7 @@ from kedro.runner import SequentialRunner
 
 from finrag_pipelines.embedding.encoders import HFEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore
+from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.llm.stub_server import Reply, ScriptedOpenAIServer
@@ -52,7 +53,7 @@ def world(disc_corpus, tiny_qwen3_dir, tmp_path_factory):
     return corpus, bm25, encoder, persona_index, tmp_path_factory.mktemp("qd")
 
 
-def catalog_for(world, llm: dict, journal_path):
+def catalog_for(world, llm: dict, journal_path, execution: dict | None = None):
     corpus, bm25, encoder, persona_index, tmp = world
     catalog = DataCatalog({
         "corpus": MemoryDataset(corpus),
@@ -73,6 +74,7 @@ def catalog_for(world, llm: dict, journal_path):
     catalog["params:query_distill.spec"] = SpecParams(**CONF["spec"])
     catalog["params:query_distill.keyword_backend"] = KeywordBackendParams(**CONF["keyword_backend"])
     catalog["params:query_distill.clean"] = CleanParams(**{**CONF["clean"], "round_trip": {"enabled": False, "top_k": 10}})
+    catalog["params:query_distill.execution"] = ExecutionConfig(**{**CONF["execution"], **(execution or {})})
     return catalog
 
 
@@ -161,3 +163,34 @@ def test_keyword_backend_needs_no_endpoint(world, tmp_path):
     assert queries["question_type"].nunique() > 1
     report = catalog.load("distill_report")
     assert report["backend"] == "keyword" and "not an LLM" in report["note"]
+
+
+@pytest.fixture
+def local_ray():
+    """A local 2-CPU Ray for one test; the nodes find it running and leave it running."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    pytest.importorskip("ray.data")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_execution_gives_the_same_queries_and_resumes(world, tmp_path, local_ray):
+    corpus = world[0]
+    with ScriptedOpenAIServer(scripted(corpus)) as server:
+        catalog = catalog_for(world, fast_llm(server), tmp_path / "local.jsonl")
+        SequentialRunner().run(create_pipeline(), catalog)
+        local_requests, local_queries = server.count, catalog.load("distilled_queries")
+    ray_execution = {"backend": "ray", "num_cpus": 2, "num_actors": 2, "batch_size": 8, "cpus_per_actor": 0.5}
+    with ScriptedOpenAIServer(scripted(corpus)) as server:
+        catalog = catalog_for(world, fast_llm(server), tmp_path / "ray.jsonl", ray_execution)
+        SequentialRunner().run(create_pipeline(), catalog)
+        assert server.count == local_requests
+    pd.testing.assert_frame_equal(catalog.load("distilled_queries"), local_queries)
+    with ScriptedOpenAIServer(scripted(corpus)) as server:  # a rerun is answered by the journal
+        catalog = catalog_for(world, fast_llm(server), tmp_path / "ray.jsonl", ray_execution)
+        SequentialRunner().run(create_pipeline(), catalog)
+        assert server.count == 0
+    pd.testing.assert_frame_equal(catalog.load("distilled_queries"), local_queries)

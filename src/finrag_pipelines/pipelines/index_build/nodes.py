@@ -6,8 +6,10 @@ import logging
 
 import pandas as pd
 
+from finrag_pipelines.embedding.distributed import encode_with_execution
 from finrag_pipelines.embedding.encoders import Encoder
-from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
+from finrag_pipelines.embedding.store import EmbeddingStore
+from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams
 from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
 from finrag_pipelines.retrieval.dense import DenseIndex
@@ -30,18 +32,23 @@ def build_bm25_index(corpus: pd.DataFrame, params: BM25Params) -> BM25Index:
 
 
 def build_dense_index(
-    corpus: pd.DataFrame, encoder: Encoder | Unavailable, embedding_store: EmbeddingStore, params: DenseParams
+    corpus: pd.DataFrame,
+    encoder: Encoder | Unavailable,
+    embedding_store: EmbeddingStore,
+    params: DenseParams,
+    execution: ExecutionConfig | None = None,
 ) -> DenseIndex | Unavailable:
     """Encode the documents (resuming from the embedding store) and build a FAISS index.
 
-    An optional encoder that does not exist yet (no fine-tuned model) yields an index folder that records why
-    it was not built; evaluation reports that retriever as not evaluated.
+    ``execution.backend: ray`` encodes on a Ray actor pool instead of in this process (same store, same
+    vectors). An optional encoder that does not exist yet (no fine-tuned model) yields an index folder that
+    records why it was not built; evaluation reports that retriever as not evaluated.
     """
     if isinstance(encoder, Unavailable):
         logger.warning("index_build: dense index not built: %s", encoder.reason)
         return Unavailable(what="dense index", reason=encoder.reason)
     ids, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
-    vectors = encode_with_store(encoder, texts, "document", embedding_store, chunk_size=params.chunk_size)
+    vectors = encode_with_execution(encoder, texts, "document", embedding_store, params.chunk_size, execution)
     meta = {**encoder.describe(), "fingerprint": encoder.fingerprint}
     return DenseIndex.build(
         ids, vectors, meta, digest, index_type=params.index_type, hnsw_m=params.hnsw_m, ef_search=params.ef_search

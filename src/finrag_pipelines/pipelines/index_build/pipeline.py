@@ -17,7 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
             Node(nodes.build_bm25_index, ["corpus", P + "bm25_plain"], "bm25_plain_index", name="build_bm25_plain_index"),
             Node(
                 nodes.build_dense_index,
-                ["corpus", "base_encoder", "embedding_store", P + "dense"],
+                ["corpus", "base_encoder", "embedding_store", P + "dense", P + "execution"],
                 "dense_index",
                 name="build_dense_index",
             ),
@@ -25,13 +25,13 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
             # so evaluation can show what fine-tuning changed; either may be absent (reported, not fatal)
             Node(
                 nodes.build_dense_index,
-                ["corpus", "finetuned_model@encoder", "embedding_store", P + "dense"],
+                ["corpus", "finetuned_model@encoder", "embedding_store", P + "dense", P + "execution"],
                 "dense_finetuned_index",
                 name="build_dense_finetuned_index",
             ),
             Node(
                 nodes.build_dense_index,
-                ["corpus", "finetune_base_model@encoder", "embedding_store", P + "dense"],
+                ["corpus", "finetune_base_model@encoder", "embedding_store", P + "dense", P + "execution"],
                 "dense_pretrained_index",
                 name="build_dense_pretrained_index",
             ),

@@ -17,10 +17,11 @@ import pandas as pd
 
 from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.store import EmbeddingStore
-from finrag_pipelines.llm.batch import ChatRequest, ChatResult, run_chat_batch
+from finrag_pipelines.execution import ExecutionConfig
+from finrag_pipelines.llm.batch import ChatRequest, ChatResult
 from finrag_pipelines.llm.batch import check_failure_rate as assert_failure_rate
-from finrag_pipelines.llm.client import client_factory
 from finrag_pipelines.llm.config import LLMConfig
+from finrag_pipelines.llm.distributed import run_chat_requests
 from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.llm.parsing import clean_text_output, extract_json_object, one_of, pick
 from finrag_pipelines.llm.prompts import PromptTemplate
@@ -80,10 +81,10 @@ def retrieve_personas(
 
 def _llm_run(
     requests: list[ChatRequest], llm: LLMConfig, credentials: dict[str, Any], journal: ResponseJournal,
-    validate: Callable[[str], Any], desc: str,
+    validate: Callable[[str], Any], desc: str, execution: ExecutionConfig | None,
 ) -> list[ChatResult]:
-    return run_chat_batch(requests, client_factory=client_factory(llm, credentials), journal=journal, config=llm,
-                          validate=validate, desc=desc)
+    return run_chat_requests(requests, llm_config=llm, credentials=credentials, journal=journal, validate=validate,
+                             desc=desc, execution=execution)
 
 
 def _choice_list(options: dict[str, str]) -> str:
@@ -124,8 +125,11 @@ def plan_queries(
     spec: SpecParams,
     keyword: KeywordBackendParams,
     select: SelectParams,
+    execution: ExecutionConfig | None = None,
 ) -> pd.DataFrame:
     """Stage 1: for each document choose a persona, a question type and a difficulty.
+
+    ``execution.backend: ray`` sends the LLM requests from a Ray actor pool (same journal, same results).
 
     Returns one row per document: ``doc_id, persona_id, question_type, difficulty, error`` (``error`` set and
     the rest empty when the LLM failed or kept answering outside the rules).
@@ -156,7 +160,8 @@ def plan_queries(
             difficulties=_choice_list(spec.difficulties),
         )
         requests.append(ChatRequest(id=doc_id, messages=messages))
-    results = _llm_run(requests, llm, llm_credentials, llm_journal, _stage1_validator(n_candidates, spec), "stage 1: plan")
+    results = _llm_run(requests, llm, llm_credentials, llm_journal, _stage1_validator(n_candidates, spec), "stage 1: plan",
+                       execution)
     rows = []
     for result in results:
         if result.error is None:
@@ -196,8 +201,11 @@ def write_queries(
     keyword: KeywordBackendParams,
     select: SelectParams,
     clean: CleanParams,
+    execution: ExecutionConfig | None = None,
 ) -> pd.DataFrame:
     """Stage 2: one Chinese query per planned document, from the chosen persona's point of view.
+
+    ``execution.backend: ray`` sends the LLM requests from a Ray actor pool (same journal, same results).
 
     Returns one row per document: the plan columns plus ``query`` (or ``error``, carried over from stage 1).
     """
@@ -232,7 +240,8 @@ def write_queries(
             )
             for row in plans[ok].itertuples()
         ]
-        for result in _llm_run(requests, llm, llm_credentials, llm_journal, _stage2_validator(clean.max_chars), "stage 2: write"):
+        for result in _llm_run(requests, llm, llm_credentials, llm_journal, _stage2_validator(clean.max_chars), "stage 2: write",
+                               execution):
             if result.error is None:
                 queries[result.id] = result.value
             else:

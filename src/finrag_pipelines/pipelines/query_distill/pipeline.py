@@ -24,14 +24,14 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
             Node(
                 nodes.plan_queries,
                 ["distill_documents", "document_personas", "finance_personas", *LLM, "prompt_query_distill_stage1",
-                 P + "spec", P + "keyword_backend", P + "select"],
+                 P + "spec", P + "keyword_backend", P + "select", P + "execution"],
                 "query_plans",
                 name="plan_queries",
             ),
             Node(
                 nodes.write_queries,
                 ["distill_documents", "query_plans", "finance_personas", *LLM, "prompt_query_distill_stage2",
-                 P + "spec", P + "keyword_backend", P + "select", P + "clean"],
+                 P + "spec", P + "keyword_backend", P + "select", P + "clean", P + "execution"],
                 "generated_queries",
                 name="write_queries",
             ),

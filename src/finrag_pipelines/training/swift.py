@@ -735,7 +735,8 @@ def write_manifest(
     return manifest
 
 
-def _has_model(folder: Path) -> bool:
+def has_model(folder: Path) -> bool:
+    """A finished HF model folder: ``config.json`` and safetensors weights."""
     return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
@@ -753,7 +754,7 @@ def is_up_to_date(manifest_path: str | Path, data_hash: str, config_hash: str) -
     output = Path(manifest["output"])
     if not output.is_absolute():
         output = path.parent / output
-    return _has_model(output)
+    return has_model(output)
 
 
 # ------------------------------------------------------------------------------------------- orchestrator
@@ -786,7 +787,7 @@ def train_embedding(
     manifest_path = work_dir / MANIFEST_NAME
     # one runs folder per (data, config): a resume can only ever pick up a checkpoint of the same run
     runs_dir = work_dir / "runs" / f"{d_hash[:10]}-{c_hash[:10]}"
-    if is_up_to_date(manifest_path, d_hash, c_hash) and _has_model(merged_dir):
+    if is_up_to_date(manifest_path, d_hash, c_hash) and has_model(merged_dir):
         logger.info("embedding model in %s is up to date (%s); not retraining", merged_dir, manifest_path)
         return merged_dir
     try:

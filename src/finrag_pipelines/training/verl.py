@@ -56,6 +56,8 @@ from finrag_pipelines.training.swift import (
     data_hash,
     file_sha256,
     gpu_count,
+    has_model,
+    is_up_to_date,
     run_logged,
 )
 
@@ -1145,30 +1147,12 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _has_model(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
-
-
 def _check_base_model(path: str | Path) -> None:
     if not (Path(path) / "config.json").is_file():
         raise TrainingError(
             f"model_path {path} is not a model folder (no config.json); put a local HF checkpoint there "
             "(nothing is downloaded) or point the launch's base_model_path at one."
         )
-
-
-def is_up_to_date(manifest_path: str | Path, data_hash: str, config_hash: str) -> bool:
-    """True when a finished run with the same data and config hashes left an existing model."""
-    path = Path(manifest_path)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if manifest.get("status") != "finished" or not manifest.get("output"):
-        return False
-    if manifest.get("data_hash") != data_hash or manifest.get("config_hash") != config_hash:
-        return False
-    return _has_model(Path(manifest["output"]))
 
 
 def train_sft(
@@ -1195,7 +1179,7 @@ def train_sft(
     d_hash = data_hash(data_files_of(config))
     c_hash = config_hash(config, base_model_fingerprint(config.model_path))
     manifest_path = work_dir / MANIFEST_NAME
-    if is_up_to_date(manifest_path, d_hash, c_hash) and _has_model(merged_dir):
+    if is_up_to_date(manifest_path, d_hash, c_hash) and has_model(merged_dir):
         logger.info("SFT model in %s is up to date (%s); not retraining", merged_dir, manifest_path)
         return merged_dir
     checkpoint_dir = work_dir / "checkpoints" / f"{d_hash[:10]}-{c_hash[:10]}"
@@ -1248,7 +1232,7 @@ def train_grpo(
     d_hash = data_hash(data_files_of(config))
     c_hash = config_hash(config, base_model_fingerprint(config.model_path))
     manifest_path = work_dir / MANIFEST_NAME
-    if is_up_to_date(manifest_path, d_hash, c_hash) and _has_model(merged_dir):
+    if is_up_to_date(manifest_path, d_hash, c_hash) and has_model(merged_dir):
         logger.info("GRPO model in %s is up to date (%s); not retraining", merged_dir, manifest_path)
         return merged_dir
     checkpoint_dir = work_dir / "checkpoints" / f"{d_hash[:10]}-{c_hash[:10]}"
@@ -1270,26 +1254,6 @@ def train_grpo(
     )
     shutil.copyfile(manifest_path, merged_dir / "training_manifest.json")
     return merged_dir
-
-
-def write_parquet_if_changed(frame: Any, path: str | Path) -> Path:
-    """Stage a table for the trainer: write ``path`` atomically, leaving it untouched when the bytes would not change.
-
-    An unchanged file keeps its hash and mtime, so an up-to-date run is recognised and not retrained.
-    """
-    import io
-
-    path = Path(path)
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    data = buffer.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file() and path.read_bytes() == data:
-        return path
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
 
 
 def project_reward_file() -> Path:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from finrag_pipelines.pipelines.embedding_finetune.params import BaseModelParams, TrainParams
 from finrag_pipelines.training import swift as sw
+from finrag_pipelines.training.staging import write_jsonl_if_changed
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +56,6 @@ def _records(rows: pd.DataFrame, name: str) -> list[dict[str, Any]]:
     if missing:
         raise ValueError(f"{name} lacks the ms-swift column(s) {missing}; has {list(rows.columns)}")
     return rows[list(INFONCE_COLUMNS)].to_dict(orient="records")
-
-
-def write_jsonl_if_changed(records: list[dict[str, Any]], path: Path) -> Path:
-    """Write one JSON object per line; leave the file untouched when its content would not change."""
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return path
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 def train_embedding_model(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from finrag_pipelines.mcq.reward import RewardConfig
 from finrag_pipelines.mcq.split import holdout_slice
 from finrag_pipelines.pipelines.rl.params import RewardParams, RlDataParams, RlLaunchParams, RlLengthParams
 from finrag_pipelines.training import verl as vl
+from finrag_pipelines.training.staging import write_json_if_changed, write_parquet_if_changed
 
 logger = logging.getLogger(__name__)
 
@@ -93,16 +93,6 @@ def summarise_rl_data(
     }
 
 
-def _write_json_if_changed(data: dict[str, Any], path: Path) -> Path:
-    text = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    return path
-
-
 def launch_grpo(
     rl_train_parquet: pd.DataFrame,
     rl_val_parquet: pd.DataFrame,
@@ -118,9 +108,9 @@ def launch_grpo(
     """
     work = Path(params.work_dir).resolve()  # verl (and its ray workers) may run from another directory
     data = work / "data"
-    train = vl.write_parquet_if_changed(rl_train_parquet, data / "rl_train.parquet")
-    val = vl.write_parquet_if_changed(rl_val_parquet, data / "rl_val.parquet")
-    reward_config = _write_json_if_changed(rl_reward_config, data / "reward_config.json").resolve()
+    train = write_parquet_if_changed(rl_train_parquet, data / "rl_train.parquet")
+    val = write_parquet_if_changed(rl_val_parquet, data / "rl_val.parquet")
+    reward_config = write_json_if_changed(rl_reward_config, data / "reward_config.json").resolve()
     reward = params.reward_function_path or str(vl.project_reward_file())
     extra = list(params.verl.get("extra_overrides") or [])
     extra.append(f"+reward.custom_reward_function.reward_kwargs.config_path={reward_config}")

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from finrag_pipelines.training import verl as vl
+from finrag_pipelines.training.staging import write_parquet_if_changed
 
 from finrag_pipelines.mcq.records import (
     build_sft_rows,
@@ -83,8 +84,8 @@ def launch_sft(
     ``verl.cpu_smoke`` is set; an up-to-date run (same data, settings and base model) is not retrained.
     """
     work = Path(params.work_dir).resolve()  # verl (and its ray workers) may run from another directory
-    train = vl.write_parquet_if_changed(sft_train_parquet, work / "data" / "sft_train.parquet")
-    val = vl.write_parquet_if_changed(sft_val_parquet, work / "data" / "sft_val.parquet") if len(sft_val_parquet) else None
+    train = write_parquet_if_changed(sft_train_parquet, work / "data" / "sft_train.parquet")
+    val = write_parquet_if_changed(sft_val_parquet, work / "data" / "sft_val.parquet") if len(sft_val_parquet) else None
     config = vl.VerlSFTConfig.from_params({
         **params.verl, "model_path": str(Path(params.base_model_path).resolve()), "train_files": str(train),
         "val_files": None if val is None else str(val), "output_dir": str(work), "max_length": length.max_length,

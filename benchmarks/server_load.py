@@ -109,7 +109,7 @@ def demo_backend(env: str) -> tuple[SearchBackend, ServingSettings, list[str]]:
     """The backend ``finrag-serve --env <env>`` would serve, and that set's evaluation queries."""
     from kedro.framework.session import KedroSession
 
-    from finrag_pipelines.serving.cli import load_from_project
+    from finrag_pipelines.serve import load_from_project
 
     backend, settings = load_from_project(_ROOT, env)
     with KedroSession.create(project_path=_ROOT, env=env) as session:

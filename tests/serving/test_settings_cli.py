@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finrag_pipelines.serving.cli import main, resolve_token
+from finrag_pipelines.serve import main, resolve_token
 from finrag_pipelines.serving.settings import ServingConfigError, load_settings
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_demo_project_serves(monkeypatch: pytest.MonkeyPatch) -> None:
     import httpx
 
     from finrag_pipelines.serving.app import create_app
-    from finrag_pipelines.serving.cli import load_from_project
+    from finrag_pipelines.serve import load_from_project
     from finrag_pipelines.serving.server import ServerThread
 
     if not (_REPO / "data/06_models/fintruthqa/dense_base/meta.json").is_file():

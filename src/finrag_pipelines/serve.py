@@ -3,12 +3,12 @@
 Usage::
 
     finrag-serve --env demo --host 127.0.0.1 --port 8000 [--method hybrid] [--alpha 0.3] [--token-env VAR]
-    python -m finrag_pipelines.serving --env demo
+    python -m finrag_pipelines.serve --env demo
 
 Settings come from the ``serving`` parameters group (``conf/base/parameters_serving.yml``); the flags
 override single keys. The server refuses to start when an index does not match the corpus or the encoder.
 
-The only module of :mod:`finrag_pipelines.serving` that imports Kedro.
+It sits outside the Kedro-free :mod:`finrag_pipelines.serving` library, like settings.py and pipeline_registry.py.
 """
 
 from __future__ import annotations
@@ -164,3 +164,7 @@ def _float(text: str) -> float:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    main()

@@ -185,3 +185,12 @@ def test_verl_style_file_loading_of_the_entry_point(tmp_path):
     spec.loader.exec_module(module)
     got = module.compute_score(data_source="x", solution_str=GOOD, ground_truth="ABD", extra_info=INFO, config_path=str(path))
     assert got["acc"] == 1.0
+
+
+def test_verl_reward_manager_keywords_are_accepted_and_typos_refused():
+    """verl's reward managers add reward_router_address / reward_model_tokenizer when a reward model is served."""
+    kwargs = {"data_source": "finrag_mcq", "solution_str": "因为……\n答案：\\boxed{B}", "ground_truth": "B",
+              "extra_info": None, "config": BASE}
+    assert compute_score(**kwargs, reward_router_address="127.0.0.1:1", reward_model_tokenizer=None)["score"] == 1.0
+    with pytest.raises(RewardConfigError, match="config_pth"):
+        compute_score(**kwargs, config_pth="x.json")

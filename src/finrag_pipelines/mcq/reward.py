@@ -358,6 +358,8 @@ def compute_score(
     *,
     config: RewardConfig | Mapping[str, Any] | None = None,
     config_path: str | None = None,
+    reward_router_address: Any = None,
+    reward_model_tokenizer: Any = None,
     **unexpected: Any,
 ) -> dict[str, float]:
     """verl's custom reward entry point: numbers only (see :meth:`RewardResult.as_verl_dict`).
@@ -368,6 +370,8 @@ def compute_score(
     """
     if unexpected:
         raise RewardConfigError(f"compute_score got unknown keyword(s) {sorted(unexpected)}; allowed: config, config_path")
+    # reward_router_address / reward_model_tokenizer: what verl's reward managers add when a reward model is
+    # served; this rule-based reward does not use them
     cfg = resolve_config(config, config_path)
     return _run(score_response_async(solution_str, ground_truth, extra_info, cfg)).as_verl_dict()
 
@@ -380,6 +384,8 @@ async def compute_score_async(
     *,
     config: RewardConfig | Mapping[str, Any] | None = None,
     config_path: str | None = None,
+    reward_router_address: Any = None,
+    reward_model_tokenizer: Any = None,
 ) -> dict[str, float]:
     """The same as :func:`compute_score`, as a coroutine (verl awaits coroutine reward functions)."""
     cfg = resolve_config(config, config_path)

@@ -1,7 +1,9 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
@@ -10,6 +12,7 @@ from kedro_datasets.pandas import ParquetDataset
 
 from finrag_pipelines.embedding.encoders import HFEncoder, format_query
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
+from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.pipelines.negative_mining import create_pipeline
 from finrag_pipelines.pipelines.negative_mining.params import (
     CandidateParams,
@@ -21,6 +24,8 @@ from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
 from finrag_pipelines.retrieval.dense import DenseIndex
 from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.tokenize import FinanceTokenizer
+
+ROOT = Path(__file__).resolve().parents[3]
 
 TASK = "检索金融新闻"
 JSONL = {
@@ -97,6 +102,8 @@ def catalog_for(tmp_path, corpus, queries, encoder, store, dense, bm25):
         seed=13,
     )
     catalog["params:negative_mining.format"] = FormatParams(query_task=TASK)
+    catalog["params:negative_mining.execution"] = ExecutionConfig(**yaml.safe_load(
+        (ROOT / "conf/base/parameters_negative_mining.yml").read_text(encoding="utf-8"))["negative_mining"]["execution"])
     return catalog
 
 

@@ -8,6 +8,8 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import ParquetDataset
 
+from finrag_pipelines.execution import ExecutionConfig
+
 from finrag_pipelines.datasets.indexes import FaissIndexDataset
 from finrag_pipelines.datasets.source_lines import SourceLinesDataset
 from finrag_pipelines.embedding.encoders import USEEncoder
@@ -38,6 +40,7 @@ GROUPS = {
     "dedup": DedupParams,
     "index": IndexParams,
     "translate": TranslateParams,
+    "execution": ExecutionConfig,
 }
 LLM = yaml.safe_load((ROOT / "conf/base/parameters.yml").read_text(encoding="utf-8"))["llm"]
 NEAR = "A loan officer at a regional bank who approves mortgages"

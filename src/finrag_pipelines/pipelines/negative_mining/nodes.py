@@ -10,7 +10,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from finrag_pipelines.embedding.encoders import Encoder
+from finrag_pipelines.embedding.distributed import encode_with_execution
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
+from finrag_pipelines.execution import ExecutionConfig
 from . import mining, report
 from finrag_pipelines.pipelines.negative_mining.params import (
     CandidateParams,
@@ -104,10 +106,12 @@ def mine_candidates(
     embedding_store: EmbeddingStore,
     bm25_index: BM25Index,
     params: CandidateParams,
+    execution: ExecutionConfig | None = None,
 ) -> pd.DataFrame:
     """Retrieve the top ``depth`` dense (and BM25) candidates per query, with the positive's own score.
 
-    Query and positive-document vectors come through the embedding store, so a re-run encodes nothing new.
+    Query and positive-document vectors come through the embedding store, so a re-run encodes nothing new;
+    ``execution.backend: ray`` encodes the queries on a Ray actor pool (same store, same vectors).
     """
     _, texts, digest = _corpus_texts(corpus)
     dense_index.check_compatible(corpus_hash=digest, encoder=base_encoder)
@@ -115,7 +119,7 @@ def mine_candidates(
     qids = distilled_queries["query_id"].astype(str).tolist()
     pos_ids = distilled_queries["doc_id"].astype(str).tolist()
     queries = distilled_queries["query"].astype(str).tolist()
-    qvecs = encode_with_store(base_encoder, queries, "query", embedding_store, chunk_size=params.batch_size)
+    qvecs = encode_with_execution(base_encoder, queries, "query", embedding_store, params.batch_size, execution)
     pvecs = encode_with_store(
         base_encoder, [texts[d] for d in pos_ids], "document", embedding_store, chunk_size=params.batch_size
     )

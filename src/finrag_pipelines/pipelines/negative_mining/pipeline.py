@@ -28,6 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "embedding_store",
                     "bm25_index",
                     P + "candidates",
+                    P + "execution",
                 ],
                 "mining_candidates",
                 name="mine_candidates",

@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from finrag_pipelines.embedding.encoders import Encoder
+from finrag_pipelines.embedding.distributed import encode_with_execution
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
+from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.llm.batch import ChatRequest, check_failure_rate, run_chat_batch
 from finrag_pipelines.llm.client import client_factory
 from finrag_pipelines.llm.config import LLMConfig
@@ -159,14 +161,18 @@ def deduplicate_personas(
     embedding_store: EmbeddingStore,
     params: DedupParams,
     encode: EncodeParams,
+    execution: ExecutionConfig | None = None,
 ) -> pd.DataFrame:
     """Decide ``kept`` or ``near_duplicate`` per persona by embedding cosine, greedily in input order.
+
+    This is where every candidate persona is encoded (``execution.backend: ray`` spreads that over a Ray actor
+    pool; the store and the vectors are the same); later steps read the vectors back from the store.
 
     Returns an audit table ``persona_id, status, kept_as, cosine``: ``kept_as`` is the kept persona that
     represents a duplicate (itself when kept); ``cosine`` the highest cosine to a persona kept before it.
     """
-    vectors = encode_with_store(
-        encoder, list(personas["persona_text"]), "document", embedding_store, encode.chunk_size
+    vectors = encode_with_execution(
+        encoder, list(personas["persona_text"]), "document", embedding_store, encode.chunk_size, execution
     )
     kept_as, cosine = greedy_near_duplicates(vectors, params.cosine, params.block_size)
     ids = personas["persona_id"].to_numpy()

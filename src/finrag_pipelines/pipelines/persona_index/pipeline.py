@@ -35,7 +35,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.deduplicate_personas,
-                ["persona_candidates", "persona_encoder", "embedding_store", P + "dedup", P + "encode"],
+                ["persona_candidates", "persona_encoder", "embedding_store", P + "dedup", P + "encode", P + "execution"],
                 "persona_dedup_audit",
                 name="deduplicate_personas",
             ),

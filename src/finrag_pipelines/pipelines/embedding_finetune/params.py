@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from finrag_pipelines.config import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BaseModelParams(_Strict):
+class BaseModelParams(StrictModel):
     """Which model is fine-tuned.
 
     ``local``: a Qwen3-Embedding folder already on disk (``model_path``, the same path as the catalog's
@@ -31,7 +29,7 @@ class BaseModelParams(_Strict):
         return self
 
 
-class TrainParams(_Strict):
+class TrainParams(StrictModel):
     """Where the run lives and the ms-swift settings (every SwiftEmbeddingConfig field, checked there)."""
 
     work_dir: str = Field(description="swift runs, train.log, manifest.json and the training JSONL files")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from finrag_pipelines.config import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RlDataParams(_Strict):
+class RlDataParams(StrictModel):
     """Which items become GRPO train/val rows. Val never contains sft_train items."""
 
     val_source: Literal["eval", "rl_train_slice"]
@@ -19,7 +17,7 @@ class RlDataParams(_Strict):
     seed: int
 
 
-class RlLengthParams(_Strict):
+class RlLengthParams(StrictModel):
     """Prompt length policy (verl's data.max_prompt_length); null tokenizer = characters."""
 
     tokenizer_path: str | None
@@ -27,7 +25,7 @@ class RlLengthParams(_Strict):
     truncation: Literal["right", "drop"]
 
 
-class JudgeParams(_Strict):
+class JudgeParams(StrictModel):
     """The optional LLM process judge: the shared ``llm`` block with these overrides."""
 
     enabled: bool
@@ -35,7 +33,7 @@ class JudgeParams(_Strict):
     llm_overrides: dict[str, Any]
 
 
-class RewardParams(_Strict):
+class RewardParams(StrictModel):
     """The reward config written to rl_reward_config.json (read by finrag_pipelines.mcq.reward)."""
 
     weights: dict[str, float]
@@ -44,7 +42,7 @@ class RewardParams(_Strict):
     judge: JudgeParams
 
 
-class RlLaunchParams(_Strict):
+class RlLaunchParams(StrictModel):
     """The verl GRPO launch: ``train`` runs it (GPUs and a rollout engine), ``plan`` only validates the settings
     and records the exact command (machines that cannot train, e.g. the offline demo)."""
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from finrag_pipelines.config import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SftDataParams(_Strict):
+class SftDataParams(StrictModel):
     """How items become SFT chats, and the validation slice (taken from sft_train, never from eval)."""
 
     target_style: Literal["think", "plain"]
@@ -20,7 +18,7 @@ class SftDataParams(_Strict):
     seed: int
 
 
-class LengthParams(_Strict):
+class LengthParams(StrictModel):
     """Length policy; ``tokenizer_path: null`` counts characters instead of tokens (and says so)."""
 
     tokenizer_path: str | None
@@ -28,7 +26,7 @@ class LengthParams(_Strict):
     truncation: Literal["right", "drop"]
 
 
-class SftLaunchParams(_Strict):
+class SftLaunchParams(StrictModel):
     """The verl SFT launch: ``train`` runs it (GPU, or ``verl.cpu_smoke`` with a CPU entry script), ``plan`` only
     validates the settings and records the exact command (for machines that cannot train, e.g. the offline demo)."""
 
@@ -38,4 +36,4 @@ class SftLaunchParams(_Strict):
     merged_dir: str = Field(description="the merged HF model folder written after training")
     entry: str = Field(description="verl.trainer.sft_trainer, or a script path (a CPU shim in tests)")
     progress: bool
-    verl: dict[str, Any] = Field(description="every VerlSFTConfig setting except the paths (training/verl.py)")
+    verl: dict[str, Any] = Field(description="every VerlSFTConfig setting except the paths (training/verl_sft.py)")

@@ -83,6 +83,7 @@ def main() -> None:
     from finrag_pipelines.embedding.encoders import HFEncoder
     from finrag_pipelines.embedding.tiny_model import build_tiny_qwen3
     from finrag_pipelines.training import swift as sw
+    from finrag_pipelines.training.runs import MANIFEST_NAME
 
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this script checks the GPU path (bf16) of embedding fine-tuning")
@@ -106,7 +107,7 @@ def main() -> None:
     merged = sw.train_embedding(config, base, rows / "infonce_train.jsonl", dev if dev.is_file() else None,
                                 work / "run", work / "merged", progress=False)
     t2 = time.perf_counter()
-    manifest = json.loads((work / "run" / sw.MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest = json.loads((work / "run" / MANIFEST_NAME).read_text(encoding="utf-8"))
     result.update({"tuner": args.tuner, "steps": args.steps, "model": f"qwen3 hidden {args.hidden} x {args.layers} layers",
                    "build_s": round(t1 - t0, 1), "train_and_merge_s": round(t2 - t1, 1),
                    "manifest_status": manifest.get("status"), "argv_has_bf16": "bfloat16" in manifest.get("argv", [])})

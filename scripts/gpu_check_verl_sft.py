@@ -1,7 +1,7 @@
 """Device check: real verl 0.9 LoRA SFT on one GPU through the project's launcher, then merge and generate.
 
 Builds a tiny random Qwen3 causal LM (tokenizer trained on the SFT texts), trains it with
-``finrag_pipelines.training.verl.train_sft`` (``torchrun -m verl.trainer.sft_trainer``, no CPU shim)
+``finrag_pipelines.training.verl_sft.train_sft`` (``torchrun -m verl.trainer.sft_trainer``, no CPU shim)
 on the project's own ``sft_train.parquet`` / ``sft_val.parquet``, lets ``train_sft`` merge the LoRA
 checkpoint (``verl.model_merger`` + PEFT fold), loads the merged folder with transformers on CUDA and
 generates a few tokens. Writes a JSON summary.
@@ -51,7 +51,7 @@ def _causal_lm_copy(tiny_dir: Path, out: Path) -> Path:
 
 
 def _step_losses(log_path: Path) -> dict[int, dict]:
-    from finrag_pipelines.training.verl import parse_step_metrics
+    from finrag_pipelines.training.verl_common import parse_step_metrics
 
     steps: dict[int, dict] = {}
     for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -83,7 +83,9 @@ def main() -> int:
     import torch
 
     from finrag_pipelines.embedding.tiny_model import build_tiny_qwen3
-    from finrag_pipelines.training import verl as vl
+    from finrag_pipelines.training import verl_sft as vl
+    from finrag_pipelines.training.runs import MANIFEST_NAME
+    from finrag_pipelines.training.verl_common import last_step_metrics
 
     t_start = time.monotonic()
     summary: dict = {"status": "started", "cpu_smoke": args.cpu_smoke}
@@ -175,13 +177,13 @@ def main() -> int:
     log_path = work / "train.log"
     steps = _step_losses(log_path)
     train_steps = sorted(s for s, m in steps.items() if "train/loss" in m)
-    manifest = json.loads((work / vl.MANIFEST_NAME).read_text())
+    manifest = json.loads((work / MANIFEST_NAME).read_text())
     summary["steps"] = manifest["metrics"].get("step")
     summary["train_loss_first"] = steps[train_steps[0]]["train/loss"] if train_steps else None
     summary["train_loss_last"] = steps[train_steps[-1]]["train/loss"] if train_steps else None
     summary["train_loss_by_step"] = {s: round(steps[s]["train/loss"], 4) for s in train_steps[:: max(1, len(train_steps) // 10)]}
     summary["val_loss"] = {s: m["val/loss"] for s, m in steps.items() if "val/loss" in m}
-    summary["last_step_metrics"] = vl.last_step_metrics(log_path)
+    summary["last_step_metrics"] = last_step_metrics(log_path)
     summary["command"]["argv"] = manifest["argv"]  # as run: default_local_dir is checkpoints/<data>-<config>
     summary["checkpoint"] = manifest["checkpoint"]
     summary["manifest_versions"] = manifest["versions"]

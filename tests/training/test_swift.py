@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from finrag_pipelines.training import checkpoints, runs
 from finrag_pipelines.training import swift as sw
 
 SWIFT = "/venv/bin/swift"
@@ -131,13 +132,13 @@ def test_auto_dtype_omits_flag() -> None:
     ],
 )
 def test_gpu_only_settings_rejected_on_cpu(changes, words) -> None:
-    with pytest.raises(sw.TrainingError, match="need a GPU") as info:
+    with pytest.raises(runs.TrainingError, match="need a GPU") as info:
         sw.build_sft_command(_config(**changes), "m", "t", None, "out", gpus=0, swift_bin=SWIFT)
     assert words in str(info.value)
 
 
 def test_more_processes_than_gpus_rejected() -> None:
-    with pytest.raises(sw.TrainingError, match="only 1 GPU"):
+    with pytest.raises(runs.TrainingError, match="only 1 GPU"):
         sw.check_hardware(_config(nproc_per_node=2), gpus=1)
 
 
@@ -201,21 +202,21 @@ def test_find_last_checkpoint(tmp_path: Path) -> None:
     _make_ckpt(out / "v1-20250102-000000" / "checkpoint-100-merged")
     (out / "v1-20250102-000000" / "checkpoint-200").mkdir()  # incomplete: no config
     (out / "v2-20250103-000000").mkdir()  # crashed before the first save
-    assert sw.find_last_checkpoint(out) == out / "v1-20250102-000000" / "checkpoint-20"
+    assert checkpoints.find_last_swift_checkpoint(out) == out / "v1-20250102-000000" / "checkpoint-20"
     _make_ckpt(out / "v10-20250104-000000" / "checkpoint-1", lora=False)  # v10 sorts after v2
-    assert sw.find_last_checkpoint(out) == out / "v10-20250104-000000" / "checkpoint-1"
+    assert checkpoints.find_last_swift_checkpoint(out) == out / "v10-20250104-000000" / "checkpoint-1"
 
 
 def test_find_last_checkpoint_none(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no swift checkpoint"):
-        sw.find_last_checkpoint(tmp_path)
+        checkpoints.find_last_swift_checkpoint(tmp_path)
 
 
 def test_merge_full_checkpoint_copies_model_files(tmp_path: Path) -> None:
     ckpt = _make_ckpt(tmp_path / "v0-20250101-000000" / "checkpoint-3", lora=False)
     for name in ("model.safetensors", "tokenizer.json", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
         (ckpt / name).write_text("x")
-    out = sw.merge_lora(ckpt, tmp_path / "merged", log_path=tmp_path / "log")
+    out = checkpoints.merge_swift_checkpoint(ckpt, tmp_path / "merged", log_path=tmp_path / "log")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
 
 
@@ -233,7 +234,7 @@ def test_manifest_and_up_to_date(tmp_path: Path) -> None:
     train.write_text('{"a": 1}\n')
     config = _config()
     files = {"train": train, "dev": None}
-    manifest = sw.write_manifest(
+    manifest = runs.write_manifest(
         tmp_path / "manifest.json",
         argv=["swift", "sft"],
         env_knobs={"INFONCE_TEMPERATURE": "0.05"},
@@ -247,27 +248,27 @@ def test_manifest_and_up_to_date(tmp_path: Path) -> None:
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk == manifest
     assert set(on_disk["versions"]) >= {"torch", "transformers", "ms-swift", "peft"}
-    assert on_disk["data_files"]["train"]["sha256"] == sw.file_sha256(train)
+    assert on_disk["data_files"]["train"]["sha256"] == runs.file_sha256(train)
     assert on_disk["data_files"]["dev"] is None
-    assert on_disk["base_model"]["fingerprint"] == sw.base_model_fingerprint(base)
+    assert on_disk["base_model"]["fingerprint"] == runs.base_model_fingerprint(base)
     assert on_disk["config"]["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
-    d_hash = sw.data_hash(files)
-    c_hash = sw.config_hash(config, sw.base_model_fingerprint(base))
+    d_hash = runs.data_hash(files)
+    c_hash = runs.config_hash(config, runs.base_model_fingerprint(base))
     assert on_disk["data_hash"] == d_hash and on_disk["config_hash"] == c_hash
     path = tmp_path / "manifest.json"
-    assert sw.is_up_to_date(path, d_hash, c_hash)
-    assert not sw.is_up_to_date(path, d_hash, sw.config_hash(replace(config, lora_rank=16)))
+    assert runs.is_up_to_date(path, d_hash, c_hash)
+    assert not runs.is_up_to_date(path, d_hash, runs.config_hash(config.replace(lora_rank=16)))
     train.write_text('{"a": 2}\n')
-    assert not sw.is_up_to_date(path, sw.data_hash(files), c_hash)
+    assert not runs.is_up_to_date(path, runs.data_hash(files), c_hash)
     (merged / "model.safetensors").unlink()
-    assert not sw.is_up_to_date(path, d_hash, c_hash)
-    assert not sw.is_up_to_date(tmp_path / "missing.json", d_hash, c_hash)
+    assert not runs.is_up_to_date(path, d_hash, c_hash)
+    assert not runs.is_up_to_date(tmp_path / "missing.json", d_hash, c_hash)
 
 
 def test_run_logged_failure_carries_tail(tmp_path: Path) -> None:
     script = "import sys\nfor i in range(50): print('line', i)\nsys.exit(3)"
-    with pytest.raises(sw.TrainingError, match="exit code 3") as info:
-        sw.run_logged([sys.executable, "-c", script], {}, tmp_path / "log.txt", progress=False)
+    with pytest.raises(runs.TrainingError, match="exit code 3") as info:
+        runs.run_logged([sys.executable, "-c", script], {}, tmp_path / "log.txt", progress=False)
     assert info.value.returncode == 3
     assert info.value.tail[-1] == "line 49" and len(info.value.tail) == 30
     assert "line 0" in (tmp_path / "log.txt").read_text()
@@ -275,8 +276,8 @@ def test_run_logged_failure_carries_tail(tmp_path: Path) -> None:
 
 def test_run_logged_reports_steps(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     script = "print(\"{'loss': '1.5', 'global_step/max_steps': '2/5'}\")"
-    with caplog.at_level(logging.INFO, logger=sw.__name__):
-        sw.run_logged([sys.executable, "-c", script], {"X": "1"}, tmp_path / "log.txt", progress=False)
+    with caplog.at_level(logging.INFO, logger=runs.__name__):
+        sw.run_swift([sys.executable, "-c", script], {"X": "1"}, tmp_path / "log.txt", progress=False)
     assert "step 2/5 loss 1.5" in caplog.text
 
 
@@ -287,8 +288,8 @@ def test_train_embedding_skips_up_to_date_run(tmp_path: Path, monkeypatch: pytes
     train.write_text('{"a": 1}\n')
     config = _config()
     files = {"train": train, "dev": None}
-    sw.write_manifest(
-        tmp_path / "work" / sw.MANIFEST_NAME,
+    runs.write_manifest(
+        tmp_path / "work" / runs.MANIFEST_NAME,
         argv=[],
         env_knobs={},
         data_files=files,
@@ -302,7 +303,7 @@ def test_train_embedding_skips_up_to_date_run(tmp_path: Path, monkeypatch: pytes
     def boom(*args, **kwargs):
         raise AssertionError("must not retrain")
 
-    monkeypatch.setattr(sw, "run_logged", boom)
+    monkeypatch.setattr(sw, "run_swift", boom)
     assert sw.train_embedding(config, base, train, None, tmp_path / "work", merged) == merged
 
 
@@ -340,12 +341,12 @@ def test_real_swift_lora_training_on_cpu(
     config = _config()  # LoRA, float32, batch 4, max_length 64, 4 steps
     argv, env = sw.build_sft_command(config, tiny_qwen3_dir, train, None, tmp_path / "runs", gpus=0)
     log = tmp_path / "train.log"
-    sw.run_logged(argv, env, log, progress=False)
+    sw.run_swift(argv, env, log, progress=False)
     assert "global_step/max_steps': '4/4'" in log.read_text(encoding="utf-8")
-    checkpoint = sw.find_last_checkpoint(tmp_path / "runs")
+    checkpoint = checkpoints.find_last_swift_checkpoint(tmp_path / "runs")
     assert checkpoint.name == "checkpoint-4" and (checkpoint / "adapter_config.json").is_file()
 
-    merged = sw.merge_lora(checkpoint, tmp_path / "merged", log_path=log)
+    merged = checkpoints.merge_swift_checkpoint(checkpoint, tmp_path / "merged", log_path=log)
     base_encoder = HFEncoder(tiny_qwen3_dir, query_task="检索", device="cpu")
     tuned_encoder = HFEncoder(merged, query_task="检索", device="cpu")
     docs = [text[:60] for _, text in disc_corpus[:5]]
@@ -356,8 +357,8 @@ def test_real_swift_lora_training_on_cpu(
     assert tuned_encoder.fingerprint != base_encoder.fingerprint
     assert not np.allclose(vectors, base_encoder.encode_documents(docs), atol=1e-4)
 
-    manifest = sw.write_manifest(
-        tmp_path / sw.MANIFEST_NAME,
+    manifest = runs.write_manifest(
+        tmp_path / runs.MANIFEST_NAME,
         argv=argv,
         env_knobs=env,
         data_files={"train": train},
@@ -368,7 +369,7 @@ def test_real_swift_lora_training_on_cpu(
         config=config,
         checkpoint=checkpoint,
     )
-    assert sw.is_up_to_date(tmp_path / sw.MANIFEST_NAME, manifest["data_hash"], manifest["config_hash"])
+    assert runs.is_up_to_date(tmp_path / runs.MANIFEST_NAME, manifest["data_hash"], manifest["config_hash"])
 
 
 def test_train_embedding_trains_skips_remerges_and_resumes(
@@ -386,7 +387,7 @@ def test_train_embedding_trains_skips_remerges_and_resumes(
         _fake_model(ckpt)
         (ckpt / "optimizer.pt").write_text("state")
 
-    monkeypatch.setattr(sw, "run_logged", fake_run)
+    monkeypatch.setattr(sw, "run_swift", fake_run)
     monkeypatch.setattr(sw, "gpu_count", lambda: 0)
     monkeypatch.setattr(sw, "swift_executable", lambda: SWIFT)
     config = _config(tuner_type="full")
@@ -399,22 +400,55 @@ def test_train_embedding_trains_skips_remerges_and_resumes(
         "model.safetensors",
         "training_manifest.json",
     ]
-    manifest = json.loads((work / sw.MANIFEST_NAME).read_text())
+    manifest = json.loads((work / runs.MANIFEST_NAME).read_text())
     assert manifest["status"] == "finished" and manifest["output"] == str(merged.resolve())
 
     sw.train_embedding(config, base, train, None, work, merged, progress=False)  # up to date
     assert len(calls) == 1
-    import shutil
-
     shutil.rmtree(merged)  # finished run, model gone: merge again, no training
     sw.train_embedding(config, base, train, None, work, merged, progress=False)
     assert len(calls) == 1 and (merged / "model.safetensors").is_file()
 
     manifest["status"] = "running"  # an interrupted run of the same data and config: resume it
-    (work / sw.MANIFEST_NAME).write_text(json.dumps(manifest))
+    (work / runs.MANIFEST_NAME).write_text(json.dumps(manifest))
     sw.train_embedding(config, base, train, None, work, merged, progress=False)
     assert len(calls) == 2 and "--resume_from_checkpoint" in calls[1]
 
-    other = replace(config, learning_rate=5e-4)  # new config: fresh runs folder, no resume
+    other = config.replace(learning_rate=5e-4)  # new config: fresh runs folder, no resume
     sw.train_embedding(other, base, train, None, work, merged, progress=False)
     assert len(calls) == 3 and "--resume_from_checkpoint" not in calls[2]
+
+
+def test_train_embedding_in_a_project_records_relative_paths_and_remerges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    base = _fake_model(project / "data" / "base")
+    train = project / "data" / "train.jsonl"
+    train.write_text('{"a": 1}\n')
+    calls: list[list[str]] = []
+
+    def fake_run(argv, env, log_path, **kwargs):
+        calls.append(list(argv))
+        out = Path(argv[argv.index("--output_dir") + 1])
+        _fake_model(out / "v0-20250101-000000" / "checkpoint-4")
+
+    monkeypatch.setattr(sw, "run_swift", fake_run)
+    monkeypatch.setattr(sw, "gpu_count", lambda: 0)
+    monkeypatch.setattr(sw, "swift_executable", lambda: SWIFT)
+    monkeypatch.chdir(project)  # Kedro runs from the project root; conf paths are relative to it
+    config = _config(tuner_type="full")
+    work, merged = Path("data/work"), Path("data/merged")
+    sw.train_embedding(config, base, train, None, work, merged, progress=False)
+    for written in (project / "data/work/manifest.json", project / "data/merged/training_manifest.json"):
+        assert str(tmp_path) not in written.read_text(encoding="utf-8")
+    manifest = json.loads((project / "data/work" / runs.MANIFEST_NAME).read_text())
+    assert manifest["output"] == "data/merged" and manifest["checkpoint"].startswith("data/work/runs/")
+    assert manifest["argv"][:4] == ["swift", "sft", "--model", "data/base"]
+
+    # finished run, model gone: the recorded (relative) checkpoint is merged again, read from elsewhere
+    shutil.rmtree(project / "data/merged")
+    monkeypatch.chdir(tmp_path)
+    work, merged = project / "data/work", project / "data/merged"
+    sw.train_embedding(config, base, train, None, work, merged, progress=False)
+    assert len(calls) == 1 and (project / "data/merged/model.safetensors").is_file()

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from finrag_pipelines.training import verl as vl
-from finrag_pipelines.training.swift import TrainingError
+from finrag_pipelines.training import checkpoints, runs, verl_common, verl_grpo, verl_sft
+from finrag_pipelines.training.runs import TrainingError
 
 TORCHRUN = "/venv/bin/torchrun"
 PY = "/venv/bin/python"
@@ -89,19 +88,19 @@ GRPO = {
 }
 
 
-def _sft(**changes) -> vl.VerlSFTConfig:
-    return vl.VerlSFTConfig.from_params({**SFT, **changes})
+def _sft(**changes) -> verl_sft.VerlSFTConfig:
+    return verl_sft.VerlSFTConfig.from_params({**SFT, **changes})
 
 
-def _grpo(**changes) -> vl.VerlGRPOConfig:
-    return vl.VerlGRPOConfig.from_params({**GRPO, **changes})
+def _grpo(**changes) -> verl_grpo.VerlGRPOConfig:
+    return verl_grpo.VerlGRPOConfig.from_params({**GRPO, **changes})
 
 
 # ------------------------------------------------------------------------------------------------- SFT
 
 
 def test_sft_command_exact() -> None:
-    argv, env = vl.build_sft_command(_sft(), gpus=2, torchrun_bin=TORCHRUN)
+    argv, env = verl_sft.build_sft_command(_sft(), gpus=2, torchrun_bin=TORCHRUN)
     assert argv == [
         TORCHRUN, "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m", "verl.trainer.sft_trainer",
         "data.train_files=/data/sft/train.parquet", "data.val_files=/data/sft/val.parquet",
@@ -131,21 +130,22 @@ def test_sft_cpu_smoke_command_with_entry_script_and_full_tuning() -> None:
         target_modules=["q_proj", "v_proj"],
         extra_overrides=["model.enable_gradient_checkpointing=False"],
     )
-    argv, env = vl.build_sft_command(
+    argv, env = verl_sft.build_sft_command(
         config, checkpoint_dir="/tmp/ck", entry=SHIM, gpus=0, torchrun_bin=TORCHRUN
     )
     assert argv[:5] == [TORCHRUN, "--standalone", "--nnodes=1", "--nproc_per_node=1", str(SHIM)]
     assert "data.val_files=null" in argv and "model.lora_rank=0" in argv
     assert not any(a.startswith(("model.lora_alpha", "model.target_modules")) for a in argv)
     assert "trainer.default_local_dir=/tmp/ck" in argv
-    assert argv[-5:] == [*vl.CPU_SMOKE_OVERRIDES, "model.enable_gradient_checkpointing=False"]
+    assert argv[-5:] == [*verl_sft.CPU_SMOKE_OVERRIDES, "model.enable_gradient_checkpointing=False"]
     assert env["CUDA_VISIBLE_DEVICES"] == ""
-    module_argv, _ = vl.build_sft_command(config, entry="my.module", gpus=0, torchrun_bin=TORCHRUN)
+    module_argv, _ = verl_sft.build_sft_command(config, entry="my.module", gpus=0, torchrun_bin=TORCHRUN)
     assert module_argv[4:6] == ["-m", "my.module"]
 
 
 def test_sft_target_module_list_is_a_hydra_list() -> None:
-    argv, _ = vl.build_sft_command(_sft(target_modules=["q_proj", "v_proj"]), gpus=2, torchrun_bin=TORCHRUN)
+    config = _sft(target_modules=["q_proj", "v_proj"])
+    argv, _ = verl_sft.build_sft_command(config, gpus=2, torchrun_bin=TORCHRUN)
     assert "model.target_modules=[q_proj,v_proj]" in argv
 
 
@@ -159,11 +159,11 @@ def test_sft_target_module_list_is_a_hydra_list() -> None:
 )
 def test_sft_gpu_preflight_fails_fast(changes, gpus, words) -> None:
     with pytest.raises(TrainingError, match=words):
-        vl.build_sft_command(_sft(**changes), gpus=gpus, torchrun_bin=TORCHRUN)
+        verl_sft.build_sft_command(_sft(**changes), gpus=gpus, torchrun_bin=TORCHRUN)
 
 
 def test_sft_cpu_smoke_passes_preflight_without_gpu() -> None:
-    vl.check_gpu_available(_sft(cpu_smoke=True, use_liger=False), gpus=0)
+    verl_sft.check_gpu_available(_sft(cpu_smoke=True, use_liger=False), gpus=0)
 
 
 @pytest.mark.parametrize(
@@ -192,21 +192,21 @@ def test_sft_invalid_settings_name_the_field(changes, field) -> None:
 
 def test_from_params_missing_and_unknown_keys() -> None:
     with pytest.raises(ValueError, match=r"lora_rank.*missing from conf"):
-        vl.VerlSFTConfig.from_params({k: v for k, v in SFT.items() if k != "lora_rank"})
+        verl_sft.VerlSFTConfig.from_params({k: v for k, v in SFT.items() if k != "lora_rank"})
     with pytest.raises(ValueError, match="unknown verl SFT setting.*bogus"):
-        vl.VerlSFTConfig.from_params({**SFT, "bogus": 1})
+        verl_sft.VerlSFTConfig.from_params({**SFT, "bogus": 1})
     with pytest.raises(ValueError, match=r"rollout_n.*missing from conf"):
-        vl.VerlGRPOConfig.from_params({k: v for k, v in GRPO.items() if k != "rollout_n"})
+        verl_grpo.VerlGRPOConfig.from_params({k: v for k, v in GRPO.items() if k != "rollout_n"})
 
 
 def test_hydra_value_quotes_what_the_grammar_would_misread() -> None:
-    assert vl.hydra_value("/a/b-c_d.parquet") == "/a/b-c_d.parquet"
-    assert vl.hydra_value("/my data/x,y.parquet") == "'/my data/x,y.parquet'"
-    assert vl.hydra_value("null") == "'null'"
-    assert vl.hydra_value(None) == "null"
-    assert vl.hydra_value(False) == "False"
-    assert vl.hydra_value(1e-5) == "1e-05"
-    assert vl.hydra_value(["a", "b c"]) == "[a,'b c']"
+    assert verl_common.hydra_value("/a/b-c_d.parquet") == "/a/b-c_d.parquet"
+    assert verl_common.hydra_value("/my data/x,y.parquet") == "'/my data/x,y.parquet'"
+    assert verl_common.hydra_value("null") == "'null'"
+    assert verl_common.hydra_value(None) == "null"
+    assert verl_common.hydra_value(False) == "False"
+    assert verl_common.hydra_value(1e-5) == "1e-05"
+    assert verl_common.hydra_value(["a", "b c"]) == "[a,'b c']"
 
 
 # ------------------------------------------------------------------------------------------------ GRPO
@@ -246,7 +246,7 @@ _GRPO_TAIL = [
 
 
 def test_grpo_command_exact() -> None:
-    argv, env = vl.build_grpo_command(_grpo(), python=PY)
+    argv, env = verl_grpo.build_grpo_command(_grpo(), python=PY)
     assert argv == [*_grpo_expected(), *_GRPO_TAIL]
     assert env == {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -259,7 +259,7 @@ def test_grpo_command_with_thinking_off_and_tools() -> None:
         max_assistant_turns=2,
         extra_overrides=["actor_rollout_ref.rollout.enforce_eager=False"],
     )
-    argv, _ = vl.build_grpo_command(config, python=PY)
+    argv, _ = verl_grpo.build_grpo_command(config, python=PY)
     tools = [
         "actor_rollout_ref.rollout.multi_turn.enable=True",
         "actor_rollout_ref.rollout.multi_turn.tool_config_path=/conf/tools.yaml",
@@ -308,19 +308,19 @@ def _reward_file(tmp_path: Path) -> Path:
 def test_grpo_preflight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reward = _reward_file(tmp_path)
     config = _grpo(reward_function_path=str(reward))
-    monkeypatch.setattr(vl, "_module_available", lambda name: True)
-    vl.check_grpo_preflight(config, gpus=1)
+    monkeypatch.setattr(verl_grpo, "_module_available", lambda name: True)
+    verl_grpo.check_grpo_preflight(config, gpus=1)
     with pytest.raises(TrainingError, match="no CUDA GPU is visible"):
-        vl.check_grpo_preflight(config, gpus=0)
+        verl_grpo.check_grpo_preflight(config, gpus=0)
     with pytest.raises(TrainingError, match="n_gpus_per_node: 2 but only 1"):
-        vl.check_grpo_preflight(replace(config, n_gpus_per_node=2), gpus=1)
+        verl_grpo.check_grpo_preflight(config.replace(n_gpus_per_node=2), gpus=1)
     with pytest.raises(TrainingError, match="reward_function_name: score_it is not a function"):
-        vl.check_grpo_preflight(replace(config, reward_function_name="score_it"), gpus=1)
+        verl_grpo.check_grpo_preflight(config.replace(reward_function_name="score_it"), gpus=1)
     with pytest.raises(TrainingError, match="tool_config_path: .* does not exist"):
-        vl.check_grpo_preflight(replace(config, tool_config_path=str(tmp_path / "no.yaml")), gpus=1)
-    monkeypatch.setattr(vl, "_module_available", lambda name: name != "vllm")
+        verl_grpo.check_grpo_preflight(config.replace(tool_config_path=str(tmp_path / "no.yaml")), gpus=1)
+    monkeypatch.setattr(verl_grpo, "_module_available", lambda name: name != "vllm")
     with pytest.raises(TrainingError, match="`vllm` package is not importable"):
-        vl.check_grpo_preflight(config, gpus=1)
+        verl_grpo.check_grpo_preflight(config, gpus=1)
 
 
 # ------------------------------------------------------------- composing against verl's real Hydra configs
@@ -343,7 +343,7 @@ def test_sft_overrides_exist_in_verl_sft_config() -> None:
         cpu_smoke=True, use_liger=False, target_modules=["q_proj", "v_proj"],
         extra_overrides=["model.enable_gradient_checkpointing=False"],
     )  # fmt: skip
-    argv, _ = vl.build_sft_command(config, gpus=0, torchrun_bin=TORCHRUN)
+    argv, _ = verl_sft.build_sft_command(config, gpus=0, torchrun_bin=TORCHRUN)
     composed = _compose("sft_trainer_engine", argv[6:])
     select = lambda key: OmegaConf.select(composed, key)
     assert select("data.messages_key") == "messages"
@@ -364,7 +364,7 @@ def test_grpo_overrides_exist_in_verl_ppo_config() -> None:
     from omegaconf import OmegaConf
 
     config = _grpo(enable_thinking=False, tool_config_path="/conf/tools.yaml", max_assistant_turns=2)
-    argv, _ = vl.build_grpo_command(config, python=PY)
+    argv, _ = verl_grpo.build_grpo_command(config, python=PY)
     composed = _compose("ppo_trainer", argv[3:])
     select = lambda key: OmegaConf.select(composed, key)
     assert select("algorithm.adv_estimator") == "grpo"
@@ -394,19 +394,20 @@ def _fake_step(root: Path, step: int) -> Path:
 
 def test_find_last_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no verl checkpoint"):
-        vl.find_last_checkpoint(tmp_path)
+        checkpoints.find_last_verl_checkpoint(tmp_path)
     _fake_step(tmp_path, 5)
     ten = _fake_step(tmp_path, 10)
     (tmp_path / "global_step_20").mkdir()  # incomplete save
-    assert vl.find_last_checkpoint(tmp_path) == ten
+    assert checkpoints.find_last_verl_checkpoint(tmp_path) == ten
     (tmp_path / "latest_checkpointed_iteration.txt").write_text("5")
-    assert vl.find_last_checkpoint(tmp_path).name == "global_step_5"
+    assert checkpoints.find_last_verl_checkpoint(tmp_path).name == "global_step_5"
 
 
 def test_parse_step_metrics_and_root_cause(tmp_path: Path) -> None:
     line = "Epoch 1/1:  50%|█| 2/4 [00:02<00:02]step:3 - train/loss:8.31 - train/lr:0.001 - train/mfu:0.0"
-    assert vl.parse_step_metrics(line) == {"step": 3, "train/loss": 8.31, "train/lr": 0.001, "train/mfu": 0.0}
-    assert vl.parse_step_metrics("no metrics here") is None
+    expected = {"step": 3, "train/loss": 8.31, "train/lr": 0.001, "train/mfu": 0.0}
+    assert verl_common.parse_step_metrics(line) == expected
+    assert verl_common.parse_step_metrics("no metrics here") is None
     log = tmp_path / "train.log"
     log.write_text(
         "x.py:32: UserWarning: torchtitan engine is not available\n"
@@ -414,8 +415,9 @@ def test_parse_step_metrics_and_root_cause(tmp_path: Path) -> None:
         "RuntimeError: Cannot access accelerator device when none is available.\n"
         "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
     )
-    assert vl.last_step_metrics(log) == {"step": 3, "train/loss": 8.5, "val/loss": 8.4}
-    assert vl.root_cause(log) == "RuntimeError: Cannot access accelerator device when none is available."
+    assert verl_common.last_step_metrics(log) == {"step": 3, "train/loss": 8.5, "val/loss": 8.4}
+    cause = "RuntimeError: Cannot access accelerator device when none is available."
+    assert verl_common.root_cause(log) == cause
 
 
 def test_run_verl_names_the_worker_error(tmp_path: Path) -> None:
@@ -423,7 +425,7 @@ def test_run_verl_names_the_worker_error(tmp_path: Path) -> None:
 
     script = "import sys; print('ValueError: bad batch size'); print('boiler\\n' * 40); sys.exit(3)"
     with pytest.raises(TrainingError, match="verl failed: ValueError: bad batch size") as info:
-        vl.run_verl([sys.executable, "-c", script], {}, tmp_path / "log.txt", progress=False)
+        verl_common.run_verl([sys.executable, "-c", script], {}, tmp_path / "log.txt", progress=False)
     assert info.value.returncode == 3
 
 
@@ -448,25 +450,25 @@ def test_train_sft_skips_up_to_date_run(tmp_path: Path, monkeypatch: pytest.Monk
     def fake_merge(checkpoint, out_dir, **kwargs):
         return _fake_model(Path(out_dir))
 
-    monkeypatch.setattr(vl, "run_verl", fake_run)
-    monkeypatch.setattr(vl, "merge_checkpoint", fake_merge)
+    monkeypatch.setattr(verl_common, "run_verl", fake_run)
+    monkeypatch.setattr(verl_common, "merge_verl_checkpoint", fake_merge)
     config = _sft(
         model_path=str(base), train_files=str(train), val_files=None, output_dir=str(tmp_path / "work"),
         cpu_smoke=True, use_liger=False, nproc_per_node=1, ulysses_sequence_parallel_size=1,
     )  # fmt: skip
     merged = tmp_path / "merged"
-    assert vl.train_sft(config, merged, entry=SHIM, progress=False) == merged
-    manifest = json.loads((tmp_path / "work" / vl.MANIFEST_NAME).read_text())
+    assert verl_sft.train_sft(config, merged, entry=SHIM, progress=False) == merged
+    manifest = json.loads((tmp_path / "work" / runs.MANIFEST_NAME).read_text())
     assert manifest["status"] == "finished" and manifest["checkpoint"].endswith("global_step_3")
     assert manifest["versions"]["verl"] and set(manifest["versions"]) >= {"torch", "transformers"}
     assert (merged / "training_manifest.json").is_file()
-    vl.train_sft(config, merged, entry=SHIM, progress=False)
+    verl_sft.train_sft(config, merged, entry=SHIM, progress=False)
     assert len(calls) == 1  # up to date: not retrained
-    vl.train_sft(replace(config, learning_rate=5e-4), merged, entry=SHIM, progress=False)
+    verl_sft.train_sft(config.replace(learning_rate=5e-4), merged, entry=SHIM, progress=False)
     assert len(calls) == 2  # new config: new checkpoints folder
     assert calls[0] != calls[1]
     train.write_bytes(b"other rows")
-    vl.train_sft(config, merged, entry=SHIM, progress=False)
+    verl_sft.train_sft(config, merged, entry=SHIM, progress=False)
     assert len(calls) == 3  # new data
 
 
@@ -474,19 +476,19 @@ def test_find_last_checkpoint_grpo_actor_layout(tmp_path: Path) -> None:
     step = tmp_path / "global_step_4"
     _fake_step(step, 0).rename(step / "actor")
     (tmp_path / "latest_checkpointed_iteration.txt").write_text("4")
-    assert vl.find_last_checkpoint(tmp_path, role="actor") == step / "actor"
+    assert checkpoints.find_last_verl_checkpoint(tmp_path, role="actor") == step / "actor"
     with pytest.raises(FileNotFoundError, match="global_step_<N>/fsdp_config.json"):
-        vl.find_last_checkpoint(tmp_path)
+        checkpoints.find_last_verl_checkpoint(tmp_path)
 
 
 def test_train_grpo_fails_fast_without_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def must_not_run(*args, **kwargs):
         raise AssertionError("main_ppo must not start without a GPU")
 
-    monkeypatch.setattr(vl, "run_verl", must_not_run)
+    monkeypatch.setattr(verl_common, "run_verl", must_not_run)
     config = _grpo(reward_function_path=str(_reward_file(tmp_path)), output_dir=str(tmp_path / "work"))
     with pytest.raises(TrainingError, match="no CUDA GPU is visible"):
-        vl.train_grpo(config, tmp_path / "merged", gpus=0, progress=False)
+        verl_grpo.train_grpo(config, tmp_path / "merged", gpus=0, progress=False)
     assert not (tmp_path / "work").exists()
 
 
@@ -510,23 +512,23 @@ def test_train_grpo_runs_merges_actor_and_skips(tmp_path: Path, monkeypatch: pyt
         merged_from.append(Path(checkpoint))
         return _fake_model(Path(out_dir))
 
-    monkeypatch.setattr(vl, "_module_available", lambda name: True)
-    monkeypatch.setattr(vl, "run_verl", fake_run)
-    monkeypatch.setattr(vl, "merge_checkpoint", fake_merge)
+    monkeypatch.setattr(verl_grpo, "_module_available", lambda name: True)
+    monkeypatch.setattr(verl_common, "run_verl", fake_run)
+    monkeypatch.setattr(verl_common, "merge_verl_checkpoint", fake_merge)
     config = _grpo(
         model_path=str(base), train_files=str(files["train"]), val_files=str(files["test"]),
         output_dir=str(tmp_path / "work"), reward_function_path=str(_reward_file(tmp_path)),
     )  # fmt: skip
     merged = tmp_path / "merged"
-    vl.train_grpo(config, merged, gpus=1, progress=False)
+    verl_grpo.train_grpo(config, merged, gpus=1, progress=False)
     assert calls[0][:4] == [calls[0][0], "-m", "verl.trainer.main_ppo", "algorithm.adv_estimator=grpo"]
     assert merged_from[0].name == "actor" and merged_from[0].parent.name == "global_step_2"
-    manifest = json.loads((tmp_path / "work" / vl.MANIFEST_NAME).read_text())
+    manifest = json.loads((tmp_path / "work" / runs.MANIFEST_NAME).read_text())
     assert manifest["trainer"] == "VerlGRPOConfig" and manifest["metrics"]["critic/score/mean"] == 1.25
-    vl.train_grpo(config, merged, gpus=1, progress=False)
+    verl_grpo.train_grpo(config, merged, gpus=1, progress=False)
     assert len(calls) == 1
     Path(config.reward_function_path).write_text("def compute_score(**kw):\n    return 1.0\n")
-    vl.train_grpo(config, merged, gpus=1, progress=False)
+    verl_grpo.train_grpo(config, merged, gpus=1, progress=False)
     assert len(calls) == 2  # the reward function's content is part of the config hash
 
 
@@ -569,7 +571,7 @@ def test_real_verl_lora_sft_on_cpu_then_merge(
     from transformers import AutoModelForCausalLM
 
     base = _causal_lm_copy(tiny_qwen3_dir, tmp_path / "base")
-    config = vl.VerlSFTConfig.from_params(
+    config = verl_sft.VerlSFTConfig.from_params(
         {
             **SFT,
             "model_path": str(base),
@@ -595,9 +597,9 @@ def test_real_verl_lora_sft_on_cpu_then_merge(
             "cpu_smoke": True,
         }
     )
-    merged = vl.train_sft(config, tmp_path / "merged", entry=SHIM, progress=False)
+    merged = verl_sft.train_sft(config, tmp_path / "merged", entry=SHIM, progress=False)
 
-    manifest = json.loads((tmp_path / "work" / vl.MANIFEST_NAME).read_text())
+    manifest = json.loads((tmp_path / "work" / runs.MANIFEST_NAME).read_text())
     assert manifest["status"] == "finished" and manifest["metrics"]["step"] == 3
     assert "train/loss" in manifest["metrics"] and "val/loss" in manifest["metrics"]
     checkpoint = Path(manifest["checkpoint"])
@@ -625,4 +627,34 @@ def test_real_verl_lora_sft_on_cpu_then_merge(
     assert torch.isfinite(tuned(input_ids=ids).logits).all()
 
     shutil.rmtree(checkpoint.parent)  # a finished, up-to-date run is skipped: no checkpoint needed
-    assert vl.train_sft(config, merged, entry=SHIM, progress=False) == merged
+    assert verl_sft.train_sft(config, merged, entry=SHIM, progress=False) == merged
+
+
+def test_train_sft_in_a_project_records_relative_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    base = _fake_model(project / "models" / "base")
+    train = project / "data" / "train.parquet"
+    train.parent.mkdir(parents=True)
+    train.write_bytes(b"rows")
+
+    def fake_run(argv, env, log_path, **kwargs):
+        ckpt_root = Path(next(a for a in argv if a.startswith("trainer.default_local_dir=")).split("=", 1)[1])
+        _fake_step(ckpt_root, 3)
+
+    monkeypatch.setattr(verl_common, "run_verl", fake_run)
+    monkeypatch.setattr(verl_common, "merge_verl_checkpoint", lambda ckpt, out, **kw: _fake_model(Path(out)))
+    monkeypatch.chdir(project)
+    config = _sft(
+        model_path=str(base), train_files=str(train), val_files=None, output_dir=str(project / "work"),
+        cpu_smoke=True, use_liger=False, nproc_per_node=1, ulysses_sequence_parallel_size=1,
+    )  # fmt: skip
+    verl_sft.train_sft(config, project / "merged", entry=SHIM, progress=False)
+    text = (project / "work" / runs.MANIFEST_NAME).read_text(encoding="utf-8")
+    assert str(tmp_path) not in text
+    manifest = json.loads(text)
+    assert manifest["config"]["model_path"] == "models/base" and manifest["output"] == "merged"
+    argv = manifest["argv"]
+    assert "model.path=models/base" in argv and "data.train_files=data/train.parquet" in argv
+    assert manifest["argv"][0] == "torchrun" and manifest["checkpoint"].startswith("work/checkpoints/")

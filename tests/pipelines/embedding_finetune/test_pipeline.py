@@ -17,6 +17,7 @@ from finrag_pipelines.embedding.encoders import HFEncoder, format_query
 from finrag_pipelines.pipelines.embedding_finetune import create_pipeline, nodes
 from finrag_pipelines.pipelines.embedding_finetune.params import BaseModelParams, TrainParams
 from finrag_pipelines.training import swift as sw
+from finrag_pipelines.training.runs import MANIFEST_NAME, TrainingError, write_manifest
 
 TASK = "检索金融新闻"
 P = "params:embedding_finetune."
@@ -94,7 +95,7 @@ def test_finetune_trains_then_skips(disc_corpus: list[tuple[str, str]], tmp_path
 
     base, merged = tmp_path / "base", tmp_path / "merged"
     assert (base / "config.json").is_file() and (merged / "config.json").is_file()
-    manifest = json.loads((tmp_path / "work" / sw.MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest = json.loads((tmp_path / "work" / MANIFEST_NAME).read_text(encoding="utf-8"))
     assert manifest["status"] == "finished" and manifest["config"]["max_steps"] == 3
     train_lines = (tmp_path / "work" / "data" / "train.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(train_lines) == 16 and TASK in train_lines[0]  # Chinese kept unescaped
@@ -130,7 +131,7 @@ def test_gpu_only_settings_fail_fast_on_cpu(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(sw, "train_embedding", boom)
     params = _train_params(tmp_path, torch_dtype="bfloat16", deepspeed="zero2")
     rows = pd.DataFrame({"messages": [[]], "positive_messages": [[]], "negative_messages": [[]]})
-    with pytest.raises(sw.TrainingError, match="need a GPU") as info:
+    with pytest.raises(TrainingError, match="need a GPU") as info:
         nodes.train_embedding_model(rows, rows, tmp_path / "base", params)
     assert "torch_dtype: bfloat16" in str(info.value) and "deepspeed: zero2" in str(info.value)
     assert not (tmp_path / "work").exists()  # failed before writing anything
@@ -151,3 +152,29 @@ def test_local_base_model_is_returned_not_copied(tmp_path: Path) -> None:
 def test_local_kind_needs_a_path() -> None:
     with pytest.raises(ValueError, match="model_path"):
         BaseModelParams(kind="local", model_path=None, tiny_lines=10, seed=0)
+
+
+def test_finetune_report_paths_are_relative_to_the_project_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # Kedro runs from the project root
+    base = tmp_path / "data" / "base"
+    base.mkdir(parents=True)
+    (base / "config.json").write_text("{}")
+    (base / "model.safetensors").write_bytes(b"weights")
+    train = tmp_path / "work" / "data" / "train.jsonl"
+    train.parent.mkdir(parents=True)
+    train.write_text('{"a": 1}\n')
+    (tmp_path / "work" / "train.log").write_text("{'loss': '1.5', 'global_step/max_steps': '3/3'}\n")
+    params = _train_params(tmp_path)
+    write_manifest(
+        Path(params.work_dir) / MANIFEST_NAME, argv=["swift", "sft"], env_knobs={},
+        data_files={"train": train}, base_model=base, started="t0", finished="t1", output=tmp_path / "merged",
+        config=sw.SwiftEmbeddingConfig.from_params(params.swift),
+    )  # fmt: skip
+    rows = pd.DataFrame({"messages": [[]] * 2})
+    report = nodes.summarise_finetune(tmp_path / "merged", rows, rows.iloc[:1], params)
+    assert str(tmp_path) not in json.dumps(report, ensure_ascii=False)
+    assert report["model"] == "merged" and report["manifest"] == "work/manifest.json"
+    assert report["base_model"]["path"] == "data/base"
+    assert report["steps"] == 3 and report["last_logged_loss"] == 1.5

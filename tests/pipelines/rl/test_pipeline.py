@@ -132,7 +132,7 @@ def test_launch_plan_wires_the_project_reward_and_its_config(tmp_path):
 
 def test_launch_train_fails_fast_without_gpus(tmp_path):
     from finrag_pipelines.pipelines.rl import nodes
-    from finrag_pipelines.training.verl import TrainingError
+    from finrag_pipelines.training.runs import TrainingError
 
     splits = make_splits()
     catalog = run(tmp_path, splits, RlDataParams(val_source="rl_train_slice", val_size=8, seed=1))

@@ -19,7 +19,7 @@ from finrag_pipelines.mcq.split import split_items
 from finrag_pipelines.pipelines.sft import create_pipeline
 from finrag_pipelines.pipelines.sft import nodes
 from finrag_pipelines.pipelines.sft.params import LengthParams, SftDataParams, SftLaunchParams
-from finrag_pipelines.training.verl import TrainingError
+from finrag_pipelines.training.runs import TrainingError
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -100,6 +100,18 @@ def test_launch_plan_records_the_checked_command_and_stages_the_data(tmp_path):
     run(tmp_path, splits, data, LengthParams(tokenizer_path=None, max_length=1024, truncation="drop"))
     assert staged.stat().st_mtime_ns == mtime  # unchanged data is not rewritten (an up-to-date run is not retrained)
 
+
+
+def test_launch_plan_report_paths_are_relative_to_the_project_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Kedro runs from the project root
+    data = SftDataParams(target_style="think", missing_explanation="exclude", val_size=5, seed=3)
+    run(tmp_path, make_splits(), data, LengthParams(tokenizer_path=None, max_length=1024, truncation="drop"))
+    text = (tmp_path / "sft_launch_report.json").read_text(encoding="utf-8")
+    assert str(tmp_path) not in text
+    argv = json.loads(text)["argv"]
+    assert argv[0] == "torchrun" and "data.train_files=work/data/sft_train.parquet" in argv
+    assert "trainer.default_local_dir=work/checkpoints" in argv
+    assert "model.path=pretrain_models/Qwen3-8B" in argv
 
 def test_launch_train_fails_fast_without_a_gpu(tmp_path):
     frame = pd.DataFrame({"messages": [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]]})

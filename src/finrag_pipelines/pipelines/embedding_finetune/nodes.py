@@ -16,7 +16,9 @@ from typing import Any
 import pandas as pd
 
 from finrag_pipelines.pipelines.embedding_finetune.params import BaseModelParams, TrainParams
+from finrag_pipelines.project_paths import portable_path, portable_values
 from finrag_pipelines.training import swift as sw
+from finrag_pipelines.training.runs import MANIFEST_NAME, TRAIN_LOG_NAME
 from finrag_pipelines.training.staging import write_jsonl_if_changed
 
 logger = logging.getLogger(__name__)
@@ -95,11 +97,12 @@ def train_embedding_model(
 def summarise_finetune(
     finetuned_model: Path, infonce_train: pd.DataFrame, infonce_dev: pd.DataFrame, params: TrainParams
 ) -> dict[str, Any]:
-    """A small JSON report: base model, settings, steps and last logged loss, data sizes, manifest path."""
-    manifest_path = Path(params.work_dir) / sw.MANIFEST_NAME
+    """A small JSON report: base model, settings, steps and last logged loss, data sizes, manifest path
+    (paths relative to the project root)."""
+    manifest_path = Path(params.work_dir) / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     step = max_steps = loss = train_loss = None
-    log = Path(params.work_dir) / "train.log"
+    log = Path(params.work_dir) / TRAIN_LOG_NAME
     if log.is_file():
         for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
             metrics = sw.parse_progress(line)
@@ -109,8 +112,8 @@ def summarise_finetune(
                 train_loss = metrics.get("train_loss", train_loss)
     config = manifest.get("config") or {}
     return {
-        "model": str(finetuned_model),
-        "base_model": manifest.get("base_model"),
+        "model": portable_path(finetuned_model),
+        "base_model": portable_values(manifest.get("base_model")),
         "status": manifest.get("status"),
         "tuner_type": config.get("tuner_type"),
         "steps": step,
@@ -121,5 +124,5 @@ def summarise_finetune(
         "dev_rows": len(infonce_dev),
         "started": manifest.get("started"),
         "finished": manifest.get("finished"),
-        "manifest": str(manifest_path),
+        "manifest": portable_path(manifest_path),
     }

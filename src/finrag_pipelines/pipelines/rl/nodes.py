@@ -20,8 +20,16 @@ from finrag_pipelines.mcq.records import (
 from finrag_pipelines.mcq.reward import RewardConfig
 from finrag_pipelines.mcq.split import holdout_slice
 from finrag_pipelines.pipelines.rl.params import RewardParams, RlDataParams, RlLaunchParams, RlLengthParams
-from finrag_pipelines.training import verl as vl
+from finrag_pipelines.project_paths import portable_argv, portable_path
+from finrag_pipelines.training.runs import MANIFEST_NAME, TRAIN_LOG_NAME
 from finrag_pipelines.training.staging import write_json_if_changed, write_parquet_if_changed
+from finrag_pipelines.training.verl_common import last_step_metrics
+from finrag_pipelines.training.verl_grpo import (
+    VerlGRPOConfig,
+    build_grpo_command,
+    project_reward_file,
+    train_grpo,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,21 +119,22 @@ def launch_grpo(
     train = write_parquet_if_changed(rl_train_parquet, data / "rl_train.parquet")
     val = write_parquet_if_changed(rl_val_parquet, data / "rl_val.parquet")
     reward_config = write_json_if_changed(rl_reward_config, data / "reward_config.json").resolve()
-    reward = params.reward_function_path or str(vl.project_reward_file())
+    reward = params.reward_function_path or str(project_reward_file())
     extra = list(params.verl.get("extra_overrides") or [])
     extra.append(f"+reward.custom_reward_function.reward_kwargs.config_path={reward_config}")
-    config = vl.VerlGRPOConfig.from_params({
+    config = VerlGRPOConfig.from_params({
         **params.verl, "extra_overrides": extra, "model_path": str(Path(params.base_model_path).resolve()), "train_files": str(train),
         "val_files": str(val), "output_dir": str(work), "reward_function_path": reward,
         "max_prompt_length": length.max_prompt_length,
     })
     if params.mode == "plan":
-        argv, env = vl.build_grpo_command(config)
+        argv, env = build_grpo_command(config)
         logger.info("rl: launch planned, not run (rl.launch.mode=plan): %s", " ".join(argv[:6]))
-        return {"status": "planned", "reason": "rl.launch.mode=plan", "argv": argv, "env": env,
+        return {"status": "planned", "reason": "rl.launch.mode=plan", "argv": portable_argv(argv), "env": env,
                 "train_rows": len(rl_train_parquet), "val_rows": len(rl_val_parquet),
                 "base_model_exists": (Path(params.base_model_path) / "config.json").is_file()}
-    merged = vl.train_grpo(config, params.merged_dir, progress=params.progress)
-    return {"status": "trained", "model": str(merged), "manifest": str(work / vl.MANIFEST_NAME),
-            "last_metrics": vl.last_step_metrics(work / "train.log"),
+    merged = train_grpo(config, params.merged_dir, progress=params.progress)
+    return {"status": "trained", "model": portable_path(merged),
+            "manifest": portable_path(work / MANIFEST_NAME),
+            "last_metrics": last_step_metrics(work / TRAIN_LOG_NAME),
             "train_rows": len(rl_train_parquet), "val_rows": len(rl_val_parquet)}

@@ -8,9 +8,6 @@ from typing import Any
 
 import pandas as pd
 
-from finrag_pipelines.training import verl as vl
-from finrag_pipelines.training.staging import write_parquet_if_changed
-
 from finrag_pipelines.mcq.records import (
     build_sft_rows,
     chat_lengths,
@@ -22,6 +19,11 @@ from finrag_pipelines.mcq.records import (
 )
 from finrag_pipelines.mcq.split import holdout_slice
 from finrag_pipelines.pipelines.sft.params import LengthParams, SftDataParams, SftLaunchParams
+from finrag_pipelines.project_paths import portable_argv, portable_path
+from finrag_pipelines.training.runs import MANIFEST_NAME, TRAIN_LOG_NAME
+from finrag_pipelines.training.staging import write_parquet_if_changed
+from finrag_pipelines.training.verl_common import last_step_metrics
+from finrag_pipelines.training.verl_sft import VerlSFTConfig, build_sft_command, train_sft
 
 logger = logging.getLogger(__name__)
 
@@ -86,17 +88,19 @@ def launch_sft(
     work = Path(params.work_dir).resolve()  # verl (and its ray workers) may run from another directory
     train = write_parquet_if_changed(sft_train_parquet, work / "data" / "sft_train.parquet")
     val = write_parquet_if_changed(sft_val_parquet, work / "data" / "sft_val.parquet") if len(sft_val_parquet) else None
-    config = vl.VerlSFTConfig.from_params({
+    config = VerlSFTConfig.from_params({
         **params.verl, "model_path": str(Path(params.base_model_path).resolve()), "train_files": str(train),
         "val_files": None if val is None else str(val), "output_dir": str(work), "max_length": length.max_length,
     })
     if params.mode == "plan":
-        argv, env = vl.build_sft_command(config, entry=params.entry, gpus=max(config.nproc_per_node, 1))
+        argv, env = build_sft_command(config, entry=params.entry, gpus=max(config.nproc_per_node, 1))
         logger.info("sft: launch planned, not run (sft.launch.mode=plan): %s", " ".join(argv[:8]))
-        return {"status": "planned", "reason": "sft.launch.mode=plan", "argv": argv, "env": env,
+        return {"status": "planned", "reason": "sft.launch.mode=plan", "argv": portable_argv(argv),
+                "env": env,
                 "train_rows": len(sft_train_parquet), "val_rows": len(sft_val_parquet),
                 "base_model_exists": (Path(params.base_model_path) / "config.json").is_file()}
-    merged = vl.train_sft(config, params.merged_dir, entry=params.entry, progress=params.progress)
-    return {"status": "trained", "model": str(merged), "manifest": str(work / vl.MANIFEST_NAME),
-            "last_metrics": vl.last_step_metrics(work / "train.log"),
+    merged = train_sft(config, params.merged_dir, entry=params.entry, progress=params.progress)
+    return {"status": "trained", "model": portable_path(merged),
+            "manifest": portable_path(work / MANIFEST_NAME),
+            "last_metrics": last_step_metrics(work / TRAIN_LOG_NAME),
             "train_rows": len(sft_train_parquet), "val_rows": len(sft_val_parquet)}

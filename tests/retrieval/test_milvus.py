@@ -1,4 +1,4 @@
-"""Milvus backend (retrieval.milvus) against FAISS and bm25s, on Milvus Lite embedded and a local server."""
+"""Milvus backend (retrieval/milvus/) against FAISS and bm25s, on Milvus Lite embedded and a local server."""
 
 from __future__ import annotations
 
@@ -15,16 +15,13 @@ pytest.importorskip(
     "milvus_lite", reason="the Milvus backend tests need milvus-lite: pip install 'finrag_pipelines[milvus]'"
 )
 
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
-from finrag_pipelines.retrieval.milvus import (
-    MilvusBM25Index,
-    MilvusDenseConfig,
-    MilvusDenseIndex,
-    MilvusTarget,
-    close_clients,
-)
-from finrag_pipelines.retrieval.milvus_server import LocalMilvusServer
+from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
+from finrag_pipelines.retrieval.milvus.connection import MilvusTarget, close_clients
+from finrag_pipelines.retrieval.milvus.dense import MilvusDenseConfig, MilvusDenseIndex
+from finrag_pipelines.retrieval.milvus.local_server import LocalMilvusServer
 from finrag_pipelines.retrieval.types import IndexMismatchError, Retriever
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 

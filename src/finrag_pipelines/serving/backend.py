@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from finrag_pipelines.embedding.encoders import QUERY_TEMPLATE, Encoder
-from finrag_pipelines.retrieval.bm25 import BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
 from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
 from finrag_pipelines.retrieval.fusion import weighted_sum
 from finrag_pipelines.retrieval.types import Hit, RetrievalError, Run

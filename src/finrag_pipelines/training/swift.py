@@ -684,7 +684,7 @@ def package_versions() -> dict[str, str | None]:
 
 def base_model_fingerprint(model_dir: str | Path) -> str:
     """Content hash of a model folder (config, tokenizer, weights), as encoders use it."""
-    from finrag_pipelines.embedding.encoders import hash_model_folder
+    from finrag_pipelines.embedding.fingerprint import hash_model_folder
 
     return hash_model_folder(Path(model_dir))
 

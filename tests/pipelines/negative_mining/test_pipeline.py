@@ -10,7 +10,8 @@ from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import JSONDataset as PandasJSONDataset
 from kedro_datasets.pandas import ParquetDataset
 
-from finrag_pipelines.embedding.encoders import HFEncoder, format_query
+from finrag_pipelines.embedding.encoders import format_query
+from finrag_pipelines.embedding.hf_encoder import HFEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
 from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.pipelines.negative_mining import create_pipeline
@@ -20,7 +21,8 @@ from finrag_pipelines.pipelines.negative_mining.params import (
     RuleParams,
     SplitParams,
 )
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex
 from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.tokenize import FinanceTokenizer

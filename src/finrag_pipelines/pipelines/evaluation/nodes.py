@@ -21,7 +21,7 @@ from finrag_pipelines.pipelines.evaluation.params import (
     SplitParams,
 )
 from finrag_pipelines.pipelines.evaluation.report import plot_metrics, render_markdown
-from finrag_pipelines.retrieval.bm25 import BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
 from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
 from finrag_pipelines.retrieval.fusion import rrf, weighted_sum
 from finrag_pipelines.retrieval.metrics import metric_names, paired_bootstrap, query_metrics

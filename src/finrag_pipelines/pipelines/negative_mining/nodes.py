@@ -20,7 +20,7 @@ from finrag_pipelines.pipelines.negative_mining.params import (
     RuleParams,
     SplitParams,
 )
-from finrag_pipelines.retrieval.bm25 import BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
 from finrag_pipelines.retrieval.dense import DenseIndex
 from finrag_pipelines.text.corpus import indexable
 

@@ -34,7 +34,7 @@ from finrag_pipelines.pipelines.query_distill.params import (
     SelectParams,
     SpecParams,
 )
-from finrag_pipelines.retrieval.bm25 import BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
 from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
 from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.dedup import find_duplicates

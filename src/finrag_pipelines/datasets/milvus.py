@@ -4,8 +4,9 @@ Swapped in by configuration only (``conf/milvus/catalog.yml``): ``save`` takes t
 ``index_build`` node returns (a :class:`~finrag_pipelines.retrieval.dense.DenseIndex` or
 :class:`~finrag_pipelines.retrieval.bm25.index.BM25Index`, or an
 :class:`~finrag_pipelines.retrieval.types.Unavailable` stand-in) and writes it to a collection; ``load``
-returns a :class:`~finrag_pipelines.retrieval.milvus.dense.MilvusDenseIndex` /
-:class:`~finrag_pipelines.retrieval.milvus.bm25.MilvusBM25Index` with the same search interface. The
+returns a :class:`~finrag_pipelines.retrieval.milvus.dense.MilvusDenseIndex` (a ``VectorIndex``) /
+:class:`~finrag_pipelines.retrieval.milvus.bm25.MilvusBM25Index` (a ``LexicalIndex``): the same search
+interfaces (:mod:`finrag_pipelines.retrieval.interfaces`). The
 ``meta.json`` contract stays local at ``meta_path`` (the evaluation report and ``*_index_meta`` datasets
 read it); the collection's own properties record what it was built from, and both are checked on load.
 

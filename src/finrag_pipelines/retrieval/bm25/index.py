@@ -45,7 +45,9 @@ logger = logging.getLogger(__name__)
 class BM25Index:
     """A bm25s index with its tokenizer, document ids, scoring settings and build metadata.
 
-    Build with :meth:`build` / :meth:`build_from_tokens` or :meth:`load`, not directly. Implements the
+    Build with :meth:`build` / :meth:`build_from_tokens` or :meth:`load`, not directly. Implements
+    :class:`~finrag_pipelines.retrieval.interfaces.TermScoringIndex` (a
+    :class:`~finrag_pipelines.retrieval.interfaces.LexicalIndex` with :meth:`get_scores`), hence the
     :class:`~finrag_pipelines.retrieval.types.Retriever` protocol.
 
     Args:

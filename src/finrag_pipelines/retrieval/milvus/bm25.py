@@ -1,8 +1,10 @@
 """A BM25 index in a Milvus collection: the bm25s index's documents, as tokens, behind the same interface.
 
-:class:`MilvusBM25Index` quacks like :class:`~finrag_pipelines.retrieval.bm25.index.BM25Index`: ``name``,
-``meta``, ``num_docs``, ``doc_ids``, ``tokenizer``, ``search(queries, k)``, ``search_tokens`` and
-``check_compatible``.
+:class:`MilvusBM25Index` implements :class:`~finrag_pipelines.retrieval.interfaces.LexicalIndex`, like
+:class:`~finrag_pipelines.retrieval.bm25.index.BM25Index`: ``name``, ``meta``, ``num_docs``, ``doc_ids``,
+``tokenizer``, ``search(queries, k)``, ``search_tokens`` and ``check_compatible``. It does *not* implement
+:class:`~finrag_pipelines.retrieval.interfaces.TermScoringIndex` (``get_scores``: the score of every
+document for one query): Milvus answers with the top hits only (see :attr:`MilvusBM25Index.UNSUPPORTED`).
 
 Documents are stored as their jieba tokens joined by spaces in a VARCHAR field analysed by Milvus's
 ``standard`` tokenizer + ``lowercase`` (Milvus Lite rejects ``whitespace``); a BM25 ``Function`` fills a
@@ -20,7 +22,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from finrag_pipelines.retrieval.bm25.index import BM25Index
 from finrag_pipelines.retrieval.milvus.collection import (
@@ -88,7 +90,9 @@ def joined_tokens(tokens: Sequence[str]) -> str:
 class MilvusBM25Index:
     """A Milvus collection with a BM25 function over space-joined jieba tokens, and its tokenizer.
 
-    Create with :meth:`write` or :meth:`open`, not directly.
+    Create with :meth:`write` or :meth:`open`, not directly. Implements
+    :class:`~finrag_pipelines.retrieval.interfaces.LexicalIndex`; the members it cannot provide are listed in
+    :attr:`UNSUPPORTED`.
 
     Args:
         client: A ``pymilvus.MilvusClient``.
@@ -96,6 +100,18 @@ class MilvusBM25Index:
         tokenizer: The tokenizer the documents were tokenised with (used for queries).
         meta: Build metadata (the local ``meta.json``).
     """
+
+    UNSUPPORTED: ClassVar[Mapping[str, str]] = {
+        "get_scores": (
+            "Milvus answers a BM25 query with its top hits only, never with the score of every document; "
+            "use the bm25s index (BM25Index, a `finrag_pipelines.datasets.BM25IndexDataset` folder) where "
+            "every document's score is needed, e.g. negative_mining's BM25 candidates, or turn that use off "
+            "(negative_mining.candidates.bm25.enabled: false)"
+        ),
+    }
+    """Members of :class:`~finrag_pipelines.retrieval.interfaces.TermScoringIndex` this backend does not
+    have, each with why and what to use instead (read by
+    :func:`~finrag_pipelines.retrieval.interfaces.require_term_scores`)."""
 
     def __init__(
         self, client: Any, target: MilvusTarget, tokenizer: FinanceTokenizer, meta: dict[str, Any]

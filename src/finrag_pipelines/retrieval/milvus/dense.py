@@ -1,6 +1,7 @@
 """A dense index in a Milvus collection: the FAISS index's vectors behind the same interface.
 
-:class:`MilvusDenseIndex` quacks like :class:`~finrag_pipelines.retrieval.dense.DenseIndex`: ``meta``, ``doc_ids``, ``num_docs``, ``dim``,
+:class:`MilvusDenseIndex` implements :class:`~finrag_pipelines.retrieval.interfaces.VectorIndex`, like
+:class:`~finrag_pipelines.retrieval.dense.DenseIndex`: ``meta``, ``doc_ids``, ``num_docs``, ``dim``,
 ``search_vectors(qvecs, k)`` and ``check_compatible`` (the same checks and messages, via
 :func:`~finrag_pipelines.retrieval.dense.check_dense_compatible`), so
 :class:`~finrag_pipelines.retrieval.dense.DenseRetriever` takes it unchanged. The metric is always inner

@@ -30,7 +30,8 @@ if str(_ROOT / "src") not in sys.path:
 
 from finrag_pipelines.pipelines.evaluation.nodes import split_queries  # noqa: E402
 from finrag_pipelines.pipelines.evaluation.params import SplitParams  # noqa: E402
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index  # noqa: E402
+from finrag_pipelines.retrieval.bm25.index import BM25Index  # noqa: E402
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config  # noqa: E402
 from finrag_pipelines.retrieval.metrics import query_metrics  # noqa: E402
 from finrag_pipelines.text.corpus import SourceRow, indexable, parse_documents, parse_qrels, parse_queries  # noqa: E402
 from finrag_pipelines.text.tokenize import FinanceTokenizer  # noqa: E402

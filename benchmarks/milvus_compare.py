@@ -43,16 +43,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from finrag_pipelines.embedding.encoders import build_encoder
+from finrag_pipelines.embedding.factory import build_encoder
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex
-from finrag_pipelines.retrieval.milvus import (
-    MilvusBM25Index,
-    MilvusDenseConfig,
-    MilvusDenseIndex,
-    MilvusTarget,
-)
+from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
+from finrag_pipelines.retrieval.milvus.connection import MilvusTarget
+from finrag_pipelines.retrieval.milvus.dense import MilvusDenseConfig, MilvusDenseIndex
 from finrag_pipelines.retrieval.types import Run
 from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.tokenize import FinanceTokenizer

@@ -45,7 +45,8 @@ import bm25s  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index  # noqa: E402
+from finrag_pipelines.retrieval.bm25.index import BM25Index  # noqa: E402
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config  # noqa: E402
 from finrag_pipelines.text.corpus import SourceRow, indexable, parse_documents, parse_queries  # noqa: E402
 from finrag_pipelines.text.tokenize import FinanceTokenizer  # noqa: E402
 
@@ -282,7 +283,7 @@ def measure_dense(doc_ids: list[str], texts: list[str], corpus_hash: str, querie
     Document vectors come from the project's embedding cache (``data/04_feature/embedding_cache``, filled
     by ``make demo``; computed and stored on the first run); both timings include encoding the queries.
     """
-    from finrag_pipelines.embedding.encoders import USEEncoder
+    from finrag_pipelines.embedding.use_encoder import USEEncoder
     from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
     from finrag_pipelines.retrieval.dense import DenseIndex, measure_dense_qps
 

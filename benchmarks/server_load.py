@@ -80,7 +80,8 @@ class _HashEncoder:
 
 def synthetic_backend(settings: ServingSettings, n_docs: int, seed: int) -> tuple[SearchBackend, list[str]]:
     """A random corpus of Chinese finance words, with BM25 and dense (hash encoder) indexes."""
-    from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+    from finrag_pipelines.retrieval.bm25.index import BM25Index
+    from finrag_pipelines.retrieval.bm25.scoring import BM25Config
     from finrag_pipelines.retrieval.dense import DenseIndex
     from finrag_pipelines.text.corpus import indexable
     from finrag_pipelines.text.tokenize import FinanceTokenizer

@@ -80,7 +80,7 @@ def main() -> None:
 
     import torch
 
-    from finrag_pipelines.embedding.encoders import HFEncoder
+    from finrag_pipelines.embedding.hf_encoder import HFEncoder
     from finrag_pipelines.embedding.tiny_model import build_tiny_qwen3
     from finrag_pipelines.training import swift as sw
     from finrag_pipelines.training.runs import MANIFEST_NAME

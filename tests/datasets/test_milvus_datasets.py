@@ -17,10 +17,13 @@ pytest.importorskip(
 )
 
 from finrag_pipelines.datasets.milvus import MilvusBM25IndexDataset, MilvusDenseIndexDataset
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex
-from finrag_pipelines.retrieval.milvus import MilvusBM25Index, MilvusDenseIndex, close_clients
-from finrag_pipelines.retrieval.milvus_server import LocalMilvusServer
+from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
+from finrag_pipelines.retrieval.milvus.connection import close_clients
+from finrag_pipelines.retrieval.milvus.dense import MilvusDenseIndex
+from finrag_pipelines.retrieval.milvus.local_server import LocalMilvusServer
 from finrag_pipelines.retrieval.types import IndexMismatchError, Unavailable
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 

@@ -16,7 +16,7 @@ pytest.importorskip("ray.data")
 pytestmark = pytest.mark.slow  # starts a local Ray (a few seconds) and worker processes
 
 from finrag_pipelines.embedding.distributed import EncoderActor, encode_with_store_ray
-from finrag_pipelines.embedding.encoders import build_encoder
+from finrag_pipelines.embedding.factory import build_encoder
 from finrag_pipelines.embedding.store import EmbeddingStore, _read_shard, encode_with_store, text_key
 from finrag_pipelines.execution import ExecutionConfig, ray_session
 

@@ -10,16 +10,12 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from finrag_pipelines.embedding import encoders
-from finrag_pipelines.embedding.encoders import (
-    QUERY_TEMPLATE,
-    Encoder,
-    HFEncoder,
-    USEEncoder,
-    build_encoder,
-    format_query,
-    hash_file,
-)
+from finrag_pipelines.embedding import fingerprint
+from finrag_pipelines.embedding.encoders import QUERY_TEMPLATE, Encoder, format_query
+from finrag_pipelines.embedding.factory import build_encoder
+from finrag_pipelines.embedding.fingerprint import hash_file
+from finrag_pipelines.embedding.hf_encoder import HFEncoder
+from finrag_pipelines.embedding.use_encoder import USEEncoder
 
 TASK = "给定一个金融领域的问题，检索能够回答该问题的文档"
 
@@ -152,10 +148,10 @@ def test_hf_describe_and_fingerprint(hf_encoder: HFEncoder, tiny_qwen3_dir: Path
 
 
 def test_large_files_are_hashed_by_sampling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(encoders, "_FULL_HASH_LIMIT", 1000)
-    monkeypatch.setattr(encoders, "_HEAD_TAIL_BYTES", 100)
-    monkeypatch.setattr(encoders, "_SAMPLE_BYTES", 10)
-    monkeypatch.setattr(encoders, "_FILE_HASH_CACHE", {})
+    monkeypatch.setattr(fingerprint, "_FULL_HASH_LIMIT", 1000)
+    monkeypatch.setattr(fingerprint, "_HEAD_TAIL_BYTES", 100)
+    monkeypatch.setattr(fingerprint, "_SAMPLE_BYTES", 10)
+    monkeypatch.setattr(fingerprint, "_FILE_HASH_CACHE", {})
     data = bytearray(np.random.default_rng(0).integers(0, 256, 10_000, dtype=np.uint8).tobytes())
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(bytes(data))
@@ -163,15 +159,15 @@ def test_large_files_are_hashed_by_sampling(tmp_path: Path, monkeypatch: pytest.
     assert hash_file(weights) == first
     data[0] ^= 1  # the head is hashed
     weights.write_bytes(bytes(data))
-    encoders._FILE_HASH_CACHE.clear()  # same size, possibly the same coarse mtime
+    fingerprint._FILE_HASH_CACHE.clear()  # same size, possibly the same coarse mtime
     assert hash_file(weights) != first
     data[-1] ^= 1  # and so is the tail
     weights.write_bytes(bytes(data))
-    encoders._FILE_HASH_CACHE.clear()
+    fingerprint._FILE_HASH_CACHE.clear()
     second = hash_file(weights)
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
-    encoders._FILE_HASH_CACHE.clear()
+    fingerprint._FILE_HASH_CACHE.clear()
     assert hash_file(weights) != second
 
 

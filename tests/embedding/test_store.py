@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from finrag_pipelines.embedding.encoders import Encoder, HFEncoder, USEEncoder
+from finrag_pipelines.embedding.encoders import Encoder
+from finrag_pipelines.embedding.hf_encoder import HFEncoder
+from finrag_pipelines.embedding.use_encoder import USEEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store, text_key
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -140,7 +142,7 @@ def test_resume_after_crash_encodes_only_missing_texts(
 
 _KILL_SCRIPT = """
 import sys, time
-from finrag_pipelines.embedding.encoders import USEEncoder
+from finrag_pipelines.embedding.use_encoder import USEEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
 
 class Slow(USEEncoder):

@@ -12,7 +12,8 @@ import bm25s
 import numpy as np
 import pytest
 
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, Retriever
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finrag_pipelines.embedding.encoders import HFEncoder
+from finrag_pipelines.embedding.hf_encoder import HFEncoder
 from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever, measure_dense_qps
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, RetrievalError, Retriever
 

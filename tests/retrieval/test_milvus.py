@@ -1,4 +1,4 @@
-"""Milvus backend (retrieval.milvus) against FAISS and bm25s, on Milvus Lite embedded and a local server."""
+"""Milvus backend (retrieval/milvus/) against FAISS and bm25s, on Milvus Lite embedded and a local server."""
 
 from __future__ import annotations
 
@@ -15,16 +15,20 @@ pytest.importorskip(
     "milvus_lite", reason="the Milvus backend tests need milvus-lite: pip install 'finrag_pipelines[milvus]'"
 )
 
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
-from finrag_pipelines.retrieval.milvus import (
-    MilvusBM25Index,
-    MilvusDenseConfig,
-    MilvusDenseIndex,
-    MilvusTarget,
-    close_clients,
+from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
+from finrag_pipelines.retrieval.milvus.connection import MilvusTarget, close_clients
+from finrag_pipelines.retrieval.milvus.dense import MilvusDenseConfig, MilvusDenseIndex
+from finrag_pipelines.retrieval.milvus.local_server import LocalMilvusServer
+from finrag_pipelines.retrieval.interfaces import (
+    IndexCapabilityError,
+    LexicalIndex,
+    TermScoringIndex,
+    VectorIndex,
+    require_term_scores,
 )
-from finrag_pipelines.retrieval.milvus_server import LocalMilvusServer
 from finrag_pipelines.retrieval.types import IndexMismatchError, Retriever
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 
@@ -183,6 +187,22 @@ def test_bm25_without_tokens_needs_texts(
         MilvusBM25Index.write(loaded, target, show_progress=False)
     written = MilvusBM25Index.write(loaded, target, texts=[t for _, t in disc_corpus], show_progress=False)
     assert written.num_docs == bm25.num_docs
+
+
+def test_milvus_indexes_satisfy_their_protocols(
+    tmp_path: Path, dense: tuple[DenseIndex, np.ndarray], bm25: BM25Index
+) -> None:
+    uri = str(tmp_path / "m.db")
+    vectors = MilvusDenseIndex.write(dense[0], MilvusTarget(uri, "dense"), show_progress=False)
+    lexical = MilvusBM25Index.write(bm25, MilvusTarget(uri, "bm25"), show_progress=False)
+    assert isinstance(vectors, VectorIndex) and not isinstance(vectors, LexicalIndex)
+    assert isinstance(lexical, LexicalIndex) and isinstance(lexical, Retriever)
+    assert not isinstance(lexical, TermScoringIndex)  # Milvus gives top hits only, no per-document scores
+    assert sorted(lexical.doc_ids) == sorted(bm25.doc_ids)
+    tokens = lexical.tokenizer.tokenize_many(["银行的存款利率是多少"])
+    assert lexical.search_tokens(tokens, 5) == lexical.search(["银行的存款利率是多少"], 5)
+    with pytest.raises(IndexCapabilityError, match="MilvusBM25Index.*BM25IndexDataset"):
+        require_term_scores(lexical, "negative_mining's BM25 candidates")
 
 
 def test_target_validation() -> None:

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from finrag_pipelines.embedding.encoders import format_query
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex
 from finrag_pipelines.serving.app import create_app
 from finrag_pipelines.serving.backend import SearchBackend

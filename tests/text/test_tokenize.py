@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from finrag_pipelines.text import dictionaries, segmenter
 from finrag_pipelines.text import tokenize as tokenize_module
-from finrag_pipelines.text.tokenize import FinanceTokenizer, TokenizerConfigError
+from finrag_pipelines.text.dictionaries import TokenizerConfigError
+from finrag_pipelines.text.tokenize import FinanceTokenizer
 
 _FINTRUTHQA = Path(__file__).resolve().parents[2] / "data" / "01_raw" / "retrieval" / "fintruthqa"
 
@@ -175,7 +177,7 @@ def test_save_load_round_trip_is_independent_of_the_source_files(
     def no_shipped(name: str) -> None:
         raise AssertionError(f"load() read the shipped resource {name}")
 
-    monkeypatch.setattr(tokenize_module, "_read_builtin", no_shipped)
+    monkeypatch.setattr(dictionaries, "read_builtin", no_shipped)
     restored = FinanceTokenizer.load(folder)
     assert restored.tokenize_many(texts) == expected
     assert restored.describe() == original.describe()
@@ -225,7 +227,7 @@ def test_shipped_dictionary_format() -> None:
     rows = [line.split() for line in dict_text.splitlines() if line.strip()]
     assert len(rows) >= 500
     assert all(
-        len(r) == 3 and int(r[1]) >= tokenize_module.DOMAIN_WORD_MIN_FREQ and r[2] in {"n", "nt", "nz"}
+        len(r) == 3 and int(r[1]) >= segmenter.DOMAIN_WORD_MIN_FREQ and r[2] in {"n", "nt", "nz"}
         for r in rows
     )
     tags = {r[0]: r[2] for r in rows}

@@ -331,7 +331,7 @@ def _training_rows(disc_corpus: list[tuple[str, str]], n: int = 16) -> list[dict
 def test_real_swift_lora_training_on_cpu(
     tiny_qwen3_dir: Path, disc_corpus: list[tuple[str, str]], tmp_path: Path
 ) -> None:
-    from finrag_pipelines.embedding.encoders import HFEncoder
+    from finrag_pipelines.embedding.hf_encoder import HFEncoder
 
     train = tmp_path / "train.jsonl"
     train.write_text(

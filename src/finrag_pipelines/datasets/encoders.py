@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from finrag_pipelines.embedding.encoders import Encoder, build_encoder
+from finrag_pipelines.embedding.encoders import Encoder
+from finrag_pipelines.embedding.factory import build_encoder
 from finrag_pipelines.retrieval.types import Unavailable
 
 if TYPE_CHECKING:

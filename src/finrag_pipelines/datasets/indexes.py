@@ -49,10 +49,10 @@ class _IndexFolderDataset(AbstractDataset):
 
 
 class BM25IndexDataset(_IndexFolderDataset):
-    """A :class:`~finrag_pipelines.retrieval.bm25.BM25Index` folder (bm25s files, tokenizer, meta.json)."""
+    """A :class:`~finrag_pipelines.retrieval.bm25.index.BM25Index` folder (bm25s files, tokenizer, meta)."""
 
     def _index_cls(self) -> Any:
-        from finrag_pipelines.retrieval.bm25 import BM25Index
+        from finrag_pipelines.retrieval.bm25.index import BM25Index
 
         return BM25Index
 

@@ -2,10 +2,11 @@
 
 Swapped in by configuration only (``conf/milvus/catalog.yml``): ``save`` takes the same object the
 ``index_build`` node returns (a :class:`~finrag_pipelines.retrieval.dense.DenseIndex` or
-:class:`~finrag_pipelines.retrieval.bm25.BM25Index`, or an
+:class:`~finrag_pipelines.retrieval.bm25.index.BM25Index`, or an
 :class:`~finrag_pipelines.retrieval.types.Unavailable` stand-in) and writes it to a collection; ``load``
-returns a :class:`~finrag_pipelines.retrieval.milvus.MilvusDenseIndex` /
-:class:`~finrag_pipelines.retrieval.milvus.MilvusBM25Index` with the same search interface. The
+returns a :class:`~finrag_pipelines.retrieval.milvus.dense.MilvusDenseIndex` (a ``VectorIndex``) /
+:class:`~finrag_pipelines.retrieval.milvus.bm25.MilvusBM25Index` (a ``LexicalIndex``): the same search
+interfaces (:mod:`finrag_pipelines.retrieval.interfaces`). The
 ``meta.json`` contract stays local at ``meta_path`` (the evaluation report and ``*_index_meta`` datasets
 read it); the collection's own properties record what it was built from, and both are checked on load.
 
@@ -33,7 +34,7 @@ _CREDENTIAL_KEYS = ("token", "user", "password", "db_name")
 
 
 def _target(uri: str, collection: str, credentials: dict[str, Any] | None) -> Any:
-    from finrag_pipelines.retrieval.milvus import MilvusTarget
+    from finrag_pipelines.retrieval.milvus.connection import MilvusTarget
 
     creds = dict(credentials or {})
     unknown = sorted(set(creds) - set(_CREDENTIAL_KEYS))
@@ -84,7 +85,7 @@ class _MilvusIndexDataset(AbstractDataset):
         return Path(self._meta_path)
 
     def _read_meta(self) -> dict[str, Any]:
-        from finrag_pipelines.retrieval.milvus import REBUILD_HINT
+        from finrag_pipelines.retrieval.milvus.collection import REBUILD_HINT
         from finrag_pipelines.retrieval.types import IndexMismatchError
 
         if not self._meta_file.is_file():
@@ -132,7 +133,7 @@ class MilvusDenseIndexDataset(_MilvusIndexDataset):
         collection: Collection name.
         meta_path: Where the ``meta.json`` contract is kept locally.
         credentials: Kedro credentials: ``{token: ...}`` or ``{user: ..., password: ...}`` (+ ``db_name``).
-        index: ``{index_type, params, search_params}`` (see ``retrieval.milvus.MilvusDenseConfig``).
+        index: ``{index_type, params, search_params}`` (see ``retrieval.milvus.dense.MilvusDenseConfig``).
         batch_size: Rows per insert request.
         index_timeout_s: How long ``save`` waits for the vector index to be built.
         show_progress: tqdm bar while inserting.
@@ -145,7 +146,7 @@ class MilvusDenseIndexDataset(_MilvusIndexDataset):
         self, uri: str, collection: str, meta_path: str, index: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
         super().__init__(uri, collection, meta_path, **kwargs)
-        from finrag_pipelines.retrieval.milvus import MilvusDenseConfig
+        from finrag_pipelines.retrieval.milvus.dense import MilvusDenseConfig
 
         try:
             self._config = MilvusDenseConfig(**(index or {}))
@@ -153,7 +154,7 @@ class MilvusDenseIndexDataset(_MilvusIndexDataset):
             raise DatasetError(f"milvus dense dataset {collection!r}: bad 'index' settings ({exc}).") from exc
 
     def load(self) -> Any:
-        from finrag_pipelines.retrieval.milvus import MilvusDenseIndex
+        from finrag_pipelines.retrieval.milvus.dense import MilvusDenseIndex
 
         meta = self._read_meta()
         stand_in = self._stand_in(meta)
@@ -162,7 +163,7 @@ class MilvusDenseIndexDataset(_MilvusIndexDataset):
         return MilvusDenseIndex.open(self._target, meta)
 
     def save(self, data: Any) -> None:
-        from finrag_pipelines.retrieval.milvus import MilvusDenseIndex
+        from finrag_pipelines.retrieval.milvus.dense import MilvusDenseIndex
 
         if self._save_unavailable(data):
             return
@@ -187,8 +188,8 @@ class MilvusBM25IndexDataset(_MilvusIndexDataset):
         collection: Collection name.
         meta_path: Where the ``meta.json`` contract is kept locally.
         credentials: Kedro credentials: ``{token: ...}`` or ``{user: ..., password: ...}`` (+ ``db_name``).
-        index: ``{inverted_index_algo, k1, b}`` (see ``retrieval.milvus.MilvusBM25Config``; k1/b default to
-            the bm25s index's).
+        index: ``{inverted_index_algo, k1, b}`` (see ``retrieval.milvus.bm25.MilvusBM25Config``; k1/b
+            default to the bm25s index's).
         batch_size: Rows per insert request.
         index_timeout_s: How long ``save`` waits for the sparse index to be built.
         show_progress: tqdm bar while inserting.
@@ -201,7 +202,7 @@ class MilvusBM25IndexDataset(_MilvusIndexDataset):
         self, uri: str, collection: str, meta_path: str, index: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
         super().__init__(uri, collection, meta_path, **kwargs)
-        from finrag_pipelines.retrieval.milvus import MilvusBM25Config
+        from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Config
 
         try:
             self._config = MilvusBM25Config(**(index or {}))
@@ -213,9 +214,11 @@ class MilvusBM25IndexDataset(_MilvusIndexDataset):
         return self._meta_file.parent / "tokenizer"
 
     def load(self) -> Any:
-        from finrag_pipelines.retrieval.milvus import REBUILD_HINT, MilvusBM25Index
+        from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
+        from finrag_pipelines.retrieval.milvus.collection import REBUILD_HINT
         from finrag_pipelines.retrieval.types import IndexMismatchError
-        from finrag_pipelines.text.tokenize import FinanceTokenizer, TokenizerConfigError
+        from finrag_pipelines.text.dictionaries import TokenizerConfigError
+        from finrag_pipelines.text.tokenize import FinanceTokenizer
 
         meta = self._read_meta()
         stand_in = self._stand_in(meta)
@@ -231,7 +234,7 @@ class MilvusBM25IndexDataset(_MilvusIndexDataset):
         return MilvusBM25Index.open(self._target, meta, tokenizer)
 
     def save(self, data: Any) -> None:
-        from finrag_pipelines.retrieval.milvus import MilvusBM25Index
+        from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
 
         if self._save_unavailable(data):
             return

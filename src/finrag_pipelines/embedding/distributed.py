@@ -3,7 +3,7 @@
 :func:`encode_with_store_ray` is :func:`~finrag_pipelines.embedding.store.encode_with_store` with the
 encoding moved to Ray Data: the store decides what is missing (same fingerprint, role and text keys); the
 missing texts go through ``map_batches`` over a pool of :class:`EncoderActor` (each builds the encoder
-once with :func:`~finrag_pipelines.embedding.encoders.build_encoder`); the driver writes what comes back
+once with :func:`~finrag_pipelines.embedding.factory.build_encoder`); the driver writes what comes back
 as durable shards, ``chunk_size`` vectors each, as it streams in. A crash loses at most the chunks in
 flight; a rerun encodes only what the store still lacks.
 
@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from finrag_pipelines.embedding.encoders import Encoder, build_encoder
+from finrag_pipelines.embedding.encoders import Encoder
+from finrag_pipelines.embedding.factory import build_encoder
 from finrag_pipelines.embedding.store import (
     EmbeddingStore,
     Role,

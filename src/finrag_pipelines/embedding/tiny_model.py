@@ -39,7 +39,7 @@ def build_tiny_qwen3(
     """Train a tokenizer on ``texts`` and save it with a random tiny Qwen3 model in ``out_dir``.
 
     The result loads with ``AutoTokenizer``/``AutoModel`` (``local_files_only=True``) and with
-    :class:`finrag_pipelines.embedding.encoders.HFEncoder`. Same texts and seed give the same files.
+    :class:`finrag_pipelines.embedding.hf_encoder.HFEncoder`. Same texts and seed give the same files.
 
     Args:
         texts: Training texts for the tokenizer (a few hundred are plenty).

@@ -1,7 +1,9 @@
-"""Dense retrieval: a FAISS inner-product index over normalised vectors, and its Retriever.
+"""Dense retrieval: a FAISS inner-product index over normalised vectors; a Retriever over any vector index.
 
 The index folder records which encoder (fingerprint, settings, query instruction) and which corpus
 (hash) it was built from; :meth:`DenseIndex.check_compatible` refuses to pair it with anything else.
+:class:`DenseIndex` implements :class:`~finrag_pipelines.retrieval.interfaces.VectorIndex`;
+:class:`DenseRetriever` takes any ``VectorIndex`` (FAISS or Milvus).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from finrag_pipelines.retrieval.index_folder import (
     read_meta_and_ids,
     write_json,
 )
+from finrag_pipelines.retrieval.interfaces import VectorIndex
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, RetrievalError, Run
 
 logger = logging.getLogger(__name__)
@@ -41,7 +44,8 @@ _SEARCH_BATCH = 1024
 class DenseIndex:
     """A FAISS inner-product index with its document ids and build metadata.
 
-    Build with :meth:`build` or :meth:`load`, not directly.
+    Build with :meth:`build` or :meth:`load`, not directly. Implements
+    :class:`~finrag_pipelines.retrieval.interfaces.VectorIndex`.
 
     Args:
         index: The FAISS index (row ``i`` is ``doc_ids[i]``).
@@ -360,10 +364,10 @@ def check_dense_compatible(
 
 
 class DenseRetriever:
-    """Retriever over a :class:`DenseIndex`: encodes queries in batches, searches FAISS in batches.
+    """Retriever over a vector index: encodes queries in batches, searches the index in batches.
 
     Args:
-        index: The index.
+        index: The index, any :class:`~finrag_pipelines.retrieval.interfaces.VectorIndex` (FAISS, Milvus).
         encoder: Query encoder; must match the index (checked here).
         name: Retriever name used in runs and reports.
         batch_size: Queries per encode + search step.
@@ -377,7 +381,7 @@ class DenseRetriever:
 
     def __init__(
         self,
-        index: DenseIndex,
+        index: VectorIndex,
         encoder: Encoder,
         name: str = "dense",
         batch_size: int = 64,
@@ -433,7 +437,9 @@ class DenseRetriever:
             try:
                 hits = self.index.search_vectors(qvecs, k)
             except Exception as exc:
-                raise RetrievalError(f"{where}: FAISS search failed: {type(exc).__name__}: {exc}") from exc
+                raise RetrievalError(
+                    f"{where}: search of {type(self.index).__name__} failed: {type(exc).__name__}: {exc}"
+                ) from exc
             if len(hits) != len(batch):
                 raise RetrievalError(f"{where}: got {len(hits)} result lists for {len(batch)} queries.")
             run.extend(hits)
@@ -442,13 +448,13 @@ class DenseRetriever:
 
 def measure_dense_qps(
     encoder: Encoder,
-    index: DenseIndex,
+    index: VectorIndex,
     queries: Sequence[str],
     k: int = 10,
     batch_size: int = 64,
     one_by_one_limit: int | None = None,
 ) -> dict[str, float]:
-    """Time dense retrieval (query encoding + FAISS search) batched and one query per call.
+    """Time dense retrieval (query encoding + index search) batched and one query per call.
 
     Both modes run through :class:`DenseRetriever`, after one warm-up call.
 

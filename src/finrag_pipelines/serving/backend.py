@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from finrag_pipelines.embedding.encoders import QUERY_TEMPLATE, Encoder
-from finrag_pipelines.retrieval.bm25 import BM25Index
-from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
+from finrag_pipelines.retrieval.dense import DenseRetriever
 from finrag_pipelines.retrieval.fusion import weighted_sum
+from finrag_pipelines.retrieval.interfaces import LexicalIndex, VectorIndex
 from finrag_pipelines.retrieval.types import Hit, RetrievalError, Run
 from finrag_pipelines.serving.settings import METHODS
 from finrag_pipelines.text.corpus import indexable
@@ -73,8 +73,9 @@ class SearchBackend:
         doc_ids: Corpus document ids (the ``corpus`` dataset's ``doc_id`` column).
         titles: Document titles.
         texts: Document bodies.
-        bm25: The BM25 index, or ``None`` (then ``bm25`` and ``hybrid`` are unavailable).
-        dense: The dense index, or ``None`` (then ``dense`` and ``hybrid`` are unavailable).
+        bm25: The lexical (BM25) index, any backend, or ``None`` (then ``bm25`` and ``hybrid`` are
+            unavailable).
+        dense: The vector index, any backend, or ``None`` (then ``dense`` and ``hybrid`` are unavailable).
         encoder: Query encoder of the dense index (required with ``dense``).
         default_method: Method used when a request names none.
         alpha: Default dense weight of ``hybrid``, in [0, 1].
@@ -94,8 +95,8 @@ class SearchBackend:
         doc_ids: Sequence[str],
         titles: Sequence[str],
         texts: Sequence[str],
-        bm25: BM25Index | None,
-        dense: DenseIndex | None,
+        bm25: LexicalIndex | None,
+        dense: VectorIndex | None,
         encoder: Encoder | None,
         default_method: str,
         alpha: float,

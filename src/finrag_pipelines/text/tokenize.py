@@ -23,6 +23,10 @@ when it is installed and plain ``jieba`` otherwise. After step 4 both give ident
 the whole FinTruthQA corpus with the finance dictionary; they differ only in how they split runs of
 hyphens, which step 4 drops).
 
+The dictionaries and stopword lists come from :mod:`~finrag_pipelines.text.dictionaries`, the segmenter from
+:mod:`~finrag_pipelines.text.segmenter`, the saved folder format from
+:mod:`~finrag_pipelines.text.tokenizer_folder`.
+
 Kedro-free: settings are plain Python values, so they can come straight from YAML.
 """
 
@@ -37,29 +41,39 @@ import re
 import sys
 import threading
 import time
-import unicodedata
-from dataclasses import dataclass
-from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+
+from finrag_pipelines.text.dictionaries import (
+    BUILTIN,
+    DictEntry,
+    TextResource,
+    TokenizerConfigError,
+    finance_dictionary,
+    nfkc,
+    parse_stopwords,
+    parse_user_dict,
+    read_file,
+    stopword_list,
+    string_list,
+)
+from finrag_pipelines.text.segmenter import (
+    SEGMENTERS,
+    add_domain_words,
+    new_segmenter,
+    segmenter_label,
+    with_subwords,
+)
+from finrag_pipelines.text.tokenizer_folder import (
+    FORMAT_VERSION,
+    malformed,
+    read_tokenizer_folder,
+    write_tokenizer_folder,
+)
 
 logger = logging.getLogger(__name__)
 
-BUILTIN = "builtin"
-"""``stopwords=BUILTIN`` selects the stopword list shipped with the package."""
-
-FORMAT_VERSION = 1
-SETTINGS_FILE = "tokenizer.json"
-FINANCE_DICT_FILE = "finance_dict.txt"
-STOPWORDS_FILE = "stopwords.txt"
-SEGMENTERS = ("auto", "jieba", "jieba_next")
-
-_RESOURCES = "finrag_pipelines.text.resources"
-_BUILTIN_DICT = "finance_dict.txt"
-_BUILTIN_STOPWORDS = "stopwords_zh.txt"
-# extra_words get at least this jieba frequency (the shipped dictionary uses the same floor), enough to
-# keep every finance term whole against jieba's default dictionary
-DOMAIN_WORD_MIN_FREQ = 3000
 # tokenize_many() starts worker processes only for inputs at least this large (characters)
 PARALLEL_MIN_CHARS = 400_000
 _CHUNKS_PER_JOB = 4
@@ -76,172 +90,8 @@ _PROTECTED = re.compile(
     re.IGNORECASE,
 )
 _JUNK = re.compile(r"[\W_]+")  # whitespace / punctuation / symbols only (Unicode-aware)
-_ASCII_WORD = re.compile(r"[0-9A-Za-z+]+")
-_TAG = re.compile(r"[a-z]+")
-_HAN_WORD = re.compile(r"[\u4e00-\u9fff]+")  # a word of CJK ideographs only (search-mode sub-words)
-# default jieba dictionary (FREQ, total) per segmenter, loaded once per process
-_BASE_DICTS: dict[str, tuple[dict[str, int], int]] = {}
-_BASE_LOCK = threading.Lock()
 _MISSING: Any = object()
 _CACHE_LIMIT = 2_000_000  # distinct raw segments remembered by the per-tokenizer cleaning cache
-
-
-class TokenizerConfigError(ValueError):
-    """A tokenizer setting, dictionary or stopword file is invalid; the message names it and the fix."""
-
-
-@dataclass(frozen=True)
-class _TextResource:
-    """The exact text of a dictionary or stopword file, with where it came from."""
-
-    source: str
-    text: str
-
-    @property
-    def sha256(self) -> str:
-        """sha256 of the UTF-8 text."""
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class _DictEntry:
-    word: str
-    freq: int | None
-    tag: str | None
-
-
-def _nfkc(text: str) -> str:
-    return unicodedata.normalize("NFKC", text)
-
-
-def _read_builtin(name: str) -> _TextResource:
-    text = resources.files(_RESOURCES).joinpath(name).read_text(encoding="utf-8")
-    return _TextResource(source=f"{BUILTIN}:{name}", text=text)
-
-
-def _read_file(path: str | os.PathLike[str], setting: str) -> _TextResource:
-    file = Path(path)
-    if not file.is_file():
-        raise TokenizerConfigError(
-            f"{setting}: file {str(file)!r} does not exist (resolved from {os.getcwd()}); "
-            "fix the path in the tokenizer parameters or remove the entry."
-        )
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise TokenizerConfigError(f"{setting}: {file} is not UTF-8 ({exc}); re-save it as UTF-8.") from exc
-    return _TextResource(source=str(file), text=text)
-
-
-def _string_list(value: Any, setting: str) -> list[str]:
-    if isinstance(value, (str, bytes)):
-        raise TokenizerConfigError(
-            f"{setting} must be a list of strings, got the single string {value!r}; write it as a YAML list "
-            f"(`{setting}: [{value!r}]`)."
-        )
-    try:
-        items = list(value)
-    except TypeError:
-        raise TokenizerConfigError(
-            f"{setting} must be a list of strings, got {type(value).__name__} {value!r}."
-        ) from None
-    for i, item in enumerate(items):
-        if not isinstance(item, (str, os.PathLike)) or not str(item).strip():
-            raise TokenizerConfigError(f"{setting}[{i}] must be a non-empty string, got {item!r}.")
-    return [str(item) for item in items]
-
-
-def parse_user_dict(text: str, source: str) -> list[_DictEntry]:
-    """Parse a jieba user dictionary (``word [freq] [tag]`` per line).
-
-    Args:
-        text: File contents.
-        source: Where the text came from, for error messages.
-
-    Returns:
-        The entries in file order (blank lines skipped).
-
-    Raises:
-        TokenizerConfigError: On a malformed line, naming ``source:line``.
-    """
-    entries: list[_DictEntry] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip().lstrip("\ufeff")
-        if not line:
-            continue
-        parts = line.split()
-        freq: int | None = None
-        tag: str | None = None
-        for part in parts[1:]:
-            if part.isdigit() and freq is None and tag is None:
-                freq = int(part)
-            elif _TAG.fullmatch(part) and tag is None:
-                tag = part
-            else:
-                raise TokenizerConfigError(
-                    f"{source}:{lineno}: {line!r} is not a jieba dictionary line `word [freq] [tag]` (freq a "
-                    "positive integer, tag lowercase letters such as n, nt, nz; words cannot contain spaces)."
-                )
-        if freq == 0:
-            raise TokenizerConfigError(
-                f"{source}:{lineno}: frequency 0 for {parts[0]!r} would force-split the word in every jieba "
-                "tokenizer of the process (a jieba global); remove the line or give a positive frequency."
-            )
-        entries.append(_DictEntry(_nfkc(parts[0]), freq, tag))
-    return entries
-
-
-def _parse_stopwords(text: str) -> list[str]:
-    words = []
-    for raw in text.splitlines():
-        line = raw.strip().lstrip("\ufeff")
-        if line and not line.startswith("#"):
-            words.append(line)
-    return words
-
-
-def _new_segmenter(choice: str) -> tuple[Any, str]:
-    """A fresh, private, loaded jieba-compatible tokenizer object and its description.
-
-    The default dictionary is read once per process and segmenter kind; later tokenizers start from a copy
-    of it (jieba's ``FREQ``/``total``), which takes milliseconds instead of the ~0.5 s of a cache load.
-    """
-    seg: Any = None
-    name = ""
-    if choice in ("auto", "jieba_next"):
-        try:
-            import jieba_next
-        except ImportError:
-            if choice == "jieba_next":
-                raise TokenizerConfigError(
-                    "segmenter 'jieba_next' is not installed; `pip install jieba-next==1.0.0rc1` or use "
-                    "segmenter 'auto' (falls back to jieba)."
-                ) from None
-        else:
-            seg, name = jieba_next.Tokenizer(), f"jieba_next {getattr(jieba_next, '__version__', '?')}"
-    if seg is None:
-        import jieba
-
-        seg, name = jieba.Tokenizer(), f"jieba {getattr(jieba, '__version__', '?')}"
-    with _BASE_LOCK:
-        base = _BASE_DICTS.get(name)
-        if base is None:
-            seg.initialize()
-            _BASE_DICTS[name] = (dict(seg.FREQ), seg.total)
-            return seg, name
-    seg.FREQ, seg.total = dict(base[0]), base[1]
-    seg.initialized = True
-    return seg, name
-
-
-def _segmenter_label(choice: str) -> str:
-    if choice == "jieba":
-        return "jieba"
-    try:
-        import jieba_next  # noqa: F401
-    except ImportError:
-        return "jieba"
-    return "jieba_next"
 
 
 class FinanceTokenizer:
@@ -250,7 +100,8 @@ class FinanceTokenizer:
     Args:
         use_finance_dict: Load the finance dictionary shipped in ``text/resources/finance_dict.txt``.
         user_dict_paths: Extra jieba user-dictionary files (``word [freq] [tag]`` per line; a word without
-            freq gets one that keeps it whole, at least :data:`DOMAIN_WORD_MIN_FREQ`).
+            freq gets one that keeps it whole, at least
+            :data:`~finrag_pipelines.text.segmenter.DOMAIN_WORD_MIN_FREQ`).
         extra_words: Extra domain terms, kept whole (frequency chosen as for user words without one).
         stopwords: ``"builtin"`` for the shipped list, a file path (one word per line, ``#`` comments),
             or ``None`` for no stopwords.
@@ -288,28 +139,19 @@ class FinanceTokenizer:
         ):
             if not isinstance(value, bool):
                 raise TokenizerConfigError(f"{setting} must be true or false, got {value!r}.")
-        finance = _read_builtin(_BUILTIN_DICT) if use_finance_dict else None
+        finance = finance_dictionary() if use_finance_dict else None
         user_dicts = [
-            _read_file(p, f"user_dict_paths[{i}]")
-            for i, p in enumerate(_string_list(user_dict_paths, "user_dict_paths"))
+            read_file(p, f"user_dict_paths[{i}]")
+            for i, p in enumerate(string_list(user_dict_paths, "user_dict_paths"))
         ]
-        if stopwords is None:
-            stop_res = None
-        elif isinstance(stopwords, (str, os.PathLike)) and str(stopwords) == BUILTIN:
-            stop_res = _read_builtin(_BUILTIN_STOPWORDS)
-        elif isinstance(stopwords, (str, os.PathLike)):
-            stop_res = _read_file(stopwords, "stopwords")
-        else:
-            raise TokenizerConfigError(
-                f"stopwords must be 'builtin', a file path or null, got {stopwords!r}."
-            )
+        stop_res = stopword_list(stopwords)
         self._setup(
             finance=finance,
             user_dicts=user_dicts,
-            extra_words=_string_list(extra_words, "extra_words"),
+            extra_words=string_list(extra_words, "extra_words"),
             stopwords_setting=None if stopwords is None else str(stopwords),
             stopwords_res=stop_res,
-            extra_stopwords=_string_list(extra_stopwords, "extra_stopwords"),
+            extra_stopwords=string_list(extra_stopwords, "extra_stopwords"),
             lowercase=lowercase,
             hmm=hmm,
             n_jobs=n_jobs,
@@ -322,11 +164,11 @@ class FinanceTokenizer:
     def _setup(
         self,
         *,
-        finance: _TextResource | None,
-        user_dicts: list[_TextResource],
+        finance: TextResource | None,
+        user_dicts: list[TextResource],
         extra_words: list[str],
         stopwords_setting: str | None,
-        stopwords_res: _TextResource | None,
+        stopwords_res: TextResource | None,
         extra_stopwords: list[str],
         lowercase: bool,
         hmm: bool,
@@ -340,7 +182,7 @@ class FinanceTokenizer:
             raise TokenizerConfigError(f"segmenter must be one of {SEGMENTERS}, got {segmenter!r}.")
         self._finance = finance
         self._user_dicts = list(user_dicts)
-        self._extra_words = [_nfkc(w.strip()) for w in extra_words]
+        self._extra_words = [nfkc(w.strip()) for w in extra_words]
         self._stopwords_setting = stopwords_setting
         self._stopwords_res = stopwords_res
         self._extra_stopwords = [w.strip() for w in extra_stopwords]
@@ -350,15 +192,15 @@ class FinanceTokenizer:
         self.n_jobs = n_jobs
         self._segmenter_choice = segmenter
         # parse everything now: malformed files fail at construction, not at the first tokenize()
-        self._dict_entries: list[_DictEntry] = []
+        self._dict_entries: list[DictEntry] = []
         if finance is not None:
             self._dict_entries += parse_user_dict(finance.text, finance.source)
         for res in self._user_dicts:
             self._dict_entries += parse_user_dict(res.text, res.source)
         terms = [e.word for e in self._dict_entries] + self._extra_words
         self._domain_terms = frozenset(self._norm(t) for t in terms if t)
-        stop = _parse_stopwords(stopwords_res.text) if stopwords_res is not None else []
-        self._stopwords = frozenset(self._norm(_nfkc(w)) for w in stop + self._extra_stopwords if w)
+        stop = parse_stopwords(stopwords_res.text) if stopwords_res is not None else []
+        self._stopwords = frozenset(self._norm(nfkc(w)) for w in stop + self._extra_stopwords if w)
         self._segmenter: Any = None
         self._segmenter_name = ""
         self._lock = threading.Lock()
@@ -402,25 +244,8 @@ class FinanceTokenizer:
             if self._segmenter is not None:
                 return self._segmenter
             started = time.perf_counter()
-            seg, name = _new_segmenter(self._segmenter_choice)
-            unpriced: list[_DictEntry] = []
-            for entry in self._dict_entries:
-                if _ASCII_WORD.fullmatch(entry.word):
-                    continue
-                if entry.freq is None:
-                    unpriced.append(entry)
-                else:
-                    seg.add_word(entry.word, entry.freq, entry.tag)
-            unpriced += [
-                _DictEntry(w, None, None) for w in self._extra_words if w and not _ASCII_WORD.fullmatch(w)
-            ]
-            # words without a frequency get one that keeps them whole; all suggestions first, then the adds,
-            # since every add_word makes jieba_next rebuild its prefix trie on the next cut
-            freqs = [
-                max(DOMAIN_WORD_MIN_FREQ, int(seg.suggest_freq(e.word, tune=False)) + 1) for e in unpriced
-            ]
-            for entry, freq in zip(unpriced, freqs):
-                seg.add_word(entry.word, freq, entry.tag)
+            seg, name = new_segmenter(self._segmenter_choice)
+            add_domain_words(seg, self._dict_entries, self._extra_words)
             seg.lcut("预热", HMM=self.hmm)  # build lazily-built structures now, before any fork
             self._segmenter_name = name
             self._segmenter = seg
@@ -452,7 +277,7 @@ class FinanceTokenizer:
         return out
 
     def _tokenize_one(self, text: str, seg: Any) -> list[str]:
-        text = _nfkc(text)
+        text = nfkc(text)
         cut = seg.cut
         hmm = self.hmm
         raw: list[str] = []
@@ -465,7 +290,7 @@ class FinanceTokenizer:
         if start < len(text):
             raw.extend(cut(text[start:] if start else text, HMM=hmm))
         if self.search_mode:
-            raw = _with_subwords(raw, seg.FREQ)
+            raw = with_subwords(raw, seg.FREQ)
         cache_get = self._cache.get
         clean_new = self._clean_new
         tokens: list[str] = []
@@ -602,7 +427,7 @@ class FinanceTokenizer:
             "hmm": self.hmm,
             "search_mode": self.search_mode,
             "n_jobs": self.n_jobs,
-            "segmenter": _segmenter_label(self._segmenter_choice),
+            "segmenter": segmenter_label(self._segmenter_choice),
         }
 
     @property
@@ -623,29 +448,12 @@ class FinanceTokenizer:
             The folder.
         """
         target = Path(folder)
-        target.mkdir(parents=True, exist_ok=True)
-        files: dict[str, Any] = {"finance_dict": None, "user_dicts": [], "stopwords": None}
-        if self._finance is not None:
-            _write_text(target / FINANCE_DICT_FILE, self._finance.text)
-            files["finance_dict"] = {
-                "file": FINANCE_DICT_FILE,
-                "source": self._finance.source,
-                "sha256": self._finance.sha256,
-            }
-        for i, res in enumerate(self._user_dicts):
-            name = f"user_dict_{i}.txt"
-            _write_text(target / name, res.text)
-            files["user_dicts"].append({"file": name, "source": res.source, "sha256": res.sha256})
-        if self._stopwords_res is not None:
-            _write_text(target / STOPWORDS_FILE, self._stopwords_res.text)
-            files["stopwords"] = {
-                "file": STOPWORDS_FILE,
-                "source": self._stopwords_res.source,
-                "sha256": self._stopwords_res.sha256,
-            }
-        settings = {
-            "format_version": FORMAT_VERSION,
-            "settings": {
+        write_tokenizer_folder(
+            target,
+            finance=self._finance,
+            user_dicts=self._user_dicts,
+            stopwords=self._stopwords_res,
+            settings={
                 "extra_words": self._extra_words,
                 "stopwords": self._stopwords_setting,
                 "extra_stopwords": self._extra_stopwords,
@@ -655,11 +463,9 @@ class FinanceTokenizer:
                 "n_jobs": self.n_jobs,
                 "segmenter": self._segmenter_choice,
             },
-            "files": files,
-            "describe": self.describe(),
-            "fingerprint": self.fingerprint,
-        }
-        _write_text(target / SETTINGS_FILE, json.dumps(settings, ensure_ascii=False, indent=1))
+            describe=self.describe(),
+            fingerprint=self.fingerprint,
+        )
         return target
 
     @classmethod
@@ -678,66 +484,18 @@ class FinanceTokenizer:
             TokenizerConfigError: On a missing or unreadable file, a sha256 mismatch or an unknown format.
         """
         source = Path(folder)
-        settings_path = source / SETTINGS_FILE
-        if not settings_path.is_file():
-            raise TokenizerConfigError(
-                f"{source} has no {SETTINGS_FILE}: not a saved tokenizer folder; save one with "
-                "FinanceTokenizer.save()."
-            )
+        saved = read_tokenizer_folder(source)
+        tok = cls.__new__(cls)
         try:
-            saved = json.loads(settings_path.read_text(encoding="utf-8"))
-            if saved.get("format_version") != FORMAT_VERSION:
-                raise TokenizerConfigError(
-                    f"{settings_path}: format_version {saved.get('format_version')!r}, this code reads "
-                    f"{FORMAT_VERSION}; "
-                    "rebuild the index that holds this tokenizer."
-                )
-            opts = saved["settings"]
-            files = saved["files"]
-
-            def restore(entry: dict[str, Any] | None) -> _TextResource | None:
-                if entry is None:
-                    return None
-                path = source / entry["file"]
-                if not path.is_file():
-                    raise TokenizerConfigError(
-                        f"{path} is missing (listed in {settings_path}); the saved tokenizer is incomplete, "
-                        "save it again."
-                    )
-                res = _TextResource(source=str(entry["source"]), text=path.read_text(encoding="utf-8"))
-                if res.sha256 != entry["sha256"]:
-                    raise TokenizerConfigError(
-                        f"{path} was changed after saving (sha256 {res.sha256[:12]} != recorded "
-                        f"{str(entry['sha256'])[:12]}); "
-                        "restore it or rebuild the index."
-                    )
-                return res
-
-            user_dicts = [restore(entry) for entry in files["user_dicts"]]
-            tok = cls.__new__(cls)
-            tok._setup(
-                finance=restore(files["finance_dict"]),
-                user_dicts=[res for res in user_dicts if res is not None],
-                extra_words=list(opts["extra_words"]),
-                stopwords_setting=opts["stopwords"],
-                stopwords_res=restore(files["stopwords"]),
-                extra_stopwords=list(opts["extra_stopwords"]),
-                lowercase=bool(opts["lowercase"]),
-                hmm=bool(opts["hmm"]),
-                search_mode=bool(opts.get("search_mode", False)),
-                n_jobs=int(opts["n_jobs"]),
-                segmenter=str(opts["segmenter"]),
-            )
+            tok._setup(**saved.parts)
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, TokenizerConfigError):
                 raise
-            raise TokenizerConfigError(
-                f"{settings_path} is malformed ({type(exc).__name__}: {exc}); save the tokenizer again."
-            ) from exc
-        if saved.get("fingerprint") and tok.fingerprint != saved["fingerprint"]:
+            raise malformed(saved.settings_path, exc) from exc
+        if saved.fingerprint and tok.fingerprint != saved.fingerprint:
             raise TokenizerConfigError(
                 f"{source}: restored tokenizer fingerprint {tok.fingerprint[:12]} != saved "
-                f"{str(saved['fingerprint'])[:12]} "
+                f"{saved.fingerprint[:12]} "
                 "(tokenizer code changed how it reads its settings); rebuild the index."
             )
         return tok
@@ -760,28 +518,9 @@ class FinanceTokenizer:
         return (
             f"FinanceTokenizer(finance_dict={self._finance is not None}, user_dicts={len(self._user_dicts)}, "
             f"extra_words={len(self._extra_words)}, stopwords={self._stopwords_setting!r}, "
-            f"lowercase={self.lowercase}, hmm={self.hmm}, search_mode={self.search_mode}, n_jobs={self.n_jobs})"
+            f"lowercase={self.lowercase}, hmm={self.hmm}, search_mode={self.search_mode}, "
+            f"n_jobs={self.n_jobs})"
         )
-
-
-def _with_subwords(pieces: list[str], freq: Mapping[str, int]) -> list[str]:
-    """jieba's search mode: before each Chinese word longer than 2 (3) characters, the dictionary
-    words among its 2-grams (3-grams)."""
-    out: list[str] = []
-    for word in pieces:
-        size = len(word)
-        if size > 2 and _HAN_WORD.fullmatch(word):
-            out.extend(word[i : i + 2] for i in range(size - 1) if freq.get(word[i : i + 2]))
-            if size > 3:
-                out.extend(word[i : i + 3] for i in range(size - 2) if freq.get(word[i : i + 3]))
-        out.append(word)
-    return out
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------- worker processes

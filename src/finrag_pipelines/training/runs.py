@@ -242,7 +242,7 @@ def data_hash(data_files: Mapping[str, str | Path | None]) -> str:
 
 def base_model_fingerprint(model_dir: str | Path) -> str:
     """Content hash of a model folder (config, tokenizer, weights), as encoders use it."""
-    from finrag_pipelines.embedding.encoders import hash_model_folder
+    from finrag_pipelines.embedding.fingerprint import hash_model_folder
 
     return hash_model_folder(Path(model_dir))
 

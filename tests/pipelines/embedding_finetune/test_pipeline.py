@@ -13,7 +13,8 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from finrag_pipelines.datasets.models import ModelDirectoryDataset
-from finrag_pipelines.embedding.encoders import HFEncoder, format_query
+from finrag_pipelines.embedding.encoders import format_query
+from finrag_pipelines.embedding.hf_encoder import HFEncoder
 from finrag_pipelines.pipelines.embedding_finetune import create_pipeline, nodes
 from finrag_pipelines.pipelines.embedding_finetune.params import BaseModelParams, TrainParams
 from finrag_pipelines.training import swift as sw

@@ -7,7 +7,8 @@ from kedro.runner import SequentialRunner
 
 from finrag_pipelines.datasets.encoders import EncoderDataset
 from finrag_pipelines.datasets.indexes import BM25IndexDataset, FaissIndexDataset
-from finrag_pipelines.embedding.encoders import HFEncoder, QUERY_TEMPLATE
+from finrag_pipelines.embedding.encoders import QUERY_TEMPLATE
+from finrag_pipelines.embedding.hf_encoder import HFEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore
 from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.pipelines.index_build import create_pipeline
@@ -95,7 +96,7 @@ def test_dense_index_on_ray_matches_local(tmp_path, corpus, tiny_qwen3_dir):
     """``execution.backend: ray`` encodes on a Ray actor pool: same store entries, same index vectors."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
     pytest.importorskip("ray.data")
-    from finrag_pipelines.embedding.encoders import build_encoder
+    from finrag_pipelines.embedding.factory import build_encoder
 
     encoder = build_encoder({"kind": "hf", "model_path": str(tiny_qwen3_dir), "query_task": "检索金融新闻",
                              "max_length": 64, "batch_size": 8, "device": "cpu"})

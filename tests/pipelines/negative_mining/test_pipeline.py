@@ -10,7 +10,8 @@ from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import JSONDataset as PandasJSONDataset
 from kedro_datasets.pandas import ParquetDataset
 
-from finrag_pipelines.embedding.encoders import HFEncoder, format_query
+from finrag_pipelines.embedding.encoders import format_query
+from finrag_pipelines.embedding.hf_encoder import HFEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
 from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.pipelines.negative_mining import create_pipeline
@@ -20,7 +21,8 @@ from finrag_pipelines.pipelines.negative_mining.params import (
     RuleParams,
     SplitParams,
 )
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex
 from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.tokenize import FinanceTokenizer
@@ -148,3 +150,25 @@ def test_pipeline_writes_swift_rows_and_reuses_stored_query_vectors(tmp_path, se
     SequentialRunner().run(create_pipeline(), again)
     assert encoder.queries_encoded == queries["query"].nunique()  # distinct texts
     assert again.load("mining_selection").equals(selection)
+
+
+def test_a_lexical_index_without_term_scores_is_refused_before_encoding(tmp_path, setup):
+    pytest.importorskip("milvus_lite", reason="needs milvus-lite: pip install 'finrag_pipelines[milvus]'")
+    from finrag_pipelines.pipelines.negative_mining.nodes import mine_candidates
+    from finrag_pipelines.retrieval.interfaces import IndexCapabilityError
+    from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
+    from finrag_pipelines.retrieval.milvus.connection import MilvusTarget, close_clients
+
+    corpus, queries, encoder, store, dense, bm25 = setup
+    milvus = MilvusBM25Index.write(bm25, MilvusTarget(str(tmp_path / "m.db"), "bm25"), show_progress=False)
+    try:
+        with_bm25 = CandidateParams(batch_size=7, depth=30, bm25={"enabled": True, "share": 0.25})
+        with pytest.raises(IndexCapabilityError, match="MilvusBM25Index.*BM25IndexDataset"):
+            mine_candidates(queries, corpus, dense, encoder, store, milvus, with_bm25)
+        assert encoder.queries_encoded == 0  # refused before any query was encoded
+        # without BM25 candidates a Milvus lexical index is fine: it is never asked for scores
+        dense_only = CandidateParams(batch_size=7, depth=30, bm25={"enabled": False, "share": 0.25})
+        candidates = mine_candidates(queries, corpus, dense, encoder, store, milvus, dense_only)
+        assert set(candidates["source"]) == {"dense"} and len(candidates) == 30 * len(queries)
+    finally:
+        close_clients()

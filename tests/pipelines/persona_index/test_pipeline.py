@@ -12,7 +12,7 @@ from finrag_pipelines.execution import ExecutionConfig
 
 from finrag_pipelines.datasets.indexes import FaissIndexDataset
 from finrag_pipelines.datasets.source_lines import SourceLinesDataset
-from finrag_pipelines.embedding.encoders import USEEncoder
+from finrag_pipelines.embedding.use_encoder import USEEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore
 from finrag_pipelines.pipelines.persona_index import create_pipeline
 from finrag_pipelines.pipelines.persona_index.params import (

@@ -4,7 +4,8 @@ import pytest
 from finrag_pipelines.pipelines.query_distill import keyword_backend, nodes
 from finrag_pipelines.pipelines.query_distill.cleaning import copied_span, length_problem
 from finrag_pipelines.pipelines.query_distill.params import CleanParams, SpecParams
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.text.corpus import corpus_hash
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 

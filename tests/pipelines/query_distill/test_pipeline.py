@@ -8,7 +8,7 @@ import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from finrag_pipelines.embedding.encoders import HFEncoder
+from finrag_pipelines.embedding.hf_encoder import HFEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore
 from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.llm.config import LLMConfig
@@ -22,7 +22,8 @@ from finrag_pipelines.pipelines.query_distill.params import (
     SelectParams,
     SpecParams,
 )
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex
 from finrag_pipelines.text.corpus import corpus_hash, indexable
 from finrag_pipelines.text.tokenize import FinanceTokenizer

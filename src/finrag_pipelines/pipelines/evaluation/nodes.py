@@ -21,9 +21,9 @@ from finrag_pipelines.pipelines.evaluation.params import (
     SplitParams,
 )
 from finrag_pipelines.pipelines.evaluation.report import plot_metrics, render_markdown
-from finrag_pipelines.retrieval.bm25 import BM25Index
-from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
+from finrag_pipelines.retrieval.dense import DenseRetriever
 from finrag_pipelines.retrieval.fusion import rrf, weighted_sum
+from finrag_pipelines.retrieval.interfaces import LexicalIndex, VectorIndex
 from finrag_pipelines.retrieval.metrics import metric_names, paired_bootstrap, query_metrics
 from finrag_pipelines.retrieval.runs import frame_to_run, run_to_frame, unavailable_frame, unavailable_reason
 from finrag_pipelines.retrieval.types import RetrievalError, Retriever, Run, Unavailable
@@ -74,16 +74,19 @@ def _search(retriever: Retriever, corpus: pd.DataFrame, queries: pd.DataFrame, p
 
 
 def retrieve_bm25(
-    index: BM25Index, corpus: pd.DataFrame, eval_queries: pd.DataFrame, retrieve: RetrieveParams
+    index: LexicalIndex, corpus: pd.DataFrame, eval_queries: pd.DataFrame, retrieve: RetrieveParams
 ) -> pd.DataFrame:
-    """Run a BM25 index over the evaluation queries, after checking it was built from this corpus."""
+    """Run a lexical (BM25) index over the evaluation queries, after checking it was built from this corpus.
+
+    Any backend (bm25s folder, Milvus collection) that implements ``LexicalIndex``.
+    """
     _, _, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
     index.check_compatible(digest)
     return _search(index, corpus, eval_queries, retrieve)
 
 
 def retrieve_dense(
-    index: DenseIndex | Unavailable,
+    index: VectorIndex | Unavailable,
     encoder: Encoder | Unavailable,
     embedding_store: EmbeddingStore,
     corpus: pd.DataFrame,

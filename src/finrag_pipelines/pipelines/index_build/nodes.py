@@ -11,7 +11,8 @@ from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.store import EmbeddingStore
 from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams
-from finrag_pipelines.retrieval.bm25 import BM25Config, BM25Index
+from finrag_pipelines.retrieval.bm25.index import BM25Index
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex
 from finrag_pipelines.retrieval.types import Unavailable
 from finrag_pipelines.text.corpus import indexable

@@ -20,8 +20,12 @@ from finrag_pipelines.pipelines.negative_mining.params import (
     RuleParams,
     SplitParams,
 )
-from finrag_pipelines.retrieval.bm25 import BM25Index
-from finrag_pipelines.retrieval.dense import DenseIndex
+from finrag_pipelines.retrieval.interfaces import (
+    LexicalIndex,
+    TermScoringIndex,
+    VectorIndex,
+    require_term_scores,
+)
 from finrag_pipelines.text.corpus import indexable
 
 logger = logging.getLogger(__name__)
@@ -65,7 +69,7 @@ def _dense_candidates(
     pos_ids: list[str],
     qvecs: np.ndarray,
     pvecs: np.ndarray,
-    index: DenseIndex,
+    index: VectorIndex,
     params: CandidateParams,
 ) -> pd.DataFrame:
     positive = np.einsum("ij,ij->i", qvecs, pvecs)  # q · d_pos: the positive's own dense score
@@ -82,7 +86,7 @@ def _dense_candidates(
 
 
 def _bm25_candidates(
-    qids: list[str], pos_ids: list[str], queries: list[str], index: BM25Index, params: CandidateParams
+    qids: list[str], pos_ids: list[str], queries: list[str], index: TermScoringIndex, params: CandidateParams
 ) -> pd.DataFrame:
     row_of = {doc_id: i for i, doc_id in enumerate(index.doc_ids)}
     rows: list[tuple[Any, ...]] = []
@@ -101,18 +105,23 @@ def _bm25_candidates(
 def mine_candidates(
     distilled_queries: pd.DataFrame,
     corpus: pd.DataFrame,
-    dense_index: DenseIndex,
+    dense_index: VectorIndex,
     base_encoder: Encoder,
     embedding_store: EmbeddingStore,
-    bm25_index: BM25Index,
+    bm25_index: LexicalIndex,
     params: CandidateParams,
     execution: ExecutionConfig | None = None,
 ) -> pd.DataFrame:
     """Retrieve the top ``depth`` dense (and BM25) candidates per query, with the positive's own score.
 
     Query and positive-document vectors come through the embedding store, so a re-run encodes nothing new;
-    ``execution.backend: ray`` encodes the queries on a Ray actor pool (same store, same vectors).
+    ``execution.backend: ray`` encodes the queries on a Ray actor pool (same store, same vectors). BM25
+    candidates need the positive's own BM25 score, so a lexical backend without ``get_scores`` (Milvus) is
+    refused before anything is encoded.
     """
+    scoring = None
+    if params.bm25.enabled:
+        scoring = require_term_scores(bm25_index, "negative_mining's BM25 candidates")
     _, texts, digest = _corpus_texts(corpus)
     dense_index.check_compatible(corpus_hash=digest, encoder=base_encoder)
     _check_positives(distilled_queries, texts)
@@ -124,9 +133,9 @@ def mine_candidates(
         base_encoder, [texts[d] for d in pos_ids], "document", embedding_store, chunk_size=params.batch_size
     )
     tables = [_dense_candidates(qids, pos_ids, qvecs, pvecs, dense_index, params)]
-    if params.bm25.enabled:
-        bm25_index.check_compatible(digest)
-        tables.append(_bm25_candidates(qids, pos_ids, queries, bm25_index, params))
+    if scoring is not None:
+        scoring.check_compatible(digest)
+        tables.append(_bm25_candidates(qids, pos_ids, queries, scoring, params))
     candidates = pd.concat(tables, ignore_index=True)
     logger.info(
         "negative_mining: %d queries, %d candidates (%s), depth %d",

@@ -39,6 +39,7 @@ from finrag_pipelines.pipelines.persona_index.selection import (
     parse_persona,
 )
 from finrag_pipelines.retrieval.dense import DenseIndex
+from finrag_pipelines.retrieval.interfaces import VectorIndex
 from finrag_pipelines.text.corpus import SourceRow, corpus_hash
 
 logger = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ def summarise_persona_index(
     personas: pd.DataFrame,
     matched: pd.DataFrame,
     dedup_audit: pd.DataFrame,
-    persona_index: DenseIndex,
+    persona_index: VectorIndex,
 ) -> dict[str, Any]:
     """Counts for the record: rows read, exact duplicates, matches per keyword, near duplicates, kept, encoder."""
     per_keyword = Counter(str(kw) for kws in matched["keywords"] for kw in kws)

@@ -34,8 +34,8 @@ from finrag_pipelines.pipelines.query_distill.params import (
     SelectParams,
     SpecParams,
 )
-from finrag_pipelines.retrieval.bm25 import BM25Index
-from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
+from finrag_pipelines.retrieval.dense import DenseRetriever
+from finrag_pipelines.retrieval.interfaces import LexicalIndex, VectorIndex
 from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.dedup import find_duplicates
 
@@ -63,7 +63,7 @@ def select_documents(corpus: pd.DataFrame, select: SelectParams) -> pd.DataFrame
 
 def retrieve_personas(
     documents: pd.DataFrame,
-    persona_index: DenseIndex,
+    persona_index: VectorIndex,
     finance_personas: pd.DataFrame,
     persona_encoder: Encoder,
     embedding_store: EmbeddingStore,
@@ -283,7 +283,7 @@ def clean_queries(
     generated_queries: pd.DataFrame,
     documents: pd.DataFrame,
     finance_personas: pd.DataFrame,
-    bm25_index: BM25Index,
+    bm25_index: LexicalIndex,
     failure_summary: dict[str, Any],
     llm: LLMConfig,
     stage1_prompt: dict[str, Any],

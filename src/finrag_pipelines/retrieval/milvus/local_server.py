@@ -55,7 +55,7 @@ class LocalMilvusServer:
 
     @property
     def uri(self) -> str:
-        """The server URI for :class:`~finrag_pipelines.retrieval.milvus.MilvusTarget`."""
+        """The server URI for :class:`~finrag_pipelines.retrieval.milvus.connection.MilvusTarget`."""
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> LocalMilvusServer:
@@ -96,7 +96,8 @@ class LocalMilvusServer:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(
-            f"milvus-lite server at {self.uri} did not answer within {self.start_timeout_s:.0f}s: {self._tail()}"
+            f"milvus-lite server at {self.uri} did not answer within {self.start_timeout_s:.0f}s: "
+            f"{self._tail()}"
         )
 
     def _answers(self) -> bool:

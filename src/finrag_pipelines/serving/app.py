@@ -13,7 +13,8 @@ are ignored, as Search-R1 does.
 ``GET /health``: 503 until the backend is warmed up, then 200. ``GET /info``: encoder, instruction,
 index metadata, methods, limits and batching counters.
 
-Every invalid request gets a 4xx whose ``detail`` names the field; a retriever failure is a 500 with
+Every invalid request gets a 4xx whose ``detail`` names the field (a body that is not JSON, is nested
+too deeply to parse or holds a query with a lone surrogate included); a retriever failure is a 500 with
 the cause, never an empty result. With a token configured, ``/retrieve`` and ``/info`` need
 ``Authorization: Bearer <token>``.
 """
@@ -74,6 +75,12 @@ class RetrieveRequest(BaseModel):
         for i, query in enumerate(value):
             if not query.strip():
                 raise ValueError(f"queries[{i}] is empty; send a non-empty query string")
+            bad = next((j for j, ch in enumerate(query) if "\ud800" <= ch <= "\udfff"), None)
+            if bad is not None:
+                raise ValueError(
+                    f"queries[{i}] has a lone surrogate \\u{ord(query[bad]):04x} at character {bad}, "
+                    "which is not text; send valid Unicode (a surrogate only as half of a pair)"
+                )
             if len(query) > limits.max_query_chars:
                 raise ValueError(
                     f"queries[{i}] has {len(query)} characters; the limit is {limits.max_query_chars}"
@@ -141,6 +148,16 @@ async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
             return _error(413, "body", f"more than {limit} bytes; the limit is {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _parse_json(body: bytes) -> Any:
+    """The parsed body, or a 400 naming why it is not JSON the server can read."""
+    try:
+        return json.loads(body)
+    except RecursionError:  # e.g. 200 KB of "[": the parser recurses once per level
+        return _error(400, "body", "is nested too deeply to parse; send a flat JSON object")
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers of over 4300 digits
+        return _error(400, "body", f"is not valid JSON ({exc}); send a JSON object")
 
 
 class _GuardMiddleware:
@@ -270,10 +287,9 @@ def create_app(
         body = await _read_body(request, limits.max_body_bytes)
         if isinstance(body, JSONResponse):
             return body
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return _error(400, "body", f"is not valid JSON ({exc}); send a JSON object")
+        payload = _parse_json(body)
+        if isinstance(payload, JSONResponse):
+            return payload
         if not isinstance(payload, dict):
             return _error(422, "body", f"must be a JSON object, got {type(payload).__name__}")
         try:

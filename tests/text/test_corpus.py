@@ -105,3 +105,33 @@ def test_indexable_prepends_titles_once():
 
 def test_normalise_text_removes_control_characters():
     assert normalise_text("a\u200bb\x07c") == "abc"
+
+
+@pytest.mark.parametrize(("score", "grade"), [("0", 0), ("1", 1), ("3", 3), ("2.0", 2), ("007", 7), ("100", 100)])
+def test_qrels_grades_are_non_negative_integers(score, grade):
+    assert parse_qrels([row(f"q1\td1\t{score}", 2, "qrels.tsv")]) == [("q1", "d1", grade, "qrels.tsv:2")]
+
+
+@pytest.mark.parametrize(
+    ("score", "problem"),
+    [
+        ("inf", "is not finite"),
+        ("-inf", "is not finite"),
+        ("nan", "is not finite"),
+        ("0.5", "is a fraction"),
+        ("-1", "is negative"),
+        ("-0.5", "is negative"),
+        ("1e3", "is not written as an integer"),
+        ("+1", "is not written as an integer"),
+        ("101", "is over 100"),
+        ("9" * 5000, "is over 100"),
+        ("", "is not a number"),
+    ],
+)
+def test_qrels_grade_errors_name_file_line_and_the_rule(score, problem):
+    with pytest.raises(CorpusFormatError) as err:
+        parse_qrels([row("query-id\tcorpus-id\tscore", 1, "qrels.tsv"), row(f"q1\td1\t{score}", 7, "qrels.tsv")])
+    message = str(err.value)
+    assert message.startswith("qrels.tsv:7: score ")
+    assert problem in message
+    assert "a grade is an integer 0..100" in message

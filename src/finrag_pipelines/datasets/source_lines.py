@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from finrag_pipelines.text.corpus import CorpusFormatError, SourceRow
+from finrag_pipelines.text.corpus import SourceRow
+from finrag_pipelines.text.source import check_encoding, read_source_rows
 
 
 class SourceLinesDataset(AbstractDataset[None, list[SourceRow]]):
     """Loads a JSON-lines (``format: jsonl``) or plain text (``format: lines``) file as ``SourceRow`` s.
 
-    Malformed JSON is reported with file and line; blank lines are skipped. Saving is not supported:
-    raw inputs are never rewritten by a pipeline.
+    Reading follows :func:`~finrag_pipelines.text.source.read_source_rows`: blank lines are skipped, a
+    UTF-8 byte order mark is accepted at the start of the file only, and invalid bytes (with their
+    offset), malformed JSON or a lone-surrogate escape stop the load with an error naming file and
+    line. ``encoding`` must be ASCII-compatible (default UTF-8). Saving is not supported: raw inputs
+    are never rewritten by a pipeline.
 
     Example::
 
@@ -27,28 +30,18 @@ class SourceLinesDataset(AbstractDataset[None, list[SourceRow]]):
     def __init__(self, filepath: str, format: str = "jsonl", encoding: str = "utf-8") -> None:  # noqa: A002
         if format not in ("jsonl", "lines"):
             raise DatasetError(f"SourceLinesDataset format must be 'jsonl' or 'lines', got {format!r}")
+        try:
+            self._encoding = check_encoding(encoding)
+        except (LookupError, ValueError) as exc:
+            raise DatasetError(f"SourceLinesDataset {filepath}: {exc}") from None
         self._filepath = PurePosixPath(filepath)
         self._format = format
-        self._encoding = encoding
 
     def load(self) -> list[SourceRow]:
         path = Path(self._filepath)
         if not path.is_file():
             raise DatasetError(f"Input file not found: {path}. Check the path (or --params retrieval_dataset=<folder>).")
-        rows: list[SourceRow] = []
-        with path.open(encoding=self._encoding) as handle:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                if self._format == "lines":
-                    rows.append(SourceRow(str(path), lineno, line.rstrip("\r\n")))
-                    continue
-                try:
-                    data: Any = json.loads(line.rstrip("\r\n"))
-                except json.JSONDecodeError as exc:
-                    raise CorpusFormatError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-                rows.append(SourceRow(str(path), lineno, data))
-        return rows
+        return read_source_rows(path, "jsonl" if self._format == "jsonl" else "lines", self._encoding)
 
     def save(self, data: None) -> None:
         raise DatasetError(f"{self._filepath} is a raw input and is read-only")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -171,8 +172,53 @@ def parse_queries(rows: Iterable[SourceRow]) -> list[tuple[str, str]]:
     return out
 
 
+MAX_GRADE = 100
+"""Largest relevance grade accepted (nDCG's gain ``2^grade - 1`` must stay a finite float)."""
+
+_GRADE = re.compile(r"[0-9]+(?:\.0*)?")
+
+
+def parse_grade(text: str, where: str) -> int:
+    """A qrels score as a relevance grade: a non-negative integer, at most :data:`MAX_GRADE`.
+
+    ``0`` is judged not relevant, higher is more relevant (BEIR writes ``1``). An integer written with a
+    zero fraction (``2.0``) is read as that integer; anything else (``0.5``, ``-1``, ``inf``, ``nan``,
+    ``1e3``, ``+1``) is an error rather than a truncated or invented grade.
+
+    Raises:
+        CorpusFormatError: Naming ``where`` (file:line), the value and the rule.
+    """
+    if _GRADE.fullmatch(text):
+        whole = text.partition(".")[0].lstrip("0") or "0"
+        if len(whole) <= len(str(MAX_GRADE)) and int(whole) <= MAX_GRADE:
+            return int(whole)
+        problem = f"is over {MAX_GRADE}"
+    else:
+        try:
+            number = float(text)
+        except ValueError:
+            problem = "is not a number"
+        else:
+            if not math.isfinite(number):
+                problem = "is not finite"
+            elif number < 0:
+                problem = "is negative"
+            elif not number.is_integer():
+                problem = "is a fraction (grades are not truncated)"
+            else:
+                problem = "is not written as an integer"
+    shown = text if len(text) <= 40 else text[:40] + "…"
+    raise CorpusFormatError(
+        f"{where}: score {shown!r} {problem}; a grade is an integer 0..{MAX_GRADE} "
+        "(0 = judged not relevant, 1 = relevant, higher = more relevant). Fix the qrels file."
+    )
+
+
 def parse_qrels(rows: Iterable[SourceRow]) -> list[tuple[str, str, int, str]]:
-    """Parse BEIR ``qrels.tsv`` lines (header ``query-id corpus-id score``) into ``(qid, doc_id, grade, where)``."""
+    """Parse BEIR ``qrels.tsv`` lines (header ``query-id corpus-id score``) into ``(qid, doc_id, grade, where)``.
+
+    Grades follow :func:`parse_grade`; the header is recognised on line 1 only.
+    """
     out: list[tuple[str, str, int, str]] = []
     seen: dict[tuple[str, str], str] = {}
     for row in rows:
@@ -185,10 +231,7 @@ def parse_qrels(rows: Iterable[SourceRow]) -> list[tuple[str, str, int, str]]:
                 f"{row.where}: expected 3 tab-separated columns query-id, corpus-id, score; got {line!r:.120}"
             )
         qid, did, grade_s = (p.strip() for p in parts)
-        try:
-            grade = int(float(grade_s))
-        except ValueError:
-            raise CorpusFormatError(f"{row.where}: score {grade_s!r} is not a number") from None
+        grade = parse_grade(grade_s, row.where)
         if not qid or not did:
             raise CorpusFormatError(f"{row.where}: empty query-id or corpus-id")
         if (qid, did) in seen:

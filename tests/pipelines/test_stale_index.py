@@ -57,7 +57,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def use(project: Path) -> Use:
-    """Build the indexes of the original corpus (A) and of a changed one (B); ``use(bm25, dense)`` installs a mix.
+    """Build the indexes of the original corpus (A) and of a changed one (B).
+
+    ``use(bm25, dense)`` installs a mix of them.
 
     After this fixture the raw corpus and corpus_prep's ``corpus`` are B; ``use("A", "A")`` is the plain
     "changed the corpus, did not rebuild" state.

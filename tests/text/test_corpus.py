@@ -107,7 +107,9 @@ def test_normalise_text_removes_control_characters():
     assert normalise_text("a\u200bb\x07c") == "abc"
 
 
-@pytest.mark.parametrize(("score", "grade"), [("0", 0), ("1", 1), ("3", 3), ("2.0", 2), ("007", 7), ("100", 100)])
+@pytest.mark.parametrize(
+    ("score", "grade"), [("0", 0), ("1", 1), ("3", 3), ("2.0", 2), ("007", 7), ("100", 100)]
+)
 def test_qrels_grades_are_non_negative_integers(score, grade):
     assert parse_qrels([row(f"q1\td1\t{score}", 2, "qrels.tsv")]) == [("q1", "d1", grade, "qrels.tsv:2")]
 
@@ -130,7 +132,8 @@ def test_qrels_grades_are_non_negative_integers(score, grade):
 )
 def test_qrels_grade_errors_name_file_line_and_the_rule(score, problem):
     with pytest.raises(CorpusFormatError) as err:
-        parse_qrels([row("query-id\tcorpus-id\tscore", 1, "qrels.tsv"), row(f"q1\td1\t{score}", 7, "qrels.tsv")])
+        header = row("query-id\tcorpus-id\tscore", 1, "qrels.tsv")
+        parse_qrels([header, row(f"q1\td1\t{score}", 7, "qrels.tsv")])
     message = str(err.value)
     assert message.startswith("qrels.tsv:7: score ")
     assert problem in message

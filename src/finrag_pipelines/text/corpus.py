@@ -215,9 +215,9 @@ def parse_grade(text: str, where: str) -> int:
 
 
 def parse_qrels(rows: Iterable[SourceRow]) -> list[tuple[str, str, int, str]]:
-    """Parse BEIR ``qrels.tsv`` lines (header ``query-id corpus-id score``) into ``(qid, doc_id, grade, where)``.
+    """Parse BEIR ``qrels.tsv`` lines into ``(qid, doc_id, grade, where)``.
 
-    Grades follow :func:`parse_grade`; the header is recognised on line 1 only.
+    The header ``query-id corpus-id score`` is recognised on line 1 only. Grades follow :func:`parse_grade`.
     """
     out: list[tuple[str, str, int, str]] = []
     seen: dict[tuple[str, str], str] = {}

@@ -202,6 +202,30 @@ def test_second_run_makes_zero_requests_and_never_builds_a_client(
     reopened.close()
 
 
+def test_a_request_can_carry_its_own_validator(
+    server: ScriptedOpenAIServer, journal: ResponseJournal
+) -> None:
+    server.behaviour = always("B")
+
+    def expect(letter: str) -> Any:
+        def validate(text: str) -> str:
+            if text != letter:
+                raise ValueError(f"expected {letter}, got {text}")
+            return text.lower()
+
+        return validate
+
+    base = make_requests(2)
+    requests = [ChatRequest(base[0].id, base[0].messages, validate=expect("B")),
+                ChatRequest(base[1].id, base[1].messages, validate=expect("A"))]
+    results = run(requests, server, journal, validate=expect("Z"))  # the batch's validator is the fallback
+    assert [r.value for r in results] == ["b", None]
+    assert results[1].error == "invalid output: expected A, got B" and server.count == 1 + 3
+    server.reset()
+    again = run(requests, server, journal)  # journaled answers: re-validated by each request's own validator
+    assert server.count == 0 and [r.value for r in again] == ["b", None]
+
+
 def test_interrupted_run_only_calls_for_the_rest(
     server: ScriptedOpenAIServer, journal: ResponseJournal
 ) -> None:

@@ -89,3 +89,11 @@ def test_project_prompt_files_load() -> None:
 def test_from_yaml_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PromptTemplateError, match="does not exist"):
         PromptTemplate.from_yaml(tmp_path / "nope.yml")
+
+
+def test_literal_texts_are_the_fixed_text_between_slots() -> None:
+    user = "价格 $$100 元。文档：$passage\n候选人：${characters}\n只输出 JSON"
+    prompt = PromptTemplate.from_mapping({**TEMPLATE, "user": user})
+    assert prompt.literal_texts == ["你是金融助手。", "价格 $100 元。文档：", "\n候选人：", "\n只输出 JSON"]
+    rendered = "".join(m["content"] for m in prompt.render(passage="PASSAGE", characters="CHARS"))
+    assert all(part in rendered for part in prompt.literal_texts)

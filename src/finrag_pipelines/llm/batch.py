@@ -47,10 +47,14 @@ class ChatRequest:
     Attributes:
         id: Caller's identifier (e.g. a document id); unique within a batch.
         messages: Chat messages to send.
+        validate: A validator for this request only (e.g. one that knows this request's candidate options),
+            used instead of the batch's ``validate``; ``None`` uses the batch's. Not part of the cache key:
+            a journaled answer is re-validated with it on every run.
     """
 
     id: str
     messages: list[dict[str, Any]]
+    validate: Callable[[str], Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ def run_chat_batch(
             ``config.model`` and ``config.sampling()``).
         validate: ``text -> value``; raise ``ValueError`` for an invalid output. Any other exception
             is a bug and stops the batch (responses already journaled are kept). Default: the raw text.
+            A request's own :attr:`ChatRequest.validate` is used instead where it has one.
         desc: Label for the progress bar and the log lines.
 
     Returns:
@@ -199,7 +204,7 @@ class _BatchRun:
             if record is None:
                 return attempt, key
             text = str(record.get("text") or "")
-            ok, value = _validate(self.validate, text)
+            ok, value = _validate(request.validate or self.validate, text)
             if ok:
                 return ChatResult(request.id, text, value, None, http_requests, cached=True)
             self.counts.invalid += 1
@@ -347,7 +352,7 @@ class _BatchRun:
                 "created_at": utc_now_iso(),
             },
         )
-        ok, value = _validate(self.validate, response.text)
+        ok, value = _validate(request.validate or self.validate, response.text)
         if ok:
             return ChatResult(request.id, response.text, value, None, http_requests, cached=False)
         self.counts.invalid += 1

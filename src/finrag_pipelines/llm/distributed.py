@@ -114,7 +114,8 @@ def run_chat_batch_ray(
             the driver (:func:`resolve_api_key`) and handed to the actors.
         journal: Durable cache of raw responses; only the driver writes to it.
         execution: Ray settings: actors, requests per actor call, cluster address or local cores.
-        validate: ``text -> value``; raise ``ValueError`` for an invalid output (run in the driver).
+        validate: ``text -> value``; raise ``ValueError`` for an invalid output (run in the driver;
+            a request's own :attr:`ChatRequest.validate` wins).
         desc: Label for the log lines.
         actor_cls: The ``map_batches`` class (:class:`ChatActor` or a subclass).
 

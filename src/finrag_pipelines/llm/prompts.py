@@ -158,6 +158,28 @@ class PromptTemplate:
         return list(dict.fromkeys(names))
 
     @property
+    def literal_texts(self) -> list[str]:
+        """The fixed text between the placeholders (system and user), ``$$`` read as ``$``.
+
+        What every rendered prompt shares whatever the slots hold: an answer that copies a long run of it
+        repeats the instructions instead of answering
+        (:func:`~finrag_pipelines.llm.parsing.prompt_echo_finder`).
+        """
+        parts: list[str] = []
+        for text in (self.system or "", self.user):
+            piece, last = "", 0
+            for match in string.Template.pattern.finditer(text):
+                piece += text[last : match.start()]
+                last = match.end()
+                if match.group("escaped") is not None:
+                    piece += "$"
+                else:
+                    parts.append(piece)
+                    piece = ""
+            parts.append(piece + text[last:])
+        return [p for p in parts if p.strip()]
+
+    @property
     def sha256(self) -> str:
         """Hash of name, version, system and user: the prompt hash stamped on outputs."""
         payload = {"name": self.name, "version": self.version, "system": self.system, "user": self.user}

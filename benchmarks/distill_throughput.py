@@ -35,7 +35,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -48,8 +47,8 @@ from finrag_pipelines.llm.client import ChatClient
 from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.llm.prompts import PromptTemplate
-from finrag_pipelines.pipelines.query_distill.nodes import _stage1_validator as _STAGE1
-from finrag_pipelines.pipelines.query_distill.params import SpecParams
+from finrag_pipelines.pipelines.query_distill.answers import PromptEcho, stage1_validator
+from finrag_pipelines.pipelines.query_distill.params import AnswerParams, SpecParams
 
 logger = logging.getLogger("distill_throughput")
 
@@ -63,7 +62,8 @@ def build_requests(n: int) -> list[ChatRequest]:
 
     Passages come from the bundled FinTruthQA corpus (cycled, each request id distinct), candidates from the
     bundled personas, the question types and difficulties from conf/base/parameters_query_distill.yml. The
-    stub answers every request with :data:`STAGE1_ANSWER`, checked by the real stage-1 validator.
+    stub answers every request with :data:`STAGE1_ANSWER`, checked by the real stage-1 validator (each request
+    carries its own, which knows the request's candidates).
 
     Args:
         n: Number of requests.
@@ -72,7 +72,9 @@ def build_requests(n: int) -> list[ChatRequest]:
         ``n`` requests with distinct ids and distinct messages.
     """
     prompt = PromptTemplate.from_yaml(_ROOT / "conf/base/prompts/query_distill_stage1.yml")
-    spec = SpecParams(**_conf("parameters_query_distill.yml")["query_distill"]["spec"])
+    conf = _conf("parameters_query_distill.yml")["query_distill"]
+    spec, answers = SpecParams(**conf["spec"]), AnswerParams(**conf["answers"])
+    echo = PromptEcho.of(prompt, answers.echo_min_chars)
     corpus = _ROOT / "data/01_raw/retrieval/fintruthqa/corpus.jsonl"
     passages = [json.loads(line)["text"] for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     personas_file = _ROOT / "data/01_raw/personas/persona_hub_tool.jsonl"
@@ -83,9 +85,11 @@ def build_requests(n: int) -> list[ChatRequest]:
     }
     requests = []
     for i in range(n):
-        candidates = "\n".join(f"{j}. {personas[(i + j) % len(personas)]}" for j in range(1, 6))
+        shown = [personas[(i + j) % len(personas)] for j in range(1, 6)]
+        candidates = "\n".join(f"{j}. {persona}" for j, persona in enumerate(shown, start=1))
         messages = prompt.render(passage=f"[{i}] {passages[i % len(passages)]}", characters=candidates, **choices)
-        requests.append(ChatRequest(id=f"doc-{i}", messages=messages))
+        requests.append(ChatRequest(id=f"doc-{i}", messages=messages,
+                                    validate=stage1_validator(shown, spec, answers, echo)))
     return requests
 
 
@@ -142,11 +146,6 @@ def process_cpu_s(pid: int) -> float | None:
         return None
 
 
-def stage1_validator() -> Callable[[str], dict]:
-    """query_distill's own stage-1 validator (candidate number, allowed type and difficulty)."""
-    return _STAGE1(5, SpecParams(**_conf("parameters_query_distill.yml")["query_distill"]["spec"]))
-
-
 def run_once(
     requests: list[ChatRequest], config: LLMConfig, journal_path: Path, profile: Path | None
 ) -> tuple[float, list[ChatResult]]:
@@ -161,7 +160,7 @@ def run_once(
             client_factory=lambda: ChatClient(config, api_key="EMPTY"),
             journal=journal,
             config=config,
-            validate=stage1_validator(),
+            validate=None,  # each request carries query_distill's stage-1 validator
             desc="bench",
         )
         if profiler:

@@ -166,7 +166,9 @@ def test_infonce_rows_have_the_ms_swift_shape_and_the_one_template():
         }
     )
     split = pd.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["d0", "d1"], "split": ["train", "dev"]})
-    train, dev = build_infonce_rows(queries, selection, split, corpus, FormatParams(query_task=task))
+    train, dev = build_infonce_rows(
+        queries, selection, split, corpus, FormatParams(query_task=task), {"passed": True}
+    )
     (row,) = train.to_dict("records")
     assert set(row) == {"messages", "positive_messages", "negative_messages"}
     assert row["messages"] == [{"role": "user", "content": format_query(task, "问题一？")}]

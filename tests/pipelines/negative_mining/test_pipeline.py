@@ -14,6 +14,7 @@ from finrag_pipelines.embedding.encoders import format_query
 from finrag_pipelines.embedding.hf_encoder import HFEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
 from finrag_pipelines.execution import ExecutionConfig
+from finrag_pipelines.floors import FloorError, FloorParams
 from finrag_pipelines.pipelines.negative_mining import create_pipeline
 from finrag_pipelines.pipelines.negative_mining.params import (
     CandidateParams,
@@ -28,6 +29,9 @@ from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 
 ROOT = Path(__file__).resolve().parents[3]
+CONF = yaml.safe_load((ROOT / "conf/base/parameters_negative_mining.yml").read_text(encoding="utf-8"))[
+    "negative_mining"
+]
 
 TASK = "检索金融新闻"
 JSONL = {
@@ -71,7 +75,7 @@ def setup(tmp_path, disc_corpus, tiny_qwen3_dir):
     return corpus, queries, encoder, store, dense, bm25
 
 
-def catalog_for(tmp_path, corpus, queries, encoder, store, dense, bm25):
+def catalog_for(tmp_path, corpus, queries, encoder, store, dense, bm25, relative_margin=0.05):
     catalog = DataCatalog(
         {
             "distilled_queries": MemoryDataset(queries),
@@ -96,7 +100,7 @@ def catalog_for(tmp_path, corpus, queries, encoder, store, dense, bm25):
     catalog["params:negative_mining.rules"] = RuleParams(
         rank_min=3,
         rank_max=25,
-        relative_margin=0.05,
+        relative_margin=relative_margin,
         near_duplicate_jaccard=0.8,
         near_duplicate_ngram=3,
         num_negatives=4,
@@ -104,6 +108,7 @@ def catalog_for(tmp_path, corpus, queries, encoder, store, dense, bm25):
         seed=13,
     )
     catalog["params:negative_mining.format"] = FormatParams(query_task=TASK)
+    catalog["params:negative_mining.floor"] = FloorParams(**CONF["floor"])
     catalog["params:negative_mining.execution"] = ExecutionConfig(**yaml.safe_load(
         (ROOT / "conf/base/parameters_negative_mining.yml").read_text(encoding="utf-8"))["negative_mining"]["execution"])
     return catalog
@@ -172,3 +177,15 @@ def test_a_lexical_index_without_term_scores_is_refused_before_encoding(tmp_path
         assert set(candidates["source"]) == {"dense"} and len(candidates) == 30 * len(queries)
     finally:
         close_clients()
+
+
+def test_a_mining_run_that_keeps_no_hard_negative_fails_on_its_floor(tmp_path, setup):
+    # a margin of 0.99 drops every candidate scoring above 1% of its positive as a false negative
+    catalog = catalog_for(tmp_path, *setup, relative_margin=0.99)
+    message = r"negative_mining kept 0 of 40 queries with a hard negative.*false_negative"
+    with pytest.raises(FloorError, match=message):
+        SequentialRunner().run(create_pipeline(), catalog)
+    stats = catalog.load("mining_stats")  # saved before the run stopped
+    assert stats["queries_without_hard_negative"] == 40 and stats["floor"]["passed"] is False
+    assert not (tmp_path / "infonce_train.jsonl").exists()
+    assert not (tmp_path / "infonce_row_ids.parquet").exists()

@@ -1,5 +1,6 @@
 """query_distill end to end over a real local OpenAI-compatible server (scripted), and the keyword backend."""
 
+import json
 import threading
 
 import pandas as pd
@@ -7,15 +8,19 @@ import pytest
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.pandas import ParquetDataset
 
 from finrag_pipelines.embedding.hf_encoder import HFEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore
 from finrag_pipelines.execution import ExecutionConfig
+from finrag_pipelines.floors import FloorError, FloorParams
 from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.llm.journal import ResponseJournal
-from finrag_pipelines.llm.stub_server import Reply, ScriptedOpenAIServer
+from finrag_pipelines.llm.stub_server import Reply, ScriptedOpenAIServer, always, echo, last_user_message
 from finrag_pipelines.pipelines.query_distill import create_pipeline
 from finrag_pipelines.pipelines.query_distill.params import (
+    AnswerParams,
     CleanParams,
     KeywordBackendParams,
     PersonaParams,
@@ -67,6 +72,10 @@ def catalog_for(world, llm: dict, journal_path, execution: dict | None = None):
         "llm_journal": MemoryDataset(ResponseJournal(journal_path), copy_mode="assign"),
         "prompt_query_distill_stage1": MemoryDataset(yaml.safe_load((ROOT / "conf/base/prompts/query_distill_stage1.yml").read_text())),
         "prompt_query_distill_stage2": MemoryDataset(yaml.safe_load((ROOT / "conf/base/prompts/query_distill_stage2.yml").read_text())),
+        # saved like the real catalog does (a MemoryDataset is released once its last reader ran)
+        **{name: ParquetDataset(filepath=str(journal_path.parent / f"{name}.parquet"))
+           for name in ("document_personas", "query_plans", "distill_failures", "distilled_query_audit")},
+        "distill_report": JSONDataset(filepath=str(journal_path.parent / "distill_report.json")),
     })
     base_llm = yaml.safe_load((ROOT / "conf/base/parameters.yml").read_text())["llm"]
     catalog["params:llm"] = LLMConfig.from_mapping({**base_llm, **llm})
@@ -76,6 +85,8 @@ def catalog_for(world, llm: dict, journal_path, execution: dict | None = None):
     catalog["params:query_distill.keyword_backend"] = KeywordBackendParams(**CONF["keyword_backend"])
     catalog["params:query_distill.clean"] = CleanParams(**{**CONF["clean"], "round_trip": {"enabled": False, "top_k": 10}})
     catalog["params:query_distill.execution"] = ExecutionConfig(**{**CONF["execution"], **(execution or {})})
+    catalog["params:query_distill.answers"] = AnswerParams(**CONF["answers"])
+    catalog["params:query_distill.floor"] = FloorParams(**CONF["floor"])
     return catalog
 
 
@@ -195,3 +206,73 @@ def test_ray_execution_gives_the_same_queries_and_resumes(world, tmp_path, local
         SequentialRunner().run(create_pipeline(), catalog)
         assert server.count == 0
     pd.testing.assert_frame_equal(catalog.load("distilled_queries"), local_queries)
+
+
+def test_an_endpoint_answering_everything_alike_fails_on_the_floor_after_saving_the_report(world, tmp_path):
+    # valid for both stages (stage 2 takes the JSON's first string), so every document gets the same query
+    same = '{"query": "这家公司的主营业务是什么？", "character": 1, "question_type": "summary", "difficulty": "phd"}'
+    with ScriptedOpenAIServer(always(same)) as server:
+        catalog = catalog_for(world, fast_llm(server), tmp_path / "journal.jsonl")
+        message = r"query_distill kept 1 of 24 documents \(4.2%\).*exact_duplicate 23"
+        with pytest.raises(FloorError, match=message):
+            SequentialRunner().run(create_pipeline(), catalog)
+    report = catalog.load("distill_report")  # the evidence is saved before the run stops
+    assert report["kept"] == 1 and report["floor"]["passed"] is False
+    statuses = catalog.load("distilled_query_audit")["status"].value_counts().to_dict()
+    assert statuses == {"exact_duplicate": 23, "kept": 1}
+    assert not catalog.exists("distilled_queries")  # nothing flows downstream
+
+
+def test_an_endpoint_echoing_the_prompt_is_rejected_not_parsed_as_the_example(world, tmp_path):
+    with ScriptedOpenAIServer(echo()) as server:
+        catalog = catalog_for(world, fast_llm(server), tmp_path / "journal.jsonl")
+        with pytest.raises(Exception, match="failure"):
+            SequentialRunner().run(create_pipeline(), catalog)
+    failures = catalog.load("distill_failures")
+    assert len(failures) == N_DOCS
+    assert failures["error"].str.contains("stage 1: invalid output: the answer repeats the prompt").all()
+    assert failures["error"].str.contains("prompt's own example").all()
+    assert catalog.load("query_plans")["persona_id"].isna().all()
+
+
+def _candidates(user: str) -> list[str]:
+    block = user.split("【候选提问人】", 1)[1].split("【文档】", 1)[0]
+    return [line.split(". ", 1)[1] for line in block.strip().splitlines()]
+
+
+def by_name(corpus):
+    """Stage 1 names the second candidate by its text, a shortened text, "2. <text>" or "编号2", and labels
+    in Chinese (the seed's own format); stage 2 writes a query unique to the document."""
+    forms = [lambda t: t, lambda t: t[:-3] + "…", lambda t: f"2. {t}", lambda t: "编号2"]
+    levels = ["高中", "大学", "博士", "high_school（高中水平）"]
+
+    def behaviour(body, n):
+        user = last_user_message(body)
+        doc = _doc_of(body, corpus)
+        k = int("".join(c for c in doc if c.isdigit()) or 0)
+        if "候选提问人" in user:
+            persona = forms[k % 4](_candidates(user)[1])
+            plan = {"Characters": persona, "Question_Type": "总结型", "Difficulty": levels[k % 4]}
+            return Reply(content=json.dumps(plan, ensure_ascii=False))
+        return Reply(content=f"查询：文档{doc}里提到的主要事项是什么？")
+
+    return behaviour
+
+
+def test_stage1_answers_naming_the_persona_by_text_are_kept_and_replayed(world, tmp_path):
+    corpus = world[0]
+    journal = tmp_path / "journal.jsonl"
+    with ScriptedOpenAIServer(by_name(corpus)) as server:
+        catalog = catalog_for(world, fast_llm(server), journal)
+        SequentialRunner().run(create_pipeline(), catalog)
+        assert server.count == 2 * N_DOCS  # every first answer was valid
+    queries = catalog.load("distilled_queries")
+    assert len(queries) == N_DOCS and set(queries["question_type"]) == {"summary"}
+    assert set(queries["difficulty"]) == {"high_school", "university", "phd"}
+    plans = catalog.load("document_personas").merge(catalog.load("query_plans"), on="doc_id")
+    assert (plans["persona_id"] == plans["persona_ids"].map(lambda ids: ids[1])).all()
+    with ScriptedOpenAIServer(by_name(corpus)) as server:  # the journal answers a rerun
+        catalog = catalog_for(world, fast_llm(server), journal)
+        SequentialRunner().run(create_pipeline(), catalog)
+        assert server.count == 0
+    pd.testing.assert_frame_equal(catalog.load("distilled_queries"), queries)

@@ -14,6 +14,7 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import ParquetDataset
 
+from finrag_pipelines.floors import FloorError, FloorParams
 from finrag_pipelines.mcq.records import validate_rl_rows
 from finrag_pipelines.mcq.reward import compute_score
 from finrag_pipelines.mcq.split import split_items
@@ -47,7 +48,7 @@ def launch_params(tmp_path, **changes):
                              "merged_dir": str(tmp_path / "merged"), **changes})
 
 
-def run(tmp_path, splits, data, judge_enabled=False):
+def run(tmp_path, splits, data, judge_enabled=False, max_prompt_length=512):
     catalog = DataCatalog({
         "rl_train_parquet": ParquetDataset(filepath=str(tmp_path / "rl_train.parquet")),
         "rl_val_parquet": ParquetDataset(filepath=str(tmp_path / "rl_val.parquet")),
@@ -58,13 +59,16 @@ def run(tmp_path, splits, data, judge_enabled=False):
     catalog["params:rl.launch"] = launch_params(tmp_path)
     catalog["mcq_splits"] = splits
     catalog["params:rl.data"] = data
-    catalog["params:rl.length"] = RlLengthParams(tokenizer_path=None, max_prompt_length=512, truncation="drop")
+    catalog["params:rl.length"] = RlLengthParams(
+        tokenizer_path=None, max_prompt_length=max_prompt_length, truncation="drop"
+    )
     catalog["params:rl.reward"] = RewardParams(
         weights={"format": 0.2, "correctness": 1.0, "process": 0.5 if judge_enabled else 0.0},
         partial_credit=0.0, allow_fallback=False,
         judge={"enabled": judge_enabled, "max_reasoning_chars": 1000, "llm_overrides": {"temperature": 0.0, "max_tokens": 16}},
     )
     catalog["params:llm"] = LLM
+    catalog["params:rl.floor"] = FloorParams(min_kept=1, min_share=0.5)
     SequentialRunner().run(create_pipeline(), catalog)
     return catalog
 
@@ -140,5 +144,15 @@ def test_launch_train_fails_fast_without_gpus(tmp_path):
     with pytest.raises(TrainingError):
         nodes.launch_grpo(catalog.load("rl_train_parquet"), catalog.load("rl_val_parquet"),
                           catalog.load("rl_reward_config"),
-                          RlLengthParams(tokenizer_path=None, max_prompt_length=512, truncation="drop"), params)
+                          RlLengthParams(tokenizer_path=None, max_prompt_length=512, truncation="drop"),
+                          params, {"passed": True})
     assert not (tmp_path / "work" / "train.log").exists()
+
+
+def test_a_length_policy_that_drops_every_prompt_fails_on_the_floor_before_launching(tmp_path):
+    with pytest.raises(FloorError, match=r"rl kept 0 of \d+ train rows \(0.0%\).*dropped_too_long"):
+        data = RlDataParams(val_source="eval", val_size=0, seed=4)
+        run(tmp_path, make_splits(), data, max_prompt_length=20)
+    stats = json.loads((tmp_path / "rl_data_stats.json").read_text(encoding="utf-8"))  # saved before the stop
+    assert stats["floor"]["passed"] is False and stats["train"]["rows"] == 0
+    assert not (tmp_path / "rl_launch_report.json").exists() and not (tmp_path / "work").exists()

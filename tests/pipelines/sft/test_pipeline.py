@@ -16,6 +16,7 @@ from kedro_datasets.pandas import ParquetDataset
 from finrag_pipelines.mcq.extract import extract_answer
 from finrag_pipelines.mcq.records import validate_sft_rows
 from finrag_pipelines.mcq.split import split_items
+from finrag_pipelines.floors import FloorError, FloorParams
 from finrag_pipelines.pipelines.sft import create_pipeline
 from finrag_pipelines.pipelines.sft import nodes
 from finrag_pipelines.pipelines.sft.params import LengthParams, SftDataParams, SftLaunchParams
@@ -42,7 +43,7 @@ def make_splits(n: int = 120) -> pd.DataFrame:
     return split_items(pd.DataFrame(rows), {"sft_train": 0.6, "rl_train": 0.3, "eval": 0.1}, seed=1)
 
 
-def run(tmp_path, splits, data, length):
+def run(tmp_path, splits, data, length, floor=None):
     catalog = DataCatalog({
         "sft_train_parquet": ParquetDataset(filepath=str(tmp_path / "sft_train.parquet")),
         "sft_val_parquet": ParquetDataset(filepath=str(tmp_path / "sft_val.parquet")),
@@ -53,6 +54,7 @@ def run(tmp_path, splits, data, length):
     catalog["mcq_splits"] = splits
     catalog["params:sft.data"] = data
     catalog["params:sft.length"] = length
+    catalog["params:sft.floor"] = floor or FloorParams(min_kept=1, min_share=0.25)
     SequentialRunner().run(create_pipeline(), catalog)
     return catalog, json.loads((tmp_path / "sft_data_stats.json").read_text(encoding="utf-8"))
 
@@ -117,5 +119,16 @@ def test_launch_train_fails_fast_without_a_gpu(tmp_path):
     frame = pd.DataFrame({"messages": [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]]})
     params = launch_params(tmp_path, mode="train")
     with pytest.raises(TrainingError, match="needs a CUDA GPU"):
-        nodes.launch_sft(frame, frame.iloc[:0], LengthParams(tokenizer_path=None, max_length=256, truncation="right"), params)
+        length = LengthParams(tokenizer_path=None, max_length=256, truncation="right")
+        nodes.launch_sft(frame, frame.iloc[:0], length, params, {"passed": True})
     assert not (tmp_path / "work" / "train.log").exists()  # nothing was started
+
+
+def test_sft_data_below_its_floor_fails_before_launching(tmp_path):
+    data = SftDataParams(target_style="think", missing_explanation="exclude", val_size=5, seed=3)
+    length = LengthParams(tokenizer_path=None, max_length=400, truncation="drop")
+    with pytest.raises(FloorError, match=r"sft kept \d+ of 76 sft_train items.*excluded_without_explanation"):
+        run(tmp_path, make_splits(), data, length, floor=FloorParams(min_kept=1, min_share=0.9))
+    stats = json.loads((tmp_path / "sft_data_stats.json").read_text(encoding="utf-8"))  # saved first
+    assert stats["floor"]["passed"] is False and stats["floor"]["total"] == 76
+    assert not (tmp_path / "sft_launch_report.json").exists() and not (tmp_path / "work").exists()

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
 from finrag_pipelines.mcq.loaders import LoadResult, SourceSpec, load_source
 from finrag_pipelines.mcq.split import SPLITS, deduplicate, split_items
 from finrag_pipelines.pipelines.mcq_prep.params import DedupParams, LoadParams, SplitParams
@@ -49,9 +50,19 @@ def split_mcq_items(mcq_unique: pd.DataFrame, params: SplitParams) -> pd.DataFra
 
 
 def summarise_mcq_prep(
-    mcq_items: pd.DataFrame, mcq_rejects: pd.DataFrame, mcq_duplicates: pd.DataFrame, mcq_splits: pd.DataFrame
+    mcq_items: pd.DataFrame,
+    mcq_rejects: pd.DataFrame,
+    mcq_duplicates: pd.DataFrame,
+    mcq_splits: pd.DataFrame,
+    floor: FloorParams,
 ) -> dict[str, Any]:
-    """Counts per source, rejects by reason, duplicates, and split sizes by source and kind."""
+    """Counts per source, rejects by reason, duplicates, split sizes by source and kind, and the yield against
+    ``mcq_prep.floor`` (usable unique items per row read)."""
+    reasons = {str(k): int(v) for k, v in mcq_rejects["reason"].value_counts().items()}
+    reasons["duplicate"] = len(mcq_duplicates)
+    verdict = floor_verdict("mcq_prep", len(mcq_splits), len(mcq_items) + len(mcq_rejects), floor, reasons,
+                            unit="rows read", evidence=["mcq_prep_stats", "mcq_rejects", "mcq_duplicates"],
+                            hint="Check mcq_prep.load.sources (paths and kinds) against the files.")
     return {
         "items_per_source": mcq_items["source"].value_counts().sort_index().to_dict(),
         "rejects_per_source_and_reason": {
@@ -67,4 +78,16 @@ def summarise_mcq_prep(
         "with_explanation": {
             s: int(mcq_splits.loc[mcq_splits["split"] == s, "explanation"].notna().sum()) for s in SPLITS
         },
+        "floor": verdict,
     }
+
+
+def check_mcq_prep_floor(mcq_prep_stats: dict[str, Any]) -> dict[str, Any]:
+    """Fail the run when too few usable items came out of the sources (the stats, rejects and duplicates
+    are saved first)."""
+    return enforce_floor(mcq_prep_stats["floor"])
+
+
+def publish_mcq_splits(mcq_split_draft: pd.DataFrame, floor_check: dict[str, Any]) -> pd.DataFrame:
+    """The split table sft, rl and mcq_evaluation read, written only once the floor held (``floor_check``)."""
+    return mcq_split_draft

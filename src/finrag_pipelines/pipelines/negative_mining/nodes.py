@@ -13,6 +13,7 @@ from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.distributed import encode_with_execution
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
 from finrag_pipelines.execution import ExecutionConfig
+from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
 from . import mining, report
 from finrag_pipelines.pipelines.negative_mining.params import (
     CandidateParams,
@@ -181,8 +182,12 @@ def build_infonce_rows(
     mining_query_split: pd.DataFrame,
     corpus: pd.DataFrame,
     params: FormatParams,
+    floor_check: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """ms-swift 4.x embedding rows (train, dev): instruction-wrapped query, positive text, negative texts."""
+    """ms-swift 4.x embedding rows (train, dev): instruction-wrapped query, positive text, negative texts.
+
+    ``floor_check`` is only an ordering input: the rows fine-tuning reads are written after the floor held.
+    """
     _, texts, _ = _corpus_texts(corpus)
     examples = mining.training_examples(
         distilled_queries, mining_selection, mining_query_split, params.query_task
@@ -204,8 +209,12 @@ def list_infonce_row_ids(
     mining_selection: pd.DataFrame,
     mining_query_split: pd.DataFrame,
     params: FormatParams,
+    floor_check: dict[str, Any],
 ) -> pd.DataFrame:
-    """The ids behind each ms-swift row (same order; ``line`` is the 0-based line in its split's file)."""
+    """The ids behind each ms-swift row (same order; ``line`` is the 0-based line in its split's file).
+
+    ``floor_check`` is only an ordering input, as for :func:`build_infonce_rows`.
+    """
     examples = mining.training_examples(
         distilled_queries, mining_selection, mining_query_split, params.query_task
     )
@@ -218,9 +227,25 @@ def summarise_mining(
     mining_selection: pd.DataFrame,
     mining_query_split: pd.DataFrame,
     rules: RuleParams,
+    floor: FloorParams,
 ) -> dict[str, Any]:
-    """Counts per rule and source, short queries, split sizes and score quantiles."""
-    return report.mining_stats(mining_candidates, mining_selection, mining_query_split, rules.num_negatives)
+    """Counts per rule and source, short queries, split sizes, score quantiles, and the yield against
+    ``negative_mining.floor`` (queries that got at least one hard negative)."""
+    stats = report.mining_stats(mining_candidates, mining_selection, mining_query_split, rules.num_negatives)
+    kept, total, reasons = report.hard_negative_yield(mining_selection, mining_query_split)
+    stats["floor"] = floor_verdict(
+        "negative_mining", kept, total, floor, reasons,
+        unit="queries with a hard negative",
+        evidence=["mining_stats", "mining_selection", "mining_candidates"],
+        hint="Check negative_mining.rules (rank window, relative_margin) and that the indexes and "
+             "distilled_queries belong to this corpus.",
+    )
+    return stats
+
+
+def check_mining_floor(mining_stats: dict[str, Any]) -> dict[str, Any]:
+    """Fail the run when too few queries got a hard negative (the stats and the selection are saved first)."""
+    return enforce_floor(mining_stats["floor"])
 
 
 def plot_mining_scores(mining_selection: pd.DataFrame) -> Figure:

@@ -75,6 +75,24 @@ def mining_stats(
     }
 
 
+def hard_negative_yield(selection: pd.DataFrame, split: pd.DataFrame) -> tuple[int, int, dict[str, int]]:
+    """``(queries with a hard negative, queries, why the others have none)`` for the stage's floor.
+
+    The reasons are the statuses of the dense/BM25 candidates of the queries left without a hard negative
+    (``no_candidates`` for a query that got none at all).
+    """
+    queries = pd.Index(split["query_id"].unique())
+    hard = selection[selection["source"] != "random"]
+    with_hard = set(hard.loc[hard["status"] == "kept", "query_id"])
+    without = [q for q in queries if q not in with_hard]
+    rows = hard[hard["query_id"].isin(without) & (hard["status"] != "positive")]
+    reasons = {str(k): int(v) for k, v in rows["status"].value_counts().items()}
+    no_candidates = len(set(without) - set(rows["query_id"]))
+    if no_candidates:
+        reasons["no_candidates"] = no_candidates
+    return len(queries) - len(without), len(queries), reasons
+
+
 def score_histogram(selection: pd.DataFrame, source: str = "dense") -> Figure:
     """Overlaid histograms of one source's positive, kept-negative and false-negative scores."""
     rows = selection[selection["source"] == source]

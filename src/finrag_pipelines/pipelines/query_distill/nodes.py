@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from typing import Any, Callable
 
 import numpy as np
@@ -18,16 +17,18 @@ import pandas as pd
 from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.store import EmbeddingStore
 from finrag_pipelines.execution import ExecutionConfig
+from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
 from finrag_pipelines.llm.batch import ChatRequest, ChatResult
 from finrag_pipelines.llm.batch import check_failure_rate as assert_failure_rate
 from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.llm.distributed import run_chat_requests
 from finrag_pipelines.llm.journal import ResponseJournal
-from finrag_pipelines.llm.parsing import clean_text_output, extract_json_object, one_of, pick
 from finrag_pipelines.llm.prompts import PromptTemplate
 from . import keyword_backend
+from finrag_pipelines.pipelines.query_distill.answers import PromptEcho, stage1_validator, stage2_validator
 from finrag_pipelines.pipelines.query_distill.cleaning import copied_span, length_problem
 from finrag_pipelines.pipelines.query_distill.params import (
+    AnswerParams,
     CleanParams,
     KeywordBackendParams,
     PersonaParams,
@@ -42,7 +43,6 @@ from finrag_pipelines.text.dedup import find_duplicates
 logger = logging.getLogger(__name__)
 
 KEYWORD_MODEL = "keyword-baseline"
-_HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
 def select_documents(corpus: pd.DataFrame, select: SelectParams) -> pd.DataFrame:
@@ -81,7 +81,7 @@ def retrieve_personas(
 
 def _llm_run(
     requests: list[ChatRequest], llm: LLMConfig, credentials: dict[str, Any], journal: ResponseJournal,
-    validate: Callable[[str], Any], desc: str, execution: ExecutionConfig | None,
+    validate: Callable[[str], Any] | None, desc: str, execution: ExecutionConfig | None,
 ) -> list[ChatResult]:
     return run_chat_requests(requests, llm_config=llm, credentials=credentials, journal=journal, validate=validate,
                              desc=desc, execution=execution)
@@ -89,29 +89,6 @@ def _llm_run(
 
 def _choice_list(options: dict[str, str]) -> str:
     return "\n".join(f"- {name}: {text}" for name, text in options.items())
-
-
-def _stage1_validator(n_candidates: int, spec: SpecParams) -> Callable[[str], dict[str, Any]]:
-    """Parse and check a stage-1 answer: a candidate number and allowed type / difficulty values."""
-
-    def validate(text: str) -> dict[str, Any]:
-        obj = extract_json_object(text)
-        raw = pick(obj, ["character", "characters", "persona", "角色"], "character")
-        if isinstance(raw, str) and raw.strip().isdigit():
-            raw = int(raw.strip())
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ValueError(f"character must be a candidate number, got {raw!r:.40}")
-        if not 1 <= raw <= n_candidates:
-            raise ValueError(f"character {raw} is not one of 1..{n_candidates}")
-        return {
-            "character": raw,
-            "question_type": one_of(
-                pick(obj, ["question_type", "type"], "question_type"), list(spec.question_types), "question_type"
-            ),
-            "difficulty": one_of(pick(obj, ["difficulty", "level"], "difficulty"), list(spec.difficulties), "difficulty"),
-        }
-
-    return validate
 
 
 def plan_queries(
@@ -125,11 +102,15 @@ def plan_queries(
     spec: SpecParams,
     keyword: KeywordBackendParams,
     select: SelectParams,
+    answers: AnswerParams,
     execution: ExecutionConfig | None = None,
 ) -> pd.DataFrame:
     """Stage 1: for each document choose a persona, a question type and a difficulty.
 
-    ``execution.backend: ray`` sends the LLM requests from a Ray actor pool (same journal, same results).
+    Each document's answer is checked against its own candidates (``answers.stage1_validator``): a persona
+    given by number, text or an unambiguous prefix; a label by name, alias or description; never an echo of
+    the prompt. ``execution.backend: ray`` sends the LLM requests from a Ray actor pool (same journal, same
+    results).
 
     Returns one row per document: ``doc_id, persona_id, question_type, difficulty, error`` (``error`` set and
     the rest empty when the LLM failed or kept answering outside the rules).
@@ -147,21 +128,23 @@ def plan_queries(
             for doc_id in documents["doc_id"]
         ]
         return pd.DataFrame(rows)
+    answers.check_labels(spec)
     prompt = PromptTemplate.from_mapping(stage1_prompt, source="conf prompts/query_distill_stage1.yml")
+    echo = PromptEcho.of(prompt, answers.echo_min_chars)
     text_of = dict(zip(finance_personas["persona_id"], finance_personas["persona_text"]))
     n_candidates = min(len(ids) for ids in candidates.values())
     requests = []
     for doc_id, text in zip(documents["doc_id"], documents["text"]):
-        characters = "\n".join(f"{i}. {text_of[p]}" for i, p in enumerate(candidates[doc_id][:n_candidates], start=1))
+        shown = [text_of[p] for p in candidates[doc_id][:n_candidates]]
         messages = prompt.render(
             passage=text[: select.passage_max_chars],
-            characters=characters,
+            characters="\n".join(f"{i}. {persona}" for i, persona in enumerate(shown, start=1)),
             question_types=_choice_list(spec.question_types),
             difficulties=_choice_list(spec.difficulties),
         )
-        requests.append(ChatRequest(id=doc_id, messages=messages))
-    results = _llm_run(requests, llm, llm_credentials, llm_journal, _stage1_validator(n_candidates, spec), "stage 1: plan",
-                       execution)
+        validate = stage1_validator(shown, spec, answers, echo)  # this document's own candidates
+        requests.append(ChatRequest(id=doc_id, messages=messages, validate=validate))
+    results = _llm_run(requests, llm, llm_credentials, llm_journal, None, "stage 1: plan", execution)
     rows = []
     for result in results:
         if result.error is None:
@@ -172,21 +155,6 @@ def plan_queries(
             rows.append({"doc_id": result.id, "persona_id": None, "question_type": None, "difficulty": None,
                          "error": f"stage 1: {result.error}"})
     return pd.DataFrame(rows)
-
-
-def _stage2_validator(max_chars: int) -> Callable[[str], str]:
-    def validate(text: str) -> str:
-        query = clean_text_output(text).strip()
-        query = query.splitlines()[0].strip() if query else query
-        if not query:
-            raise ValueError("empty query")
-        if not _HAN.search(query):
-            raise ValueError(f"the query is not Chinese: {query!r:.40}")
-        if len(query) > max_chars:
-            raise ValueError(f"query of {len(query)} characters is longer than {max_chars}")
-        return query
-
-    return validate
 
 
 def write_queries(
@@ -201,9 +169,12 @@ def write_queries(
     keyword: KeywordBackendParams,
     select: SelectParams,
     clean: CleanParams,
+    answers: AnswerParams,
     execution: ExecutionConfig | None = None,
 ) -> pd.DataFrame:
     """Stage 2: one Chinese query per planned document, from the chosen persona's point of view.
+
+    An answer that repeats the prompt's instructions is invalid (regenerated, then quarantined).
 
     ``execution.backend: ray`` sends the LLM requests from a Ray actor pool (same journal, same results).
 
@@ -240,8 +211,9 @@ def write_queries(
             )
             for row in plans[ok].itertuples()
         ]
-        for result in _llm_run(requests, llm, llm_credentials, llm_journal, _stage2_validator(clean.max_chars), "stage 2: write",
-                               execution):
+        validate = stage2_validator(clean.max_chars, PromptEcho.of(prompt, answers.echo_min_chars))
+        results = _llm_run(requests, llm, llm_credentials, llm_journal, validate, "stage 2: write", execution)
+        for result in results:
             if result.error is None:
                 queries[result.id] = result.value
             else:
@@ -324,8 +296,13 @@ def clean_queries(
                   "model", "prompt_hash", "status"]]
 
 
-def select_kept_queries(query_audit: pd.DataFrame) -> pd.DataFrame:
-    """The training queries: ``query_id, doc_id, query, persona, question_type, difficulty, model, prompt_hash``."""
+def select_kept_queries(query_audit: pd.DataFrame, floor_check: dict[str, Any]) -> pd.DataFrame:
+    """The training queries: ``query_id, doc_id, query, persona, question_type, difficulty, model,
+    prompt_hash``.
+
+    ``floor_check`` is only an ordering input: the table downstream stages read is written after the floor
+    held.
+    """
     kept = query_audit[query_audit["status"] == "kept"]
     return kept[["query_id", "doc_id", "query", "persona", "question_type", "difficulty", "model", "prompt_hash"]].reset_index(drop=True)
 
@@ -336,21 +313,43 @@ def _reason_kind(error: str) -> str:
 
 
 def summarise_distillation(
-    query_audit: pd.DataFrame, distill_failures: pd.DataFrame, failure_summary: dict[str, Any], llm: LLMConfig
+    query_audit: pd.DataFrame,
+    distill_failures: pd.DataFrame,
+    failure_summary: dict[str, Any],
+    llm: LLMConfig,
+    floor: FloorParams,
 ) -> dict[str, Any]:
-    """Which backend produced the data, the type × difficulty mix of kept queries, every filter count."""
+    """Which backend produced the data, the type × difficulty mix of kept queries, every filter count, and the
+    yield against ``query_distill.floor`` (kept queries per selected document)."""
     kept = query_audit[query_audit["status"] == "kept"]
     mix = kept.groupby(["question_type", "difficulty"]).size()
+    kinds = distill_failures["error"].astype(str).map(_reason_kind).value_counts()
+    failure_reasons = {k: int(v) for k, v in kinds.items()}
+    dropped = {k: int(v) for k, v in query_audit["status"].value_counts().items() if k != "kept"}
+    verdict = floor_verdict(
+        "query_distill", len(kept), failure_summary["documents"], floor, {**failure_reasons, **dropped},
+        unit="documents",
+        evidence=["distill_report", "distilled_query_audit", "distill_failures"],
+        hint="An endpoint answering every request alike collapses into duplicates; quarantined answers carry "
+             "their reason in distill_failures.",
+    )
     return {
         "backend": llm.backend,
         "model": KEYWORD_MODEL if llm.backend == "keyword" else llm.model,
         "note": "keyword backend: TF-IDF keywords in templates, an offline baseline, not an LLM" if llm.backend == "keyword" else "",
         "documents": failure_summary["documents"],
         "failed_documents": failure_summary["failed"],
-        "failure_reasons": {k: int(v) for k, v in distill_failures["error"].astype(str).map(_reason_kind).value_counts().items()},
+        "failure_reasons": failure_reasons,
         "generated": int(len(query_audit)),
         "kept": int(len(kept)),
-        "dropped": {k: int(v) for k, v in query_audit["status"].value_counts().items() if k != "kept"},
+        "dropped": dropped,
         "mix": {f"{t}/{d}": int(n) for (t, d), n in mix.items()},
         "prompt_hash": str(query_audit["prompt_hash"].iat[0]) if len(query_audit) else None,
+        "floor": verdict,
     }
+
+
+def check_distill_floor(distill_report: dict[str, Any]) -> dict[str, Any]:
+    """Fail the run when distillation kept nothing or less than its floor (the report and the audit are
+    saved first)."""
+    return enforce_floor(distill_report["floor"])

@@ -6,6 +6,8 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from finrag_pipelines.llm.parsing import normalise_text
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -66,3 +68,43 @@ class CleanParams(_Strict):
     dedup_max_hamming: int = Field(ge=0, le=15)
     dedup_min_jaccard: float = Field(ge=0.0, le=1.0)
     round_trip: RoundTripParams
+
+
+class LabelAliasParams(_Strict):
+    """Other names a model may give the question types and difficulties (their descriptions count too)."""
+
+    question_types: dict[str, list[str]]
+    difficulties: dict[str, list[str]]
+
+
+class AnswerParams(_Strict):
+    """How stage-1 answers are read (``llm.parsing.match_choice``); when an answer only repeats the prompt."""
+
+    min_prefix_chars: int = Field(ge=1, description="shortest prefix accepted (if it starts one option only)")
+    echo_min_chars: int = Field(ge=8, description="characters copied from the prompt's fixed text = an echo")
+    aliases: LabelAliasParams
+
+    def check_labels(self, spec: SpecParams) -> None:
+        """Fail on an alias of an unknown label, or one alias (normalised) given to two labels.
+
+        Raises:
+            ValueError: Naming ``query_distill.answers.aliases.<group>.<label>`` and what to fix.
+        """
+        for group in ("question_types", "difficulties"):
+            labels: dict[str, str] = getattr(spec, group)
+            aliases: dict[str, list[str]] = getattr(self.aliases, group)
+            unknown = sorted(set(aliases) - set(labels))
+            if unknown:
+                raise ValueError(
+                    f"query_distill.answers.aliases.{group} names {unknown}, which are not in "
+                    f"query_distill.spec.{group} {sorted(labels)}; rename or remove them"
+                )
+            owner: dict[str, str] = {}
+            for label in labels:
+                for name in [label, *aliases.get(label, [])]:
+                    norm = normalise_text(name)
+                    if owner.setdefault(norm, label) != label:
+                        raise ValueError(
+                            f"query_distill.answers.aliases.{group}.{label}: {name!r} also names "
+                            f"{owner[norm]!r}; an alias must name one label"
+                        )

@@ -24,14 +24,15 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
             Node(
                 nodes.plan_queries,
                 ["distill_documents", "document_personas", "finance_personas", *LLM, "prompt_query_distill_stage1",
-                 P + "spec", P + "keyword_backend", P + "select", P + "execution"],
+                 P + "spec", P + "keyword_backend", P + "select", P + "answers", P + "execution"],
                 "query_plans",
                 name="plan_queries",
             ),
             Node(
                 nodes.write_queries,
                 ["distill_documents", "query_plans", "finance_personas", *LLM, "prompt_query_distill_stage2",
-                 P + "spec", P + "keyword_backend", P + "select", P + "clean", P + "execution"],
+                 P + "spec", P + "keyword_backend", P + "select", P + "clean", P + "answers",
+                 P + "execution"],
                 "generated_queries",
                 name="write_queries",
             ),
@@ -50,12 +51,22 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                 "distilled_query_audit",
                 name="clean_queries",
             ),
-            Node(nodes.select_kept_queries, "distilled_query_audit", "distilled_queries", name="select_kept_queries"),
             Node(
                 nodes.summarise_distillation,
-                ["distilled_query_audit", "distill_failures", "distill_failure_summary", "params:llm"],
+                ["distilled_query_audit", "distill_failures", "distill_failure_summary", "params:llm",
+                 P + "floor"],
                 "distill_report",
                 name="summarise_distillation",
+            ),
+            # the floor is checked on the saved report; the queries downstream stages read come after it
+            Node(
+                nodes.check_distill_floor, "distill_report", "distill_floor_check", name="check_distill_floor"
+            ),
+            Node(
+                nodes.select_kept_queries,
+                ["distilled_query_audit", "distill_floor_check"],
+                "distilled_queries",
+                name="select_kept_queries",
             ),
         ],
         namespace="query_distill",

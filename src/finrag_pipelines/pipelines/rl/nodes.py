@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
 from finrag_pipelines.mcq.records import (
     build_rl_rows,
     chat_lengths,
@@ -81,9 +82,14 @@ def export_reward_config(params: RewardParams, llm: dict[str, Any]) -> dict[str,
 
 
 def summarise_rl_data(
-    rl_train_parquet: pd.DataFrame, rl_val_parquet: pd.DataFrame, rl_train_length_report: dict[str, Any], rl_val_length_report: dict[str, Any]
+    rl_train_parquet: pd.DataFrame,
+    rl_val_parquet: pd.DataFrame,
+    rl_train_length_report: dict[str, Any],
+    rl_val_length_report: dict[str, Any],
+    floor: FloorParams,
 ) -> dict[str, Any]:
-    """Row counts by kind and source, ground-truth letter counts, and the length reports."""
+    """Row counts by kind and source, ground-truth letter counts, the length reports, and the yield against
+    ``rl.floor`` (train rows kept by the prompt-length policy per train row built)."""
 
     def describe(rows: pd.DataFrame) -> dict[str, Any]:
         info = pd.DataFrame(list(rows["extra_info"]))
@@ -95,10 +101,23 @@ def summarise_rl_data(
             "answer_letters": truth.str.len().value_counts().sort_index().to_dict(),
         }
 
+    verdict = floor_verdict(
+        "rl", len(rl_train_parquet), int(rl_train_length_report["n_in"]), floor,
+        {"dropped_too_long": int(rl_train_length_report["n_dropped"])},
+        unit="train rows",
+        evidence=["rl_data_stats", "mcq_splits"],
+        hint="Check rl.length (max_prompt_length, truncation) and the rl_train split of mcq_splits.",
+    )
     return {
         "train": {**describe(rl_train_parquet), "length": rl_train_length_report},
         "val": {**describe(rl_val_parquet), "length": rl_val_length_report},
+        "floor": verdict,
     }
+
+
+def check_rl_floor(rl_data_stats: dict[str, Any]) -> dict[str, Any]:
+    """Fail the run before training when too few GRPO train rows are left (the stats are saved first)."""
+    return enforce_floor(rl_data_stats["floor"])
 
 
 def launch_grpo(
@@ -107,8 +126,11 @@ def launch_grpo(
     rl_reward_config: dict[str, Any],
     length: RlLengthParams,
     params: RlLaunchParams,
+    floor_check: dict[str, Any],
 ) -> dict[str, Any]:
     """Stage data and the reward config, then run verl GRPO and merge (``train``) or record the checked command.
+
+    ``floor_check`` is only an ordering input: in the pipeline nothing is launched before ``rl.floor`` held.
 
     A launch node. verl calls the project's ``compute_score`` with ``config_path`` pointing at the staged reward
     config (``reward.custom_reward_function.reward_kwargs``). Without GPUs or a rollout engine, ``train`` fails in

@@ -32,16 +32,20 @@ def create_pipeline(**kwargs) -> Pipeline:
         Node(nodes.export_reward_config, [P + "reward", "params:llm"], "rl_reward_config", name="export_reward_config"),
         Node(
             nodes.summarise_rl_data,
-            ["rl_train_parquet", "rl_val_parquet", "rl_train_length_report", "rl_val_length_report"],
+            ["rl_train_parquet", "rl_val_parquet", "rl_train_length_report", "rl_val_length_report",
+             P + "floor"],
             "rl_data_stats",
             name="summarise_rl_data",
         ),
+        # the floor is checked on the saved stats; training starts only after it
+        Node(nodes.check_rl_floor, "rl_data_stats", "rl_floor_check", name="check_rl_floor"),
     ]
     # the launch node starts verl GRPO (python -m verl.trainer.main_ppo) with the project's reward, then merges
     launch = [
         Node(
             nodes.launch_grpo,
-            ["rl_train_parquet", "rl_val_parquet", "rl_reward_config", P + "length", P + "launch"],
+            ["rl_train_parquet", "rl_val_parquet", "rl_reward_config", P + "length", P + "launch",
+             "rl_floor_check"],
             "rl_launch_report",
             name="launch_grpo",
         ),

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
 from finrag_pipelines.mcq.records import (
     build_sft_rows,
     chat_lengths,
@@ -65,22 +66,51 @@ def split_sft_validation(sft_examples_fit: pd.DataFrame, params: SftDataParams) 
 
 
 def summarise_sft_data(
-    sft_examples: pd.DataFrame, sft_length_report: dict[str, Any], sft_train_parquet: pd.DataFrame, sft_val_parquet: pd.DataFrame
+    mcq_splits: pd.DataFrame,
+    sft_examples: pd.DataFrame,
+    sft_length_report: dict[str, Any],
+    sft_train_parquet: pd.DataFrame,
+    sft_val_parquet: pd.DataFrame,
+    floor: FloorParams,
 ) -> dict[str, Any]:
-    """Row counts, explanation coverage and the length report."""
+    """Row counts, explanation coverage, the length report, and the yield against ``sft.floor`` (train + val
+    rows per sft_train item)."""
+    items = int((mcq_splits["split"] == "sft_train").sum())
+    kept = len(sft_train_parquet) + len(sft_val_parquet)
+    reasons = {
+        "excluded_without_explanation": items - len(sft_examples),
+        "dropped_too_long": int(sft_length_report["n_dropped"]),
+    }
     return {
         "examples": len(sft_examples),
         "with_explanation": int(sft_examples["has_explanation"].sum()),
         "train_rows": len(sft_train_parquet),
         "val_rows": len(sft_val_parquet),
         "length": sft_length_report,
+        "floor": floor_verdict(
+            "sft", kept, items, floor, reasons,
+            unit="sft_train items",
+            evidence=["sft_data_stats", "mcq_splits"],
+            hint="Check sft.data.missing_explanation and sft.length (max_length, truncation).",
+        ),
     }
 
 
+def check_sft_floor(sft_data_stats: dict[str, Any]) -> dict[str, Any]:
+    """Fail the run before training when too few sft_train items became chats (the stats are saved first)."""
+    return enforce_floor(sft_data_stats["floor"])
+
+
 def launch_sft(
-    sft_train_parquet: pd.DataFrame, sft_val_parquet: pd.DataFrame, length: LengthParams, params: SftLaunchParams
+    sft_train_parquet: pd.DataFrame,
+    sft_val_parquet: pd.DataFrame,
+    length: LengthParams,
+    params: SftLaunchParams,
+    floor_check: dict[str, Any],
 ) -> dict[str, Any]:
     """Stage the SFT data, then train with verl and merge (mode ``train``) or record the checked command (``plan``).
+
+    ``floor_check`` is only an ordering input: in the pipeline nothing is launched before ``sft.floor`` held.
 
     A launch node: it starts an external trainer. Training fails fast on a machine without a GPU unless
     ``verl.cpu_smoke`` is set; an up-to-date run (same data, settings and base model) is not retrained.

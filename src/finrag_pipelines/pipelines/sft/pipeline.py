@@ -26,14 +26,21 @@ def create_pipeline(**kwargs) -> Pipeline:
         ),
         Node(
             nodes.summarise_sft_data,
-            ["sft_examples", "sft_length_report", "sft_train_parquet", "sft_val_parquet"],
+            ["mcq_splits", "sft_examples", "sft_length_report", "sft_train_parquet", "sft_val_parquet",
+             P + "floor"],
             "sft_data_stats",
             name="summarise_sft_data",
         ),
+        # the floor is checked on the saved stats; training starts only after it
+        Node(nodes.check_sft_floor, "sft_data_stats", "sft_floor_check", name="check_sft_floor"),
     ]
     # the launch node starts verl (torchrun -m verl.trainer.sft_trainer) and merges the result
     launch = [
-        Node(nodes.launch_sft, ["sft_train_parquet", "sft_val_parquet", P + "length", P + "launch"], "sft_launch_report",
-             name="launch_sft"),
+        Node(
+            nodes.launch_sft,
+            ["sft_train_parquet", "sft_val_parquet", P + "length", P + "launch", "sft_floor_check"],
+            "sft_launch_report",
+            name="launch_sft",
+        ),
     ]
     return Pipeline(data_prep + launch, namespace="sft", prefix_datasets_with_namespace=False)

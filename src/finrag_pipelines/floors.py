@@ -19,7 +19,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from finrag_pipelines.config import StrictModel
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +32,13 @@ class FloorError(RuntimeError):
     """A stage kept fewer rows than its floor allows."""
 
 
-class FloorParams(BaseModel):
+class FloorParams(StrictModel):
     """The least a stage must keep: at least ``min_kept`` rows and at least ``min_share`` of its input.
 
     Attributes:
         min_kept: Fewest rows kept (1: a stage that keeps nothing fails).
         min_share: Smallest kept / total share, between 0 and 1 (0: no share floor).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_kept: int = Field(ge=0, description="fewest rows the stage must keep")
     min_share: float = Field(ge=0.0, le=1.0, description="smallest kept / total share")

@@ -138,6 +138,13 @@ def test_stage1_rejects_an_answer_that_repeats_the_prompt_and_its_example():
     # a real answer around its JSON may quote a persona or the passage: that is no echo
     quoted = f'候选人2“{CANDIDATES[1]}”最关心，{{"character": 2, "question_type": "summary", "difficulty": "phd"}}'
     assert validate(quoted)["character"] == 2
+    # the example object alone, verbatim, is the prompt's example too (not a plan for this document)
+    with pytest.raises(ValueError, match="prompt's own example"):
+        validate('{"character": 2, "question_type": "acquire_knowledge", "difficulty": "high_school"}')
+    # the same values in another order of keys are still the example; other values are a plan
+    with pytest.raises(ValueError, match="prompt's own example"):
+        validate('{"difficulty": "high_school", "character": 2, "question_type": "acquire_knowledge"}')
+    assert validate('{"character": 2, "question_type": "acquire_knowledge", "difficulty": "phd"}')["character"] == 2
 
 
 def test_answer_aliases_must_name_one_known_label():

@@ -53,13 +53,17 @@ class PromptEcho:
 
     def check(self, text: str, obj: dict[str, Any] | None = None) -> None:
         """Raise ``ValueError`` when ``text`` (an answer, or the text around its JSON object) copies
-        the prompt."""
+        the prompt, or when the parsed object ``obj`` is exactly one of the prompt's example answers."""
         copied = self.find(text)
         if copied is not None:
             example = "; the JSON object in it is the prompt's own example" if obj in self.examples else ""
             raise ValueError(
                 f"the answer repeats the prompt instead of answering (copies {copied!r}){example}"
             )
+        if obj is not None and obj in self.examples:
+            # the issue's rule, literally: a model that returns the example object verbatim has not read the
+            # document; it is retried (another attempt) and quarantined if it insists
+            raise ValueError(f"the answer is the prompt's own example {obj!r}, not a plan for this document")
 
 
 def _label_names(descriptions: dict[str, str], aliases: dict[str, list[str]]) -> dict[str, list[str]]:

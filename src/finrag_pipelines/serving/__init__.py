@@ -6,6 +6,8 @@
 * :mod:`.app`: the FastAPI app factory :func:`create_app`.
 * :mod:`.cli`: ``finrag-serve`` (the only module here that imports Kedro).
 * :mod:`.verl_tool`: a verl ``BaseTool`` that calls the server.
+* :mod:`.tool_text`: that tool's text protocol (arguments, ``Doc i [doc id]`` passages), also read by the
+  search-QA reward.
 
 Kedro-free library package (except :mod:`.cli`).
 """

@@ -1,9 +1,9 @@
 """A verl tool that searches the finrag retrieval server (``FinragSearchTool``).
 
-verl (the project's ``train`` extra) is imported only here and only when present: the request and
-formatting logic are plain functions (testable without verl), and the ``BaseTool`` subclass exists
-only when ``verl`` imports. Without verl, ``FinragSearchTool(...)`` raises an ``ImportError`` that says
-what to install.
+verl (the project's ``train`` extra) is imported only here and only when present: the request logic
+and the text protocol (:mod:`.tool_text`, re-exported here) are plain functions (testable without
+verl), and the ``BaseTool`` subclass exists only when ``verl`` imports. Without verl,
+``FinragSearchTool(...)`` raises an ``ImportError`` that says what to install.
 
 Tool config (``conf/base/verl/search_tool.yaml``, verl's ``actor_rollout_ref.rollout.multi_turn.
 tool_config_path``)::
@@ -14,10 +14,17 @@ tool_config_path``)::
         tool_schema: {type: function, function: {name: search, ...}}
 
 The model calls ``search`` with ``{"query_list": ["...", ...]}``; it gets back Search-R1's text format,
-one block per query::
+one block per query, each passage headed by its rank and its document id in square brackets (issue 12's
+grounding contract: answers cite the ids they use, ``[a123]``)::
 
-    Doc 1 (Title: <title>)
+    Doc 1 [a123] (Title: <title>)
     <text>
+
+:data:`PASSAGE_HEADER_RE` / :func:`passage_ids` read the ids back (the search-QA reward does, from the
+tool responses in a verl trajectory). A row's ``extra_info.tools_kwargs.search.create_kwargs.source_doc_id``
+reaches :meth:`FinragSearchTool.create` (verl 0.9's ``ToolAgentLoop`` calls ``create(create_kwargs=...)``
+once per tool call); ``execute`` then returns a step reward of 1.0 when the search returned that document
+(verl 0.9.1 only records step rewards, in ``extra_info["tool_rewards"]`` of the reward call).
 
 Kedro-free library module.
 """
@@ -25,7 +32,6 @@ Kedro-free library module.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -34,38 +40,23 @@ from uuid import uuid4
 
 import httpx
 
+from finrag_pipelines.serving.tool_text import (  # re-exported: the tool's text protocol
+    PASSAGE_HEADER_RE,
+    QUERY_SEPARATOR,
+    ToolArgumentError,
+    format_passages,
+    format_response,
+    hit_ids,
+    parse_query_list,
+    passage_ids,
+)
+
+__all__ = [
+    "PASSAGE_HEADER_RE", "QUERY_SEPARATOR", "FinragSearchTool", "ToolArgumentError", "ToolSettings",
+    "build_request", "format_passages", "format_response", "hit_ids", "parse_query_list", "passage_ids",
+    "search_async",
+]  # fmt: skip
 logger = logging.getLogger(__name__)
-
-QUERY_SEPARATOR = "\n---\n"
-
-
-class ToolArgumentError(ValueError):
-    """The model called the tool with unusable arguments (the message is shown to the model)."""
-
-
-def parse_query_list(parameters: Mapping[str, Any], max_queries: int | None = None) -> list[str]:
-    """The queries of a tool call: ``query_list`` (a list of strings) or a single ``query`` string.
-
-    Raises:
-        ToolArgumentError: Naming the argument and what is expected.
-    """
-    if not isinstance(parameters, Mapping):
-        raise ToolArgumentError("the tool arguments must be a JSON object with 'query_list'.")
-    raw = parameters.get("query_list")
-    if raw is None and isinstance(parameters.get("query"), str):
-        raw = [parameters["query"]]
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw:
-        raise ToolArgumentError("'query_list' must be a non-empty list of query strings.")
-    queries = []
-    for i, query in enumerate(raw):
-        if not isinstance(query, str) or not query.strip():
-            raise ToolArgumentError(f"query_list[{i}] must be a non-empty string, got {query!r:.80}.")
-        queries.append(query.strip())
-    if max_queries is not None and len(queries) > max_queries:
-        raise ToolArgumentError(f"at most {max_queries} queries per call, got {len(queries)}.")
-    return queries
 
 
 def build_request(
@@ -85,41 +76,6 @@ def build_request(
     return body
 
 
-def _hit_contents(hit: Mapping[str, Any]) -> str:
-    document = hit.get("document", hit)  # with scores: {"document": {...}, "score"}; without: the document
-    contents = document.get("contents") if isinstance(document, Mapping) else None
-    if not isinstance(contents, str):
-        raise ValueError(f"a hit has no 'contents' string: {json.dumps(hit, ensure_ascii=False)[:120]}")  # noqa: TRY004
-    return contents
-
-
-def format_passages(hits: Sequence[Mapping[str, Any]]) -> str:
-    """One query's hits as Search-R1 text: ``Doc i (Title: <first line>)\\n<rest>`` blocks."""
-    blocks = []
-    for i, hit in enumerate(hits, start=1):
-        title, _, text = _hit_contents(hit).partition("\n")
-        blocks.append(f"Doc {i} (Title: {title})\n{text}" if title.strip() else f"Doc {i}\n{text}")
-    return "\n\n".join(blocks) if blocks else "No results found."
-
-
-def format_response(payload: Mapping[str, Any], queries: Sequence[str]) -> str:
-    """The server's ``{"result": [...]}`` as tool text, one block per query in query order.
-
-    Raises:
-        ValueError: If the payload is not a ``result`` list with one entry per query.
-    """
-    result = payload.get("result") if isinstance(payload, Mapping) else None
-    if not isinstance(result, list) or len(result) != len(queries):
-        raise ValueError(
-            f"expected {{'result': [...]}} with {len(queries)} lists, got {json.dumps(payload, ensure_ascii=False)[:200]}"
-        )
-    if len(queries) == 1:
-        return format_passages(result[0])
-    return QUERY_SEPARATOR.join(
-        f"Results for: {query}\n{format_passages(hits)}" for query, hits in zip(queries, result, strict=True)
-    )
-
-
 async def search_async(
     client: httpx.AsyncClient,
     url: str,
@@ -131,6 +87,7 @@ async def search_async(
     token: str | None = None,
     max_retries: int = 3,
     retry_delay: float = 0.5,
+    max_chars: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """POST the queries to the server and format the answer for the model.
 
@@ -140,12 +97,12 @@ async def search_async(
 
     Returns:
         ``(text, metrics)`` with metrics ``{"status", "query_count", "total_results", "attempts",
-        "error"}``.
+        "error", "doc_ids"}`` (``doc_ids``: every returned document id, empty on failure).
     """
     body = build_request(queries, topk, method=method, alpha=alpha)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     metrics: dict[str, Any] = {"status": "api_error", "query_count": len(queries), "total_results": 0, "attempts": 0,
-                               "error": None}
+                               "error": None, "doc_ids": []}
     error = "no attempt made"
     for attempt in range(1, max(1, max_retries) + 1):
         metrics["attempts"] = attempt
@@ -157,11 +114,12 @@ async def search_async(
             if response.status_code < 400:
                 try:
                     payload = response.json()
-                    text = format_response(payload, queries)
+                    text = format_response(payload, queries, max_chars)
+                    ids = hit_ids(payload)
                 except ValueError as exc:
                     error = f"bad response from {url}: {exc}"
                     break
-                metrics.update(status="success", total_results=sum(len(r) for r in payload["result"]))
+                metrics.update(status="success", total_results=len(ids), doc_ids=ids)
                 return text, metrics
             error = f"HTTP {response.status_code}: {response.text[:300]}"
             if response.status_code < 500:
@@ -177,7 +135,8 @@ class ToolSettings:
     """The ``config`` block of the tool's YAML entry, checked.
 
     Keys: ``retrieval_service_url`` (required), ``topk`` (3), ``method`` / ``alpha`` (server defaults when
-    absent), ``timeout`` seconds (30), ``max_retries`` (3), ``max_queries`` (8), ``token_env`` (env var with
+    absent), ``timeout`` seconds (30), ``max_retries`` (3), ``max_queries`` (8), ``max_passage_chars``
+    (each passage body cut to this many characters; absent = whole passages), ``token_env`` (env var with
     the bearer token, optional).
     """
 
@@ -194,6 +153,13 @@ class ToolSettings:
         self.timeout = float(config.get("timeout", 30))
         self.max_retries = int(config.get("max_retries", 3))
         self.max_queries = int(config.get("max_queries", 8))
+        chars = config.get("max_passage_chars")
+        if chars is not None and (isinstance(chars, bool) or not isinstance(chars, int) or chars < 1):
+            raise ValueError(
+                f"FinragSearchTool config 'max_passage_chars' must be an integer >= 1 or absent, "
+                f"got {chars!r}."
+            )
+        self.max_passage_chars = chars
         token_env = config.get("token_env")
         self.token = os.environ.get(token_env, "").strip() or None if token_env else None
         if token_env and self.token is None:
@@ -232,9 +198,13 @@ if _VERL is not None:
             self._instances: dict[str, dict[str, Any]] = {}
 
         async def create(self, instance_id: str | None = None, **kwargs: Any) -> Any:
-            # verl 0.9 returns (instance_id, ToolResponse), older versions the id alone: keep the base's shape
+            # verl 0.9 returns (instance_id, ToolResponse), older versions the id alone: keep the base's
+            # shape. verl 0.9's ToolAgentLoop passes the row's extra_info.tools_kwargs.search.create_kwargs
+            # as create_kwargs.
             instance_id = instance_id or str(uuid4())
-            self._instances[instance_id] = {"calls": 0}
+            create_kwargs = kwargs.get("create_kwargs") or {}
+            source = create_kwargs.get("source_doc_id") if isinstance(create_kwargs, Mapping) else None
+            self._instances[instance_id] = {"calls": 0, "source_doc_id": str(source) if source else None}
             return await super().create(instance_id, **kwargs)
 
         @_traced
@@ -248,14 +218,20 @@ if _VERL is not None:
                 async with httpx.AsyncClient(timeout=s.timeout) as client:
                     text, metrics = await search_async(
                         client, s.url, queries, s.topk, method=s.method, alpha=s.alpha, token=s.token,
-                        max_retries=s.max_retries,
+                        max_retries=s.max_retries, max_chars=s.max_passage_chars,
                     )
-            self._instances.setdefault(instance_id, {"calls": 0})["calls"] += 1
+            state = self._instances.setdefault(instance_id, {"calls": 0, "source_doc_id": None})
+            state["calls"] += 1
+            # step reward: did this search return the row's source document? verl 0.9.1 records it in
+            # extra_info["tool_rewards"] (never adds it to the advantage); the search-QA reward
+            # cross-checks it
+            hit = state["source_doc_id"] is not None and state["source_doc_id"] in metrics.get("doc_ids", [])
+            metrics["source_hit"] = hit
             response = _ToolResponse(text=text) if _ToolResponse is not None else text
-            return response, 0.0, metrics
+            return response, 1.0 if hit else 0.0, metrics
 
         async def calc_reward(self, instance_id: str, **kwargs: Any) -> float:
-            return 0.0  # retrieval earns no step reward; the answer reward is computed elsewhere
+            return 0.0  # the answer reward is computed by the project's compute_score
 
         async def release(self, instance_id: str, **kwargs: Any) -> None:
             self._instances.pop(instance_id, None)

@@ -23,6 +23,10 @@ Components, each in [0, 1]:
 
 ``score = Σ w·c / Σ w`` over the available components, so every score is on the same [0, 1] scale
 whether or not the judge ran.
+
+Rows with ``data_source: finrag_search_qa`` (``rl.tasks.search_qa``: multi-turn answers with the ``search``
+tool) are dispatched to :mod:`finrag_pipelines.search_qa.reward`, configured by the config's ``search_qa``
+block; a run with such rows returns the union of both key sets for every row (NaN where a key does not apply).
 """
 
 from __future__ import annotations
@@ -32,23 +36,27 @@ import functools
 import json
 import math
 import os
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from finrag_pipelines.llm.client import ChatClient, LLMRequestError
-from finrag_pipelines.llm.config import LLMConfig, resolve_api_key
-from finrag_pipelines.llm.parsing import strip_thinking
+from finrag_pipelines.llm.config import LLMConfig
+from finrag_pipelines.llm.judge import ask_judge as judge_reasoning
+from finrag_pipelines.llm.judge import parse_judge_score  # noqa: F401 - re-exported (tests, evaluation)
 from finrag_pipelines.mcq.extract import Extraction, extract_answer, normalise_letters
 from finrag_pipelines.mcq.format import parse_options
+from finrag_pipelines.search_qa import reward as search_qa
 
 CONFIG_ENV = "FINRAG_MCQ_REWARD_CONFIG"
 """Environment variable holding the path of the reward config JSON (written by the rl pipeline)."""
 
 COMPONENTS: tuple[str, ...] = ("format", "correctness", "process")
+MCQ_VERL_KEYS: tuple[str, ...] = (
+    "score", "acc", "format", "correctness", "process", "judge_failed", "answer_statements",
+)
+"""The keys of :meth:`RewardResult.as_verl_dict`."""
 
 JUDGE_SYSTEM = "你是严谨的金融考试阅卷专家，只根据推理过程本身的质量打分。"
 JUDGE_TEMPLATE = (
@@ -59,7 +67,6 @@ JUDGE_TEMPLATE = (
     "【考生的推理】\n{reasoning}\n\n【考生的最终答案】{answer}\n\n"
     "请只输出一个 0 到 10 之间的整数分数，不要输出其他内容。"
 )
-_SCORE_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)")
 
 
 class RewardConfigError(ValueError):
@@ -110,12 +117,15 @@ class RewardConfig:
         partial_credit: Correctness of a multi-select strict subset without wrong letters (0 = none).
         allow_fallback: Count an unboxed ``答案：A`` for correctness (it never counts for format).
         judge: The process judge.
+        search_qa: The reward of ``data_source: finrag_search_qa`` rows
+            (:mod:`finrag_pipelines.search_qa.reward`), or ``None`` when the run has no such rows.
     """
 
     weights: dict[str, float]
     partial_credit: float
     allow_fallback: bool
     judge: JudgeConfig = field(default_factory=lambda: JudgeConfig(enabled=False))
+    search_qa: search_qa.SearchQARewardConfig | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> RewardConfig:
@@ -146,7 +156,15 @@ class RewardConfig:
             raise RewardConfigError(f"reward.allow_fallback must be true or false, got {data['allow_fallback']!r}")
         judge = data.get("judge") or {"enabled": False}
         judge_cfg = judge if isinstance(judge, JudgeConfig) else JudgeConfig.from_mapping(judge)
-        return cls(weights=clean, partial_credit=float(partial), allow_fallback=data["allow_fallback"], judge=judge_cfg)
+        block = data.get("search_qa")
+        try:
+            search_cfg = None if block is None else search_qa.SearchQARewardConfig.from_mapping(block)
+        except ValueError as exc:
+            raise RewardConfigError(str(exc)) from exc
+        return cls(
+            weights=clean, partial_credit=float(partial), allow_fallback=data["allow_fallback"],
+            judge=judge_cfg, search_qa=search_cfg,
+        )
 
 
 def _check_keys(data: Mapping[str, Any], known: set[str], required: set[str], where: str) -> None:
@@ -267,39 +285,6 @@ def judge_messages(question: str, options: Mapping[str, str] | None, truth: str,
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
 
 
-def parse_judge_score(text: str) -> float:
-    """The 0–10 rating in a judge reply, as a fraction in [0, 1].
-
-    Raises:
-        ValueError: If no number in [0, 10] starts the reply (after any think block).
-    """
-    body = strip_thinking(text or "")
-    match = _SCORE_RE.search(body)
-    if match is None:
-        raise ValueError(f"judge reply has no number: {body[:60]!r}")
-    value = float(match.group(1))
-    if not 0 <= value <= 10:
-        raise ValueError(f"judge score {value} is outside 0-10")
-    return value / 10.0
-
-
-async def judge_reasoning(messages: list[dict[str, str]], llm: LLMConfig) -> tuple[float | None, str]:
-    """Ask the judge; ``(fraction, "")`` or ``(None, why it failed)``. HTTP retries are the client's;
-    an unparsable reply is asked again up to ``llm.max_invalid_retries`` times."""
-    try:
-        async with ChatClient(llm, resolve_api_key(None)) as client:
-            error = ""
-            for _ in range(1 + llm.max_invalid_retries):
-                response = await client.complete(messages)
-                try:
-                    return parse_judge_score(response.text), ""
-                except ValueError as exc:
-                    error = f"unparsable judge reply: {exc}"
-            return None, error
-    except LLMRequestError as exc:
-        return None, f"judge request failed: {exc.reason}"
-
-
 async def score_response_async(
     solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None, config: RewardConfig
 ) -> RewardResult:
@@ -350,6 +335,34 @@ def score_response(solution_str: str, ground_truth: Any, extra_info: Mapping[str
     return _run(score_response_async(solution_str, ground_truth, extra_info, RewardConfig.from_mapping(config)))
 
 
+def _verl_keys(values: dict[str, float], config: RewardConfig) -> dict[str, float]:
+    """The same keys for every row of a run: verl stacks each key over the batch (a row lacking one
+    fails), so a run with search-QA rows gives every row both key sets, NaN where a key does not apply."""
+    if config.search_qa is None:
+        return values
+    keys = dict.fromkeys([*MCQ_VERL_KEYS, *search_qa.VERL_KEYS])
+    return {key: values.get(key, math.nan) for key in keys}
+
+
+async def _score_async(
+    data_source: str | None,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: Mapping[str, Any] | None,
+    cfg: RewardConfig,
+) -> dict[str, float]:
+    if data_source == search_qa.DATA_SOURCE:
+        if cfg.search_qa is None:
+            raise RewardConfigError(
+                f"a {search_qa.DATA_SOURCE} row, but the reward config has no search_qa block; rebuild it "
+                "with rl.tasks.search_qa on (`kedro run --pipelines rl`)"
+            )
+        result = await search_qa.score_search_qa_async(solution_str, ground_truth, extra_info, cfg.search_qa)
+    else:
+        result = await score_response_async(solution_str, ground_truth, extra_info, cfg)
+    return _verl_keys(result.as_verl_dict(), cfg)
+
+
 def compute_score(
     data_source: str | None = None,
     solution_str: str = "",
@@ -364,6 +377,9 @@ def compute_score(
 ) -> dict[str, float]:
     """verl's custom reward entry point: numbers only (see :meth:`RewardResult.as_verl_dict`).
 
+    Rows with ``data_source: finrag_search_qa`` are scored by :mod:`finrag_pipelines.search_qa.reward`
+    (the config's ``search_qa`` block); every other row as a multiple-choice answer.
+
     Raises:
         RewardConfigError: No or invalid config, or an unknown keyword (a typo in ``reward_kwargs``).
         ValueError: A row whose ground truth is not option letters.
@@ -373,7 +389,7 @@ def compute_score(
     # reward_router_address / reward_model_tokenizer: what verl's reward managers add when a reward model is
     # served; this rule-based reward does not use them
     cfg = resolve_config(config, config_path)
-    return _run(score_response_async(solution_str, ground_truth, extra_info, cfg)).as_verl_dict()
+    return _run(_score_async(data_source, solution_str, ground_truth, extra_info, cfg))
 
 
 async def compute_score_async(
@@ -389,4 +405,4 @@ async def compute_score_async(
 ) -> dict[str, float]:
     """The same as :func:`compute_score`, as a coroutine (verl awaits coroutine reward functions)."""
     cfg = resolve_config(config, config_path)
-    return (await score_response_async(solution_str, ground_truth, extra_info, cfg)).as_verl_dict()
+    return await _score_async(data_source, solution_str, ground_truth, extra_info, cfg)

@@ -14,12 +14,13 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import ParquetDataset
 
+from finrag_pipelines.datasets.optional import OptionalParquetDataset
 from finrag_pipelines.floors import FloorError, FloorParams
 from finrag_pipelines.mcq.records import validate_rl_rows
 from finrag_pipelines.mcq.reward import compute_score
 from finrag_pipelines.mcq.split import split_items
 from finrag_pipelines.pipelines.rl import create_pipeline
-from finrag_pipelines.pipelines.rl.params import RewardParams, RlDataParams, RlLengthParams
+from finrag_pipelines.pipelines.rl.params import RewardParams, RlDataParams, RlLengthParams, RlTasksParams
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -40,23 +41,40 @@ def make_splits(n: int = 200) -> pd.DataFrame:
     return split_items(pd.DataFrame(rows), {"sft_train": 0.5, "rl_train": 0.3, "eval": 0.2}, seed=2)
 
 
+def base_rl(*keys):
+    conf = yaml.safe_load((ROOT / "conf/base/parameters_rl.yml").read_text(encoding="utf-8"))["rl"]
+    for key in keys:
+        conf = conf[key]
+    return conf
+
+
 def launch_params(tmp_path, **changes):
     from finrag_pipelines.pipelines.rl.params import RlLaunchParams
 
-    conf = yaml.safe_load((ROOT / "conf/base/parameters_rl.yml").read_text(encoding="utf-8"))["rl"]["launch"]
-    return RlLaunchParams(**{**conf, "mode": "plan", "work_dir": str(tmp_path / "work"),
+    return RlLaunchParams(**{**base_rl("launch"), "mode": "plan", "work_dir": str(tmp_path / "work"),
                              "merged_dir": str(tmp_path / "merged"), **changes})
 
 
-def run(tmp_path, splits, data, judge_enabled=False, max_prompt_length=512):
+def prompt(name):
+    return yaml.safe_load((ROOT / f"conf/base/prompts/{name}.yml").read_text(encoding="utf-8"))
+
+
+def run(tmp_path, splits, data, judge_enabled=False, max_prompt_length=512, tasks=None, search_qa_items=None,
+        launch=None):
     catalog = DataCatalog({
         "rl_train_parquet": ParquetDataset(filepath=str(tmp_path / "rl_train.parquet")),
         "rl_val_parquet": ParquetDataset(filepath=str(tmp_path / "rl_val.parquet")),
         "rl_reward_config": JSONDataset(filepath=str(tmp_path / "rl_reward_config.json")),
         "rl_data_stats": JSONDataset(filepath=str(tmp_path / "rl_data_stats.json")),
         "rl_launch_report": JSONDataset(filepath=str(tmp_path / "rl_launch_report.json")),
+        "rl_task_mix": JSONDataset(filepath=str(tmp_path / "rl_task_mix.json")),
+        "search_qa_items@optional": OptionalParquetDataset(
+            filepath=str(tmp_path / "items.parquet"), producer="rl_search_qa"
+        ),
     })
-    catalog["params:rl.launch"] = launch_params(tmp_path)
+    if search_qa_items is not None:
+        search_qa_items.to_parquet(tmp_path / "items.parquet")
+    catalog["params:rl.launch"] = launch or launch_params(tmp_path)
     catalog["mcq_splits"] = splits
     catalog["params:rl.data"] = data
     catalog["params:rl.length"] = RlLengthParams(
@@ -66,7 +84,11 @@ def run(tmp_path, splits, data, judge_enabled=False, max_prompt_length=512):
         weights={"format": 0.2, "correctness": 1.0, "process": 0.5 if judge_enabled else 0.0},
         partial_credit=0.0, allow_fallback=False,
         judge={"enabled": judge_enabled, "max_reasoning_chars": 1000, "llm_overrides": {"temperature": 0.0, "max_tokens": 16}},
+        search_qa=base_rl("reward", "search_qa"),
     )
+    catalog["params:rl.tasks"] = RlTasksParams(**{**base_rl("tasks"), **(tasks or {})})
+    catalog["prompt_rl_search_qa"] = prompt("rl_search_qa")
+    catalog["prompt_search_qa_judge"] = prompt("search_qa_judge")
     catalog["params:llm"] = LLM
     catalog["params:rl.floor"] = FloorParams(min_kept=1, min_share=0.5)
     SequentialRunner().run(create_pipeline(), catalog)
@@ -156,3 +178,164 @@ def test_a_length_policy_that_drops_every_prompt_fails_on_the_floor_before_launc
     stats = json.loads((tmp_path / "rl_data_stats.json").read_text(encoding="utf-8"))  # saved before the stop
     assert stats["floor"]["passed"] is False and stats["train"]["rows"] == 0
     assert not (tmp_path / "rl_launch_report.json").exists() and not (tmp_path / "work").exists()
+
+
+# ------------------------------------------------------------------ rl.tasks: search-QA rows mixed in
+
+
+def make_items(n_train=12, n_val=3):
+    rows = [{"query_id": f"dq-{i}", "doc_id": f"a{i}", "question": f"公司第{i}号工厂的产能是多少？",
+             "reference": f"尊敬的投资者您好，第{i}号工厂的设计产能为{i}万台/年。", "question_type": "factoid",
+             "difficulty": "easy", "split": "val" if i < n_val else "train", "model": "kw",
+             "prompt_hash": "h"} for i in range(n_train + n_val)]
+    return pd.DataFrame(rows)
+
+
+def search_launch(tmp_path, **verl):
+    conf = base_rl("launch")
+    tools = "conf/base/verl/search_tool.yaml"
+    verl = {**conf["verl"], "tool_config_path": tools, "max_assistant_turns": 6, **verl}
+    return launch_params(tmp_path, verl=verl)
+
+
+def test_search_qa_rows_are_mixed_in_and_read_by_verl(tmp_path):
+    pytest.importorskip("verl")
+    from omegaconf import OmegaConf
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    from finrag_pipelines.search_qa.reward import DATA_SOURCE
+
+    splits = make_splits()
+    data = RlDataParams(val_source="rl_train_slice", val_size=8, seed=1)
+    run(tmp_path, splits, data, tasks={"search_qa": True}, search_qa_items=make_items(),
+        launch=search_launch(tmp_path))
+    mix = json.loads((tmp_path / "rl_task_mix.json").read_text(encoding="utf-8"))
+    assert mix["train"]["search_qa"] == 12 and mix["val"]["search_qa"] == 3 and mix["val"]["mcq"] == 8
+    data = OmegaConf.create({"filter_overlong_prompts": False, "cache_dir": str(tmp_path / "verl")})
+    train = RLHFDataset(data_files=[str(tmp_path / "rl_train.parquet")], tokenizer=None, config=data)
+    rows = [train[i] for i in range(len(train))]
+    tool_rows = [r for r in rows if r["data_source"] == DATA_SOURCE]
+    stats = json.loads((tmp_path / "rl_data_stats.json").read_text(encoding="utf-8"))
+    assert len(tool_rows) == 12
+    assert stats["train"]["by_task"] == {"finrag_mcq": len(rows) - 12, DATA_SOURCE: 12}
+    dropped = stats["train"]["length"]["n_dropped"]  # the long MCQ prompts
+    assert 0 < len(rows) - 12 == mix["train"]["mcq"] - dropped
+    assert {r["agent_name"] for r in tool_rows} == {"tool_agent"}
+    assert {r["agent_name"] for r in rows if r["data_source"] == "finrag_mcq"} == {"single_turn_agent"}
+    row = tool_rows[0]
+    source = row["extra_info"]["source_doc_id"]
+    # what verl's ToolAgentLoop hands to the search tool's create()
+    assert row["tools_kwargs"] == {"search": {"create_kwargs": {"source_doc_id": source}}}
+    assert row["raw_prompt"][0]["role"] == "system" and row["raw_prompt"][1]["content"].startswith("公司第")
+    assert len({r["index"] for r in rows}) == len(rows)
+
+    # the exported reward config scores both kinds of rows through the one entry, with one key set
+    config_path = str(tmp_path / "rl_reward_config.json")
+    exported = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    assert exported["search_qa"]["judge_prompt"]["name"] == "search_qa_judge"
+    source_text = row["reward_model"]["ground_truth"]
+    answer = (f'<tool_call>\n{{"name": "search", "arguments": {{"query_list": ["产能"]}}}}\n</tool_call>'
+              f"\nuser\n<tool_response>\nDoc 1 [{source}]\n{source_text}\n</tool_response>\nassistant\n"
+              f"{source_text}[{source}]")
+    extra = {**row["extra_info"], "tool_rewards": [1.0], "num_turns": 4}
+    got = compute_score(data_source=DATA_SOURCE, solution_str=answer, ground_truth=source_text,
+                        extra_info=extra, config_path=config_path)
+    assert got["acc"] == 1.0 and got["retrieval"] == 1.0 and got["outcome"] == pytest.approx(1.0)
+    mcq_row = next(r for r in rows if r["data_source"] == "finrag_mcq")
+    truth = mcq_row["reward_model"]["ground_truth"]
+    mcq = compute_score(data_source="finrag_mcq", solution_str=f"<think>x</think>答案：\\boxed{{{truth}}}",
+                        ground_truth=truth, extra_info=mcq_row["extra_info"], config_path=config_path)
+    assert list(mcq) == list(got) and mcq["score"] == pytest.approx(1.0)
+
+    # the launch turns multi-turn on with the tool config, by an absolute path (verl's ray workers read it)
+    argv = json.loads((tmp_path / "rl_launch_report.json").read_text(encoding="utf-8"))["argv"]
+    key = "actor_rollout_ref.rollout.multi_turn.tool_config_path="
+    tool_path = next(a.split("=", 1)[1] for a in argv if a.startswith(key))
+    assert Path(tool_path).is_absolute() and Path(tool_path).is_file()
+    assert "actor_rollout_ref.rollout.multi_turn.enable=True" in argv
+    assert "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=6" in argv
+    assert "actor_rollout_ref.rollout.multi_turn.max_tool_response_length=4096" in argv
+
+
+def test_search_qa_only_and_a_share(tmp_path):
+    splits = make_splits()
+    data = RlDataParams(val_source="rl_train_slice", val_size=8, seed=1)
+    run(tmp_path, splits, data, tasks={"mcq": False, "search_qa": True}, search_qa_items=make_items(),
+        launch=search_launch(tmp_path))
+    train = pd.read_parquet(tmp_path / "rl_train.parquet")
+    assert set(train["data_source"]) == {"finrag_search_qa"} and len(train) == 12
+    tasks = {"search_qa": True, "search_qa_share": 0.25}
+    run(tmp_path, splits, data, tasks=tasks, search_qa_items=make_items(), launch=search_launch(tmp_path))
+    mix = json.loads((tmp_path / "rl_task_mix.json").read_text(encoding="utf-8"))
+    share = mix["train"]["search_qa"] / (mix["train"]["search_qa"] + mix["train"]["mcq"])
+    assert share == pytest.approx(0.25, abs=0.02)
+    assert mix["train"]["search_qa"] == 12  # the larger task (mcq) was downsampled
+
+
+def test_mix_counts():
+    from finrag_pipelines.pipelines.rl.tasks import mix_counts
+
+    assert mix_counts(100, 40, None) == (100, 40)
+    assert mix_counts(100, 40, 0.5) == (40, 40)
+    assert mix_counts(100, 10, 0.2) == (40, 10)
+    assert mix_counts(10, 100, 0.5) == (10, 10)
+    assert mix_counts(0, 100, 0.5) == (0, 100)
+
+
+def test_search_qa_without_its_items_or_tool_config_stops_with_one_line(tmp_path):
+    from finrag_pipelines.pipelines.rl.tasks import TaskConfigError
+
+    splits = make_splits(40)
+    data = RlDataParams(val_source="eval", val_size=0, seed=4)
+    missing = "items.parquet does not exist yet; run the rl_search_qa pipeline"
+    with pytest.raises(Exception, match=missing) as info:
+        run(tmp_path, splits, data, tasks={"search_qa": True}, launch=search_launch(tmp_path))
+    assert isinstance(info.value, TaskConfigError) or isinstance(info.value.__cause__, TaskConfigError)
+    assert "\n" not in str(info.value)
+    with pytest.raises(Exception, match="tool_config_path is null"):
+        run(tmp_path, splits, data, tasks={"search_qa": True}, search_qa_items=make_items())
+    with pytest.raises(Exception, match="max_tool_response_length"):
+        run(tmp_path, splits, data, tasks={"search_qa": True}, search_qa_items=make_items(),
+            launch=search_launch(tmp_path, extra_overrides=[]))
+    # search_qa off: the items are neither needed nor read
+    run(tmp_path, splits, data)
+    assert "agent_name" not in pd.read_parquet(tmp_path / "rl_train.parquet").columns
+
+
+def test_tasks_params_refuse_nonsense():
+    with pytest.raises(ValueError, match="switch on"):
+        RlTasksParams(**{**base_rl("tasks"), "mcq": False, "search_qa": False})
+    with pytest.raises(ValueError, match="needs both"):
+        RlTasksParams(**{**base_rl("tasks"), "search_qa_share": 0.3})
+
+
+def test_search_qa_launch_composes_in_verls_own_ppo_config(tmp_path):
+    """The planned GRPO command with search_qa on, composed against verl 0.9.1's ppo_trainer config (strict:
+    a key verl does not have fails), as tests/training/test_verl.py checks the GRPO overrides."""
+    pytest.importorskip("verl")
+    import verl.trainer
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from verl.tools.tool_registry import initialize_tools_from_config
+    from verl.utils import omega_conf_to_dataclass
+
+    data = RlDataParams(val_source="eval", val_size=0, seed=4)
+    run(tmp_path, make_splits(40), data, tasks={"search_qa": True}, search_qa_items=make_items(),
+        launch=search_launch(tmp_path))
+    argv = json.loads((tmp_path / "rl_launch_report.json").read_text(encoding="utf-8"))["argv"]
+    assert argv[1:3] == ["-m", "verl.trainer.main_ppo"]
+    config_dir = str(Path(verl.trainer.__file__).parent / "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        composed = compose(config_name="ppo_trainer", overrides=argv[3:])
+    select = lambda key: OmegaConf.select(composed, key)
+    multi_turn = omega_conf_to_dataclass(select("actor_rollout_ref.rollout.multi_turn"))
+    assert multi_turn.enable is True and multi_turn.format == "hermes" and multi_turn.max_assistant_turns == 6
+    assert multi_turn.max_tool_response_length == 4096
+    assert multi_turn.tool_config_path == str((ROOT / "conf/base/verl/search_tool.yaml").resolve())
+    assert select("actor_rollout_ref.rollout.agent.default_agent_loop") == "tool_agent"
+    assert select("reward.custom_reward_function.path").endswith("finrag_pipelines/mcq/verl_reward.py")
+    assert Path(select("reward.custom_reward_function.reward_kwargs.config_path")).is_file()
+    # verl's own loader builds the project's tool from that file
+    (tool,) = initialize_tools_from_config(multi_turn.tool_config_path)
+    assert tool.name == "search" and type(tool).__name__ == "FinragSearchTool"
+    assert tool.settings.max_passage_chars == 600

@@ -10,17 +10,24 @@ import pandas as pd
 
 from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
 from finrag_pipelines.mcq.records import (
+    DATA_SOURCE,
     build_rl_rows,
     chat_lengths,
     describe_lengths,
     limit_lengths,
     load_tokenizer,
     tokenizer_name,
-    validate_rl_rows,
 )
 from finrag_pipelines.mcq.reward import RewardConfig
 from finrag_pipelines.mcq.split import holdout_slice
-from finrag_pipelines.pipelines.rl.params import RewardParams, RlDataParams, RlLaunchParams, RlLengthParams
+from finrag_pipelines.pipelines.rl.params import (
+    RewardParams,
+    RlDataParams,
+    RlLaunchParams,
+    RlLengthParams,
+    RlTasksParams,
+)
+from finrag_pipelines.pipelines.rl.tasks import describe_tasks, validate_task_rows
 from finrag_pipelines.project_paths import portable_argv, portable_path
 from finrag_pipelines.training.runs import MANIFEST_NAME, TRAIN_LOG_NAME
 from finrag_pipelines.training.staging import write_json_if_changed, write_parquet_if_changed
@@ -58,7 +65,7 @@ def limit_rl_prompt_lengths(rl_rows: pd.DataFrame, params: RlLengthParams) -> tu
     """Prompt length after the chat template (with the generation prompt); apply the policy, validate."""
     lengths, unit = chat_lengths(rl_rows["prompt"], load_tokenizer(params.tokenizer_path), add_generation_prompt=True)
     kept, counts = limit_lengths(rl_rows, lengths, params.max_prompt_length, params.truncation)
-    validate_rl_rows(kept)
+    validate_task_rows(kept)
     report = {
         "tokenizer": tokenizer_name(params.tokenizer_path), "max_prompt_length": params.max_prompt_length,
         "truncation": params.truncation, **counts, "lengths": describe_lengths(lengths, unit),
@@ -67,9 +74,12 @@ def limit_rl_prompt_lengths(rl_rows: pd.DataFrame, params: RlLengthParams) -> tu
     return kept, report
 
 
-def export_reward_config(params: RewardParams, llm: dict[str, Any]) -> dict[str, Any]:
+def export_reward_config(
+    params: RewardParams, llm: dict[str, Any], tasks: RlTasksParams, search_qa_judge_prompt: dict[str, Any]
+) -> dict[str, Any]:
     """The reward config JSON the launcher hands to verl (``reward_kwargs.config_path`` or
-    ``$FINRAG_MCQ_REWARD_CONFIG``); checked here with the reward's own parser so a bad value fails now."""
+    ``$FINRAG_MCQ_REWARD_CONFIG``); checked here with the reward's own parser so a bad value fails now.
+    With ``rl.tasks.search_qa`` on it holds a ``search_qa`` block (its judge prompt copied in)."""
     judge: dict[str, Any] = {"enabled": params.judge.enabled, "max_reasoning_chars": params.judge.max_reasoning_chars}
     if params.judge.enabled:
         judge["llm"] = {**llm, **params.judge.llm_overrides}
@@ -77,6 +87,11 @@ def export_reward_config(params: RewardParams, llm: dict[str, Any]) -> dict[str,
         "weights": dict(params.weights), "partial_credit": params.partial_credit,
         "allow_fallback": params.allow_fallback, "judge": judge,
     }
+    if tasks.search_qa:
+        search = params.search_qa.model_dump()
+        search["judge_llm"] = {**llm, **params.judge.llm_overrides} if search["outcome"] == "judge" else None
+        search["judge_prompt"] = dict(search_qa_judge_prompt)
+        config["search_qa"] = search
     RewardConfig.from_mapping(config)
     return config
 
@@ -92,10 +107,13 @@ def summarise_rl_data(
     ``rl.floor`` (train rows kept by the prompt-length policy per train row built)."""
 
     def describe(rows: pd.DataFrame) -> dict[str, Any]:
+        tasks = describe_tasks(rows)  # the MCQ statistics below are over the MCQ rows
+        rows = rows[rows["data_source"] == DATA_SOURCE]
         info = pd.DataFrame(list(rows["extra_info"]))
         truth = rows["reward_model"].map(lambda r: r["ground_truth"])
         return {
-            "rows": len(rows),
+            "rows": sum(tasks.values()),
+            "by_task": tasks,
             "by_kind": info["kind"].value_counts().sort_index().to_dict() if len(info) else {},
             "by_source": info["source"].value_counts().sort_index().to_dict() if len(info) else {},
             "answer_letters": truth.str.len().value_counts().sort_index().to_dict(),
@@ -144,10 +162,12 @@ def launch_grpo(
     reward = params.reward_function_path or str(project_reward_file())
     extra = list(params.verl.get("extra_overrides") or [])
     extra.append(f"+reward.custom_reward_function.reward_kwargs.config_path={reward_config}")
+    tools = params.verl.get("tool_config_path")  # read by verl's ray workers, which may run elsewhere
     config = VerlGRPOConfig.from_params({
         **params.verl, "extra_overrides": extra, "model_path": str(Path(params.base_model_path).resolve()), "train_files": str(train),
         "val_files": str(val), "output_dir": str(work), "reward_function_path": reward,
         "max_prompt_length": length.max_prompt_length,
+        "tool_config_path": str(Path(tools).resolve()) if tools else None,
     })
     if params.mode == "plan":
         argv, env = build_grpo_command(config)

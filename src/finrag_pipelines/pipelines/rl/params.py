@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from finrag_pipelines.config import StrictModel
 
@@ -33,6 +33,37 @@ class JudgeParams(StrictModel):
     llm_overrides: dict[str, Any]
 
 
+class SearchQAWeights(StrictModel):
+    """Weights of the search-QA reward components (finrag_pipelines.search_qa.reward)."""
+
+    outcome: float = Field(ge=0.0)
+    retrieval: float = Field(ge=0.0)
+    citation: float = Field(ge=0.0)
+    format: float = Field(ge=0.0)
+
+
+class SearchQAPenalties(StrictModel):
+    """Per-occurrence penalties of the search-QA reward."""
+
+    over_search: float = Field(ge=0.0)
+    repeated_search: float = Field(ge=0.0)
+    invalid_citation: float = Field(ge=0.0)
+    forged_tool_response: float = Field(ge=0.0)
+
+
+class SearchQARewardParams(StrictModel):
+    """The reward of search_qa rows (rl.tasks.search_qa); outcome: judge uses rl.reward.judge's llm."""
+
+    weights: SearchQAWeights
+    outcome: Literal["f1", "judge"]
+    max_searches: int = Field(ge=1)
+    max_citations: int = Field(ge=1)
+    min_answer_chars: int = Field(ge=1)
+    penalties: SearchQAPenalties
+    max_penalty: float = Field(ge=0.0)
+    max_judge_chars: int = Field(ge=100)
+
+
 class RewardParams(StrictModel):
     """The reward config written to rl_reward_config.json (read by finrag_pipelines.mcq.reward)."""
 
@@ -40,6 +71,7 @@ class RewardParams(StrictModel):
     partial_credit: float = Field(ge=0.0, lt=1.0)
     allow_fallback: bool
     judge: JudgeParams
+    search_qa: SearchQARewardParams
 
 
 class RlLaunchParams(StrictModel):
@@ -53,3 +85,28 @@ class RlLaunchParams(StrictModel):
     reward_function_path: str | None = Field(description="null = the project's reward (mcq/verl_reward.py)")
     progress: bool
     verl: dict[str, Any] = Field(description="every VerlGRPOConfig setting but the paths and max_prompt_length")
+
+
+class TaskRows(StrictModel):
+    """Train rows kept per task (a seeded sample); null = all."""
+
+    mcq: int | None = Field(ge=1)
+    search_qa: int | None = Field(ge=1)
+
+
+class RlTasksParams(StrictModel):
+    """Which tasks the GRPO rows come from, and how they are mixed (train only; val keeps every row)."""
+
+    mcq: bool
+    search_qa: bool
+    max_train_rows: TaskRows
+    search_qa_share: float | None = Field(gt=0.0, lt=1.0, description="null = no rebalancing")
+    seed: int
+
+    @model_validator(mode="after")
+    def _one_task(self) -> RlTasksParams:
+        if not (self.mcq or self.search_qa):
+            raise ValueError("rl.tasks: switch on mcq, search_qa or both")
+        if self.search_qa_share is not None and not (self.mcq and self.search_qa):
+            raise ValueError("rl.tasks.search_qa_share needs both mcq and search_qa on; set it to null")
+        return self

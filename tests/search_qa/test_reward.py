@@ -323,6 +323,9 @@ def test_the_reward_does_not_import_verl():
     import subprocess
     import sys
 
-    code = "import sys, finrag_pipelines.mcq.reward; print(sorted(m for m in sys.modules if m.split('.')[0] == 'verl'))"
+    code = (
+        "import sys, finrag_pipelines.mcq.reward; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'verl'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

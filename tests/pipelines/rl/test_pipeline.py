@@ -198,8 +198,13 @@ def search_launch(tmp_path, **verl):
     return launch_params(tmp_path, verl=verl)
 
 
-def test_search_qa_rows_are_mixed_in_and_read_by_verl(tmp_path):
+def test_search_qa_rows_are_mixed_in_and_read_by_verl(tmp_path, monkeypatch):
     pytest.importorskip("verl")
+    from finrag_pipelines.pipelines.rl import nodes
+
+    handed = []  # the config the launch builds verl's command from (the report holds a portable copy)
+    build = nodes.build_grpo_command
+    monkeypatch.setattr(nodes, "build_grpo_command", lambda config: handed.append(config) or build(config))
     from omegaconf import OmegaConf
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
@@ -248,10 +253,10 @@ def test_search_qa_rows_are_mixed_in_and_read_by_verl(tmp_path):
     assert list(mcq) == list(got) and mcq["score"] == pytest.approx(1.0)
 
     # the launch turns multi-turn on with the tool config, by an absolute path (verl's ray workers read it)
+    (config,) = handed
+    assert Path(config.tool_config_path).is_absolute() and Path(config.tool_config_path).is_file()
     argv = json.loads((tmp_path / "rl_launch_report.json").read_text(encoding="utf-8"))["argv"]
-    key = "actor_rollout_ref.rollout.multi_turn.tool_config_path="
-    tool_path = next(a.split("=", 1)[1] for a in argv if a.startswith(key))
-    assert Path(tool_path).is_absolute() and Path(tool_path).is_file()
+    assert "actor_rollout_ref.rollout.multi_turn.tool_config_path=conf/base/verl/search_tool.yaml" in argv
     assert "actor_rollout_ref.rollout.multi_turn.enable=True" in argv
     assert "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=6" in argv
     assert "actor_rollout_ref.rollout.multi_turn.max_tool_response_length=4096" in argv
@@ -331,11 +336,12 @@ def test_search_qa_launch_composes_in_verls_own_ppo_config(tmp_path):
     multi_turn = omega_conf_to_dataclass(select("actor_rollout_ref.rollout.multi_turn"))
     assert multi_turn.enable is True and multi_turn.format == "hermes" and multi_turn.max_assistant_turns == 6
     assert multi_turn.max_tool_response_length == 4096
-    assert multi_turn.tool_config_path == str((ROOT / "conf/base/verl/search_tool.yaml").resolve())
+    tool_config = ROOT / multi_turn.tool_config_path  # the report's argv is portable (project-relative)
+    assert tool_config.resolve() == (ROOT / "conf/base/verl/search_tool.yaml").resolve()
     assert select("actor_rollout_ref.rollout.agent.default_agent_loop") == "tool_agent"
     assert select("reward.custom_reward_function.path").endswith("finrag_pipelines/mcq/verl_reward.py")
     assert Path(select("reward.custom_reward_function.reward_kwargs.config_path")).is_file()
     # verl's own loader builds the project's tool from that file
-    (tool,) = initialize_tools_from_config(multi_turn.tool_config_path)
+    (tool,) = initialize_tools_from_config(str(tool_config))
     assert tool.name == "search" and type(tool).__name__ == "FinragSearchTool"
     assert tool.settings.max_passage_chars == 600

@@ -175,14 +175,15 @@ def test_sft_trains_on_the_mix_without_rl_or_eval_questions(tmp_path):
 def test_the_floor_counts_sft_train_items_only_not_the_other_mix_sources(tmp_path):
     opts = json.dumps({"A": "1元", "B": "2元"}, ensure_ascii=False)
     calc = pd.DataFrame([
-        {"item_id": f"finmath:x:{i}", "mix_source": "calc", "source": "finmath", "subject": "s", "kind": "single",
-         "question": f"计算题{i}", "options": opts, "answer": "A", "explanation": "过程。", "context": None,
+        {"item_id": f"finmath:x:{i}", "mix_source": "calc", "source": "finmath", "subject": "s",
+         "kind": "single", "question": f"计算题{i}", "options": opts, "answer": "A", "explanation": "过程。", "context": None,
          "model": "finmath", "prompt_hash": None}
         for i in range(200)
     ], columns=list(DISTILL_COLUMNS))
     data = SftDataParams(target_style="think", missing_explanation="exclude", val_size=5, seed=3)
     length = LengthParams(tokenizer_path=None, max_length=4000, truncation="drop")
     with pytest.raises(FloorError, match=r"sft kept \d+ of 76 sft_train items"):
-        run(tmp_path, make_splits(), data, length, floor=FloorParams(min_kept=1, min_share=0.9), distill_items=calc)
+        floor = FloorParams(min_kept=1, min_share=0.9)
+        run(tmp_path, make_splits(), data, length, floor=floor, distill_items=calc)
     stats = json.loads((tmp_path / "sft_data_stats.json").read_text(encoding="utf-8"))
     assert stats["train_rows"] + stats["val_rows"] > 200 and stats["floor"]["kept"] < 76

@@ -13,9 +13,9 @@ DEFAULT_CHAIN = (
 )
 # pipelines that read corpus_prep's outputs run it first (it takes seconds), so that
 # `kedro run --pipelines index_build,evaluation --params retrieval_dataset=<folder>` works on a new folder
-NEEDS_CORPUS_PREP = ("index_build", "evaluation")
+NEEDS_CORPUS_PREP = ("index_build", "evaluation", "sft_distill")
 # likewise sft, rl and mcq_evaluation start from the one deduplicated, split MCQ table (seconds), so each runs on its own
-NEEDS_MCQ_PREP = ("sft", "rl", "mcq_evaluation")
+NEEDS_MCQ_PREP = ("sft", "rl", "mcq_evaluation", "sft_distill")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -12,6 +12,7 @@ Sources (``kind``):
 * ``fin_eva_sufe``: FinEval ``SUFE/{dev,val,test}/<subject>_<split>.csv``; dev rows carry an
   explanation; test files have no answer column (``no_answer_column``).
 * ``cflue``: CFLUE ``knowledge.json`` (task 单项选择题/多项选择题/判断题, choices as a dict literal).
+* ``generic``: any CSV/JSONL/parquet benchmark with a column mapping in conf (``generic_loader.py``).
 * ``chat_jsonl``: Agentar-DeepFinance-style ``{"messages": [user, assistant]}`` lines; options are
   read from ``A. …``/``A：…`` lines of the user message, the answer from the assistant's text after
   ``</think>``, the explanation from the think block.
@@ -37,7 +38,7 @@ from finrag_pipelines.mcq.format import dump_options
 ITEM_COLUMNS: tuple[str, ...] = ("item_id", "source", "subject", "question", "options", "answer", "kind", "explanation")
 """``options`` is a JSON object string (letter -> text); ``answer`` sorted letters; ``explanation`` may be None."""
 REJECT_COLUMNS: tuple[str, ...] = ("source", "file", "line", "item_id", "reason", "detail")
-SOURCE_KINDS: tuple[str, ...] = ("fin_eva_ant", "fin_eva_sufe", "cflue", "chat_jsonl")
+SOURCE_KINDS: tuple[str, ...] = ("fin_eva_ant", "fin_eva_sufe", "cflue", "chat_jsonl", "generic")
 OPTION_LETTERS = "ABCDEFGH"
 NO_EXPLANATION = {"", "略", "略。", "无", "无。", "暂无", "none", "null", "nan"}
 TRUE_FALSE_SETS = ({"对", "错"}, {"正确", "错误"}, {"是", "否"}, {"√", "×"})
@@ -52,11 +53,13 @@ class McqLoadError(ValueError):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """One configured source: ``name`` (the ``source`` column), ``kind`` and ``path`` (file or folder)."""
+    """One configured source: ``name`` (the ``source`` column), ``kind``, ``path`` (file or folder) and, for
+    ``kind: generic`` only, the ``columns`` mapping (see ``generic_loader.ColumnMap``)."""
 
     name: str
     kind: str
     path: str
+    columns: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -357,4 +360,12 @@ def load_source(spec: SourceSpec) -> LoadResult:
         return read_cflue(spec.path, spec.name)
     if spec.kind == "chat_jsonl":
         return read_chat_jsonl(spec.path, spec.name)
+    if spec.kind == "generic":
+        from finrag_pipelines.mcq.generic_loader import read_generic  # it builds on this module's collector
+
+        if spec.columns is None:
+            raise McqLoadError(
+                f"source {spec.name!r}: kind generic needs a columns mapping (question, options, answer)"
+            )
+        return read_generic(spec.path, spec.name, spec.columns)
     raise McqLoadError(f"source {spec.name!r}: unknown kind {spec.kind!r}; expected one of {list(SOURCE_KINDS)}")

@@ -108,12 +108,28 @@ def check_fractions(fractions: Mapping[str, float]) -> None:
         raise ValueError(f"split fractions must sum to 1, got {dict(fractions)} (sum {sum(fractions.values())})")
 
 
-def split_items(items: pd.DataFrame, fractions: Mapping[str, float], seed: int) -> pd.DataFrame:
-    """``items`` with ``question_key`` and ``split`` columns added."""
+def split_items(
+    items: pd.DataFrame, fractions: Mapping[str, float], seed: int, eval_only_sources: Sequence[str] = ()
+) -> pd.DataFrame:
+    """``items`` with ``question_key`` and ``split`` columns added.
+
+    Items of ``eval_only_sources`` (benchmarks never trained on), and every item sharing a normalised question
+    with one of them, go to ``eval`` whatever their hash says.
+
+    Raises:
+        ValueError: If an evaluation-only source has no item (a misspelt name would otherwise leak nothing
+            into eval and everything into training).
+    """
     check_fractions(fractions)
+    absent = sorted(set(eval_only_sources) - set(items["source"]))
+    if absent:
+        loaded = sorted(set(items["source"]))
+        raise ValueError(f"eval_only_sources {absent} have no items; loaded sources are {loaded}")
     out = items.copy()
     out["question_key"] = [question_key(q) for q in out["question"]]
     out["split"] = [assign_split(q, fractions, seed) for q in out["question"]]
+    held = set(out.loc[out["source"].isin(list(eval_only_sources)), "question_key"])
+    out.loc[out["question_key"].isin(held), "split"] = "eval"
     return out
 
 

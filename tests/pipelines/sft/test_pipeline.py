@@ -15,11 +15,12 @@ from kedro_datasets.pandas import ParquetDataset
 
 from finrag_pipelines.mcq.extract import extract_answer
 from finrag_pipelines.mcq.records import validate_sft_rows
+from finrag_pipelines.mcq.sft_mix import DISTILL_COLUMNS, empty_distill_items
 from finrag_pipelines.mcq.split import split_items
 from finrag_pipelines.floors import FloorError, FloorParams
 from finrag_pipelines.pipelines.sft import create_pipeline
 from finrag_pipelines.pipelines.sft import nodes
-from finrag_pipelines.pipelines.sft.params import LengthParams, SftDataParams, SftLaunchParams
+from finrag_pipelines.pipelines.sft.params import LengthParams, MixParams, SftDataParams, SftLaunchParams
 from finrag_pipelines.training.runs import TrainingError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -43,18 +44,25 @@ def make_splits(n: int = 120) -> pd.DataFrame:
     return split_items(pd.DataFrame(rows), {"sft_train": 0.6, "rl_train": 0.3, "eval": 0.1}, seed=1)
 
 
-def run(tmp_path, splits, data, length, floor=None):
+SFT_CONF = yaml.safe_load((ROOT / "conf/base/parameters_sft.yml").read_text(encoding="utf-8"))["sft"]
+MIX = MixParams(**SFT_CONF["mix"])
+
+
+def run(tmp_path, splits, data, length, floor=None, distill_items=None):
     catalog = DataCatalog({
         "sft_train_parquet": ParquetDataset(filepath=str(tmp_path / "sft_train.parquet")),
         "sft_val_parquet": ParquetDataset(filepath=str(tmp_path / "sft_val.parquet")),
         "sft_data_stats": JSONDataset(filepath=str(tmp_path / "sft_data_stats.json")),
         "sft_launch_report": JSONDataset(filepath=str(tmp_path / "sft_launch_report.json")),
+        "sft_mix_report": JSONDataset(filepath=str(tmp_path / "sft_mix_report.json")),
     })
     catalog["params:sft.launch"] = launch_params(tmp_path)
     catalog["mcq_splits"] = splits
     catalog["params:sft.data"] = data
     catalog["params:sft.length"] = length
     catalog["params:sft.floor"] = floor or FloorParams(min_kept=1, min_share=0.25)
+    catalog["sft_distill_items"] = empty_distill_items() if distill_items is None else distill_items
+    catalog["params:sft.mix"] = MIX
     SequentialRunner().run(create_pipeline(), catalog)
     return catalog, json.loads((tmp_path / "sft_data_stats.json").read_text(encoding="utf-8"))
 
@@ -132,3 +140,50 @@ def test_sft_data_below_its_floor_fails_before_launching(tmp_path):
     stats = json.loads((tmp_path / "sft_data_stats.json").read_text(encoding="utf-8"))  # saved first
     assert stats["floor"]["passed"] is False and stats["floor"]["total"] == 76
     assert not (tmp_path / "sft_launch_report.json").exists() and not (tmp_path / "work").exists()
+
+
+def test_sft_trains_on_the_mix_without_rl_or_eval_questions(tmp_path):
+    splits = make_splits()
+    eval_question = splits.loc[splits["split"] == "eval", "question"].iloc[0]
+    opts = json.dumps({"A": "1.00元", "B": "2.00元", "C": "3.00元", "D": "4.00元"}, ensure_ascii=False)
+    calc = [
+        {"item_id": f"finmath:x:{i}", "mix_source": "calc", "source": "finmath", "subject": "金融计算",
+         "kind": "single", "question": f"计算题{i}：本金100元，利率1%，利息多少？", "options": opts, "answer": "A",
+         "explanation": "利息 = 100 × 1% = 1元。", "context": None, "model": "finmath", "prompt_hash": None}
+        for i in range(6)
+    ]
+    leaked = {**calc[0], "item_id": "distill:leak", "mix_source": "distilled_reasoning",
+              "question": eval_question}
+    qa = {**calc[0], "item_id": "grounded:d1:fact_lookup", "mix_source": "grounded_qa", "kind": "qa",
+          "options": None, "answer": "20万台/年", "explanation": None, "context": "设计产能为20万台/年。",
+          "question": "产能是多少？"}
+    distill = pd.DataFrame([*calc, leaked, qa], columns=list(DISTILL_COLUMNS))
+    data = SftDataParams(target_style="think", missing_explanation="exclude", val_size=0, seed=3)
+    length = LengthParams(tokenizer_path=None, max_length=4000, truncation="drop")
+    _, stats = run(tmp_path, splits, data, length, distill_items=distill)
+    mix = json.loads((tmp_path / "sft_mix_report.json").read_text(encoding="utf-8"))
+    assert mix["sources"]["calc"]["kept"] == 6 and mix["sources"]["grounded_qa"]["kept"] == 1
+    reasoning = mix["sources"]["distilled_reasoning"]
+    assert (reasoning["available"], reasoning["in_rl_or_eval"], reasoning["kept"]) == (1, 1, 0)
+    assert mix["sources"]["calc"]["lengths"]["n"] == 6 and mix["rows"] == stats["train_rows"]
+    train = pd.read_parquet(tmp_path / "sft_train.parquet")
+    assert "distill:leak" not in set(train["item_id"])
+    assert {"grounded:d1:fact_lookup", "finmath:x:0"} <= set(train["item_id"])
+    validate_sft_rows(train)
+
+
+def test_the_floor_counts_sft_train_items_only_not_the_other_mix_sources(tmp_path):
+    opts = json.dumps({"A": "1元", "B": "2元"}, ensure_ascii=False)
+    calc = pd.DataFrame([
+        {"item_id": f"finmath:x:{i}", "mix_source": "calc", "source": "finmath", "subject": "s",
+         "kind": "single", "question": f"计算题{i}", "options": opts, "answer": "A", "explanation": "过程。", "context": None,
+         "model": "finmath", "prompt_hash": None}
+        for i in range(200)
+    ], columns=list(DISTILL_COLUMNS))
+    data = SftDataParams(target_style="think", missing_explanation="exclude", val_size=5, seed=3)
+    length = LengthParams(tokenizer_path=None, max_length=4000, truncation="drop")
+    with pytest.raises(FloorError, match=r"sft kept \d+ of 76 sft_train items"):
+        floor = FloorParams(min_kept=1, min_share=0.9)
+        run(tmp_path, make_splits(), data, length, floor=floor, distill_items=calc)
+    stats = json.loads((tmp_path / "sft_data_stats.json").read_text(encoding="utf-8"))
+    assert stats["train_rows"] + stats["val_rows"] > 200 and stats["floor"]["kept"] < 76

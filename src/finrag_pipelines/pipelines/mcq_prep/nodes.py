@@ -19,7 +19,8 @@ def load_mcq_items(params: LoadParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every configured source (the raw-file boundary) into items and rejects."""
     parts = []
     for spec in params.sources:
-        part = load_source(SourceSpec(spec.name, spec.kind, spec.path))
+        columns = spec.columns.model_dump() if spec.columns is not None else None
+        part = load_source(SourceSpec(spec.name, spec.kind, spec.path, columns))
         logger.info(
             "mcq_prep: %s: %d items, %d rejects %s",
             spec.name, len(part.items), len(part.rejects), part.rejects["reason"].value_counts().to_dict(),
@@ -43,8 +44,9 @@ def deduplicate_mcq_items(mcq_items: pd.DataFrame, params: DedupParams) -> tuple
 
 
 def split_mcq_items(mcq_unique: pd.DataFrame, params: SplitParams) -> pd.DataFrame:
-    """Assign each item to sft_train, rl_train or eval by a seeded hash of its normalised question."""
-    table = split_items(mcq_unique, params.fractions, params.seed)
+    """Assign each item to sft_train, rl_train or eval by a seeded hash of its normalised question
+    (evaluation-only sources, and items sharing a question with them, to eval)."""
+    table = split_items(mcq_unique, params.fractions, params.seed, params.eval_only_sources)
     logger.info("mcq_prep: split sizes %s", table["split"].value_counts().to_dict())
     return table
 

@@ -18,8 +18,9 @@ from finrag_pipelines.mcq.records import (
     tokenizer_name,
     validate_sft_rows,
 )
-from finrag_pipelines.mcq.split import holdout_slice
-from finrag_pipelines.pipelines.sft.params import LengthParams, SftDataParams, SftLaunchParams
+from finrag_pipelines.mcq.sft_mix import check_distill_items, distill_chats, mix_chats, rl_and_eval_keys
+from finrag_pipelines.mcq.split import holdout_slice, item_key
+from finrag_pipelines.pipelines.sft.params import LengthParams, MixParams, SftDataParams, SftLaunchParams
 from finrag_pipelines.project_paths import portable_argv, portable_path
 from finrag_pipelines.training.runs import MANIFEST_NAME, TRAIN_LOG_NAME
 from finrag_pipelines.training.staging import write_parquet_if_changed
@@ -41,6 +42,34 @@ def build_sft_examples(mcq_splits: pd.DataFrame, params: SftDataParams) -> pd.Da
         len(items), len(rows), excluded, params.missing_explanation,
     )
     return rows
+
+
+def mix_sft_sources(
+    sft_examples: pd.DataFrame,
+    sft_distill_items: pd.DataFrame,
+    mcq_splits: pd.DataFrame,
+    data: SftDataParams,
+    length: LengthParams,
+    mix: MixParams,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The configured mix of sft_train chats and sft_distill's verified rows: no question of rl_train or eval,
+    one row per item (normalised question + options) across sources, per-source caps; counts and lengths."""
+    check_distill_items(sft_distill_items)
+    keys = mcq_splits.set_index("item_id").loc[sft_examples["item_id"]]
+    repeat_keys = [item_key(q, o) for q, o in zip(keys["question"], keys["options"])]
+    original = sft_examples.assign(repeat_key=repeat_keys, mix_source="original")
+    chats = pd.concat([original, distill_chats(sft_distill_items, data.target_style)], ignore_index=True)
+    order = [(s.name, s.max_rows) for s in mix.sources]
+    mixed, counts = mix_chats(chats, order, rl_and_eval_keys(mcq_splits), mix.seed)
+    tokenizer = load_tokenizer(length.tokenizer_path)
+    lengths, unit = chat_lengths(mixed["messages"], tokenizer, add_generation_prompt=False)
+    for name in counts:
+        counts[name]["lengths"] = describe_lengths(lengths[(mixed["mix_source"] == name).to_numpy()], unit)
+    for name, count in counts.items():
+        if count["available"] == 0:
+            logger.warning("sft: mix source %r has no rows (sft_distill_report says whether it ran)", name)
+    logger.info("sft: mix %s", {name: c["kept"] for name, c in counts.items()})
+    return mixed, {"rows": len(mixed), "order": [s.name for s in mix.sources], "sources": counts}
 
 
 def limit_sft_lengths(sft_examples: pd.DataFrame, params: LengthParams) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -74,12 +103,13 @@ def summarise_sft_data(
     floor: FloorParams,
 ) -> dict[str, Any]:
     """Row counts, explanation coverage, the length report, and the yield against ``sft.floor`` (train + val
-    rows per sft_train item)."""
-    items = int((mcq_splits["split"] == "sft_train").sum())
-    kept = len(sft_train_parquet) + len(sft_val_parquet)
+    rows per sft_train item; rows of the other mix sources do not count towards it)."""
+    item_ids = set(mcq_splits.loc[mcq_splits["split"] == "sft_train", "item_id"])
+    items = len(item_ids)
+    kept = int(pd.concat([sft_train_parquet["item_id"], sft_val_parquet["item_id"]]).isin(item_ids).sum())
     reasons = {
         "excluded_without_explanation": items - len(sft_examples),
-        "dropped_too_long": int(sft_length_report["n_dropped"]),
+        "dropped_too_long_or_repeated": len(sft_examples) - kept,
     }
     return {
         "examples": len(sft_examples),

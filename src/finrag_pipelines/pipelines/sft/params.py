@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from finrag_pipelines.config import StrictModel
 
@@ -37,3 +37,24 @@ class SftLaunchParams(StrictModel):
     entry: str = Field(description="verl.trainer.sft_trainer, or a script path (a CPU shim in tests)")
     progress: bool
     verl: dict[str, Any] = Field(description="every VerlSFTConfig setting except the paths (training/verl_sft.py)")
+
+
+class MixSourceParams(StrictModel):
+    """One source of the SFT mix and its cap (``null``: every row that survives the dedup)."""
+
+    name: Literal["original", "distilled_reasoning", "calc", "grounded_qa"]
+    max_rows: int | None = Field(ge=0)
+
+
+class MixParams(StrictModel):
+    """The SFT mix: sources in precedence order (an item in several sources is kept from the first listed)."""
+
+    sources: list[MixSourceParams] = Field(min_length=1)
+    seed: int = Field(description="seeds the sample drawn when a source is capped")
+
+    @model_validator(mode="after")
+    def _unique(self) -> MixParams:
+        names = [s.name for s in self.sources]
+        if len(names) != len(set(names)):
+            raise ValueError(f"sft.mix.sources: each source once, got {names}")
+        return self

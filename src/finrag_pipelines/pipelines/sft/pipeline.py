@@ -12,9 +12,16 @@ P = "params:sft."
 def create_pipeline(**kwargs) -> Pipeline:
     data_prep = [
         Node(nodes.build_sft_examples, ["mcq_splits", P + "data"], "sft_examples", name="build_sft_examples"),
+        # sft_train chats + sft_distill's verified rows (reasoning, calculation, grounded QA) as sft.mix says
+        Node(
+            nodes.mix_sft_sources,
+            ["sft_examples", "sft_distill_items", "mcq_splits", P + "data", P + "length", P + "mix"],
+            ["sft_examples_mix", "sft_mix_report"],
+            name="mix_sft_sources",
+        ),
         Node(
             nodes.limit_sft_lengths,
-            ["sft_examples", P + "length"],
+            ["sft_examples_mix", P + "length"],
             ["sft_examples_fit", "sft_length_report"],
             name="limit_sft_lengths",
         ),

@@ -193,3 +193,33 @@ def test_backoff_is_seeded_full_jitter(server: ScriptedOpenAIServer) -> None:
     assert delays[0] == delays[1]
     for n, delay in enumerate(delays[0], start=1):
         assert 0.0 <= delay <= min(4.0, 2 ** (n - 1))
+
+
+SEARCH_TOOL = {"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}
+
+
+def test_tools_are_sent_and_tool_calls_returned(server: ScriptedOpenAIServer) -> None:
+    from finrag_pipelines.llm.stub_server import tool_call
+
+    server.behaviour = sequence([
+        Reply(tool_calls=[tool_call("search", {"query_list": ["LPR"]}, "call_a")]),
+        # a server that sends the arguments as an object and no id: normalised, the id left to the caller
+        Reply(body={"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "search", "arguments": {"query": "LPR"}}}]}}]}),
+    ])
+    first = complete(make_config(server.base_url), tools=[SEARCH_TOOL])
+    assert first.text == "" and first.finish_reason == "tool_calls"
+    assert first.tool_calls == [{"id": "call_a", "type": "function",
+                                 "function": {"name": "search", "arguments": '{"query_list": ["LPR"]}'}}]
+    assert server.requests[0]["tools"] == [SEARCH_TOOL]
+    second = complete(make_config(server.base_url), tools=[SEARCH_TOOL])
+    assert second.tool_calls == [{"id": None, "type": "function",
+                                  "function": {"name": "search", "arguments": '{"query": "LPR"}'}}]
+    server.behaviour = always("ok")
+    assert complete(make_config(server.base_url)).tool_calls is None and "tools" not in server.requests[-1]
+
+
+def test_malformed_tool_calls_from_the_server_are_an_error(server: ScriptedOpenAIServer) -> None:
+    server.behaviour = lambda body, n: Reply(body={"choices": [{"message": {"content": "", "tool_calls": [{"x": 1}]}}]})
+    with pytest.raises(LLMRequestError, match=r"tool_calls\[0\] has no function.name"):
+        complete(make_config(server.base_url), tools=[SEARCH_TOOL])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import math
 import random
@@ -64,6 +65,10 @@ class ChatResponse:
         finish_reason: ``"stop"``, ``"length"``, ... as sent by the server.
         attempts: HTTP attempts it took (1 = no retry).
         usage: Token usage as a plain dict, when the server reports it.
+        tool_calls: ``message.tool_calls`` when the model called tools (OpenAI function calling), each
+            normalised to ``{"id", "type": "function", "function": {"name", "arguments"}}`` with
+            ``arguments`` a string as sent (it may be invalid JSON: the caller judges it) and ``id`` ``None``
+            when the server sent none; ``None`` when the message has no tool call.
     """
 
     text: str
@@ -71,6 +76,7 @@ class ChatResponse:
     finish_reason: str | None
     attempts: int
     usage: dict[str, Any] | None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 def parse_retry_after(headers: Any, *, now: float | None = None) -> float | None:
@@ -135,6 +141,41 @@ def _error_detail(exc: openai.APIStatusError) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _tool_calls(raw: Any, attempts: int) -> list[dict[str, Any]] | None:
+    """``message.tool_calls`` normalised (see :attr:`ChatResponse.tool_calls`); ``None`` when there are none.
+
+    Raises:
+        LLMRequestError: When ``tool_calls`` is not a list of objects with a ``function.name`` (a malformed
+            response, not a model mistake: the server's tool parser produced it).
+    """
+    if raw is None or raw == []:
+        return None
+    if not isinstance(raw, list):
+        raise LLMRequestError(
+            f"invalid response from the server: message.tool_calls must be a list, got {str(raw)[:120]!r}", attempts
+        )
+    calls = []
+    for i, call in enumerate(raw):
+        function = call.get("function") if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str):
+            raise LLMRequestError(
+                f"invalid response from the server: message.tool_calls[{i}] has no function.name: "
+                f"{str(call)[:120]!r}",
+                attempts,
+            )
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):  # some servers send the object itself
+            arguments = "" if arguments is None else json.dumps(arguments, ensure_ascii=False)
+        call_id = call.get("id")
+        calls.append({
+            "id": call_id if isinstance(call_id, str) and call_id else None,
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        })
+    return calls
+
+
 def _attempts_word(n: int) -> str:
     return f"{n} attempt" if n == 1 else f"{n} attempts"
 
@@ -178,15 +219,23 @@ class ChatClient:
         )
 
     async def complete(
-        self, messages: list[dict[str, Any]], *, extra_sampling: dict[str, Any] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        extra_sampling: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> ChatResponse:
         """Send one chat request, retrying transient failures.
 
         Args:
-            messages: Chat messages (``[{"role": ..., "content": ...}, ...]``).
+            messages: Chat messages (``[{"role": ..., "content": ...}, ...]``), including OpenAI
+                function-calling turns (an assistant message with ``tool_calls``, then ``role: tool``
+                messages carrying ``tool_call_id``).
             extra_sampling: Per-call overrides: ``temperature`` and ``max_tokens`` replace the config's,
                 any other key is merged into the request body over ``config.extra_body``. Callers that
                 cache responses must put these into their cache key too.
+            tools: OpenAI tool schemas (``[{"type": "function", "function": {...}}]``) sent as ``tools``;
+                the model may answer with :attr:`ChatResponse.tool_calls`. Part of what a cache key must hold.
 
         Returns:
             The completion.
@@ -206,6 +255,8 @@ class ChatClient:
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         body.update(overrides)
+        if tools:
+            body["tools"] = tools
 
         attempts = 0
         while True:
@@ -291,6 +342,7 @@ class ChatClient:
             finish_reason=finish_reason if isinstance(finish_reason, str) else None,
             attempts=attempts,
             usage=usage if isinstance(usage, dict) else None,
+            tool_calls=_tool_calls(message.get("tool_calls"), attempts),
         )
 
     async def close(self) -> None:

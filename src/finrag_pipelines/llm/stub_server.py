@@ -15,6 +15,13 @@ or, as a separate process (prints one JSON line with ``base_url`` and ``port`` o
 The server binds 127.0.0.1 only. It answers ``POST /v1/chat/completions`` and ``GET /v1/models``; the
 reply to each request comes from a ``behaviour(body, n) -> Reply`` callable, where ``n`` counts
 requests from 0. Delays are ``await asyncio.sleep``, so slow replies do not hold up others.
+
+It speaks OpenAI function calling: a :class:`Reply` with ``tool_calls`` (see :func:`tool_call`) answers
+with ``message.tool_calls`` and ``finish_reason: tool_calls``, and every request's messages are checked the
+way OpenAI checks them (:func:`tool_protocol_error`): each ``role: tool`` message answers, by
+``tool_call_id``, a call of the assistant message just before it, and every call is answered before the
+next message; a request breaking that gets a 400. Scripted search agents for both agent protocols
+(function calling and Search-R1's ``<search>``/``<answer>`` text) are in :mod:`.stub_agent`.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ class Reply:
         finish_reason: ``choices[0].finish_reason`` of a 200 reply.
         body: A body sent instead of a completion or error, to test malformed replies: a JSON value,
             or a ``str`` sent verbatim with a JSON content type (e.g. truncated JSON).
+        tool_calls: ``message.tool_calls`` of a 200 reply (build them with :func:`tool_call`); the
+            ``finish_reason`` then defaults to ``"tool_calls"``.
     """
 
     content: str = ""
@@ -67,6 +76,7 @@ class Reply:
     error_message: str | None = None
     finish_reason: str = "stop"
     body: Any = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 Behaviour = Callable[[dict[str, Any], int], "Reply | Awaitable[Reply]"]
@@ -139,6 +149,55 @@ def echo(*, prefix: str = "", delay_s: float = 0.0) -> Behaviour:
     return behaviour
 
 
+def tool_call(name: str, arguments: Any, call_id: str) -> dict[str, Any]:
+    """One OpenAI tool call for :attr:`Reply.tool_calls`.
+
+    Args:
+        name: The function name.
+        arguments: A JSON-serialisable value (serialised here), or a ``str`` sent as is (e.g. broken JSON).
+        call_id: The call's id, which the client's ``role: tool`` message must quote as ``tool_call_id``.
+    """
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": text}}
+
+
+def tool_protocol_error(messages: list[Any]) -> str | None:
+    """Why ``messages`` break OpenAI's function-calling rules, or ``None`` when they keep them.
+
+    The rules checked: an assistant ``tool_calls`` entry has a string ``id``, ``type: function`` and a
+    ``function`` with string ``name`` and ``arguments``; ``role: tool`` messages follow an assistant message
+    with ``tool_calls`` (or another tool message), quote one of its call ids in ``tool_call_id`` and carry
+    string ``content``; every call is answered once before any other message.
+    """
+    open_ids: set[str] = set()
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            return f"messages[{i}] is not an object"
+        role = message.get("role")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or call_id not in open_ids:
+                return (f"messages[{i}] with role 'tool' must answer a preceding tool call by tool_call_id; "
+                        f"got {call_id!r}, open calls: {sorted(open_ids)}")
+            if not isinstance(message.get("content"), str):
+                return f"messages[{i}] with role 'tool' needs string content"
+            open_ids.discard(call_id)
+            continue
+        if open_ids:
+            return (f"messages[{i}] ({role}) comes before the tool calls {sorted(open_ids)} were answered by "
+                    "'tool' messages")
+        for j, call in enumerate(message.get("tool_calls") or [] if role == "assistant" else []):
+            function = call.get("function") if isinstance(call, dict) else None
+            ok = (isinstance(call, dict) and isinstance(call.get("id"), str) and call.get("type") == "function"
+                  and isinstance(function, dict) and isinstance(function.get("name"), str)
+                  and isinstance(function.get("arguments"), str))
+            if not ok:
+                return (f"messages[{i}].tool_calls[{j}] must be {{id, type: function, function: {{name, "
+                        f"arguments: <JSON string>}}}}, got {str(call)[:120]}")
+            open_ids.add(call["id"])
+    return None
+
+
 def _error_body(reply: Reply) -> dict[str, Any]:
     message = reply.error_message or {
         400: "bad request",
@@ -155,6 +214,11 @@ def _completion_body(body: dict[str, Any], reply: Reply, n: int) -> dict[str, An
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.reasoning is not None:
         message["reasoning_content"] = reply.reasoning
+    finish_reason = reply.finish_reason
+    if reply.tool_calls:
+        message["tool_calls"] = reply.tool_calls
+        message["content"] = reply.content or None  # what OpenAI sends beside tool calls
+        finish_reason = "tool_calls" if finish_reason == "stop" else finish_reason
     prompt_chars = sum(
         len(str(m.get("content", ""))) for m in body.get("messages") or [] if isinstance(m, dict)
     )
@@ -165,7 +229,7 @@ def _completion_body(body: dict[str, Any], reply: Reply, n: int) -> dict[str, An
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model", "stub"),
-        "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -241,6 +305,9 @@ class ScriptedOpenAIServer:
                 return JSONResponse(
                     _error_body(Reply(status=400, error_message="'messages' must be a list")), 400
                 )
+            problem = tool_protocol_error(body["messages"])
+            if problem is not None:
+                return JSONResponse(_error_body(Reply(status=400, error_message=problem)), 400)
             with self._lock:
                 n = self._count
                 self._count += 1
@@ -412,6 +479,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--content", default=None, help="answer every request with this text")
     what.add_argument("--echo", action="store_true", help="answer with the last user message (default)")
+    what.add_argument(
+        "--agent",
+        action="store_true",
+        help="a scripted search agent (stub_agent.search_agent): searches once, then answers citing a passage",
+    )
     parser.add_argument("--model-name", default="stub", help="model id listed by /v1/models")
     parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"])
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
@@ -429,7 +501,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parse_args(argv)
     delay_s = max(0.0, args.delay_ms / 1000.0)
-    behaviour = always(args.content, delay_s=delay_s) if args.content is not None else echo(delay_s=delay_s)
+    if args.agent:
+        from .stub_agent import search_agent
+
+        behaviour = search_agent(delay_s=delay_s)
+    elif args.content is not None:
+        behaviour = always(args.content, delay_s=delay_s)
+    else:
+        behaviour = echo(delay_s=delay_s)
     server = ScriptedOpenAIServer(
         behaviour,
         port=args.port,

@@ -59,6 +59,11 @@ def test_default_pipeline_runs_end_to_end_and_resumes(project):
     comparisons = json.loads((project / "data/08_reporting/disc_finllm/retrieval_comparisons.json").read_text())
     assert {("dense_finetuned", "dense_pretrained"), ("dense_finetuned", "dense")} <= {(c["a"], c["b"]) for c in comparisons}
     assert all("mean_diff" in c for c in comparisons)
+    # then the evaluation questions were answered offline: extractive single_shot, LLM systems not evaluated
+    answers = json.loads((project / "data/08_reporting/rag/answer_metrics.json").read_text())
+    assert "single_shot" in answers and "agent" not in answers
+    assert answers["single_shot"]["search_recall"] > 0.5 and answers["single_shot"]["failed"] == 0
+    assert "not evaluated" in (project / "data/08_reporting/rag/answer_report.md").read_text()
 
     # a second run finds every document vector in the embedding cache: no new shard is written
     cache = project / "data/04_feature/embedding_cache"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-from finrag_pipelines.pipelines import corpus_prep, mcq_prep
+from finrag_pipelines.pipelines import corpus_prep, evaluation, mcq_prep
 
 # the order of the full chain; `__default__` is what `kedro run` (and `make demo`) runs
 DEFAULT_CHAIN = (
@@ -28,11 +28,9 @@ def register_pipelines() -> dict[str, Pipeline]:
     Kedro 1.x loads only the pipelines a run asks for; the default chain is assembled when it is loaded too.
     """
     pipelines = find_pipelines(raise_errors=True)
-    if "evaluation" in pipelines:
-        split = pipelines["evaluation"].only_nodes(EVALUATION_SPLIT_NODE)
-        for name in NEEDS_EVALUATION_SPLIT:
-            if name in pipelines:
-                pipelines[name] = split + pipelines[name]
+    for name in NEEDS_EVALUATION_SPLIT:
+        if name in pipelines:
+            pipelines[name] = evaluation.create_pipeline().only_nodes(EVALUATION_SPLIT_NODE) + pipelines[name]
     for name in NEEDS_CORPUS_PREP:
         if name in pipelines:
             pipelines[name] = corpus_prep.create_pipeline() + pipelines[name]

@@ -220,6 +220,7 @@ def test_tools_are_sent_and_tool_calls_returned(server: ScriptedOpenAIServer) ->
 
 
 def test_malformed_tool_calls_from_the_server_are_an_error(server: ScriptedOpenAIServer) -> None:
-    server.behaviour = lambda body, n: Reply(body={"choices": [{"message": {"content": "", "tool_calls": [{"x": 1}]}}]})
+    broken = {"choices": [{"message": {"content": "", "tool_calls": [{"x": 1}]}}]}
+    server.behaviour = lambda body, n: Reply(body=broken)
     with pytest.raises(LLMRequestError, match=r"tool_calls\[0\] has no function.name"):
         complete(make_config(server.base_url), tools=[SEARCH_TOOL])

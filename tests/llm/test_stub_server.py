@@ -112,22 +112,25 @@ def test_function_calling_replies_and_the_tool_message_rules() -> None:
     from finrag_pipelines.llm.stub_server import tool_call, tool_protocol_error
 
     call = tool_call("search", {"query_list": ["LPR"]}, "call_1")
-    with ScriptedOpenAIServer(always("x")) as server, httpx.Client(base_url=server.base_url, timeout=5) as http:
-        server.behaviour = lambda body, n: Reply(tool_calls=[call])
+    server = ScriptedOpenAIServer(lambda body, n: Reply(tool_calls=[call]))
+    with server, httpx.Client(base_url=server.base_url, timeout=5) as http:
         reply = http.post("/chat/completions", json={"messages": [{"role": "user", "content": "q"}]}).json()
         choice = reply["choices"][0]
         assert choice["finish_reason"] == "tool_calls" and choice["message"]["tool_calls"] == [call]
         assert choice["message"]["content"] is None
-        good = [{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+        good = [{"role": "user", "content": "q"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "call_1", "content": "Doc 1 [a1]\n…"}]
         assert http.post("/chat/completions", json={"messages": good}).status_code == 200
         orphan = good[:1] + good[2:]
         bad = http.post("/chat/completions", json={"messages": orphan})
-        assert bad.status_code == 400 and "must answer a preceding tool call" in bad.json()["error"]["message"]
+        assert bad.status_code == 400
+        assert "must answer a preceding tool call" in bad.json()["error"]["message"]
     unanswered = good[:2] + [{"role": "user", "content": "再想想"}]
     assert "before the tool calls ['call_1'] were answered" in tool_protocol_error(unanswered)
     wrong_id = good[:2] + [{"role": "tool", "tool_call_id": "call_9", "content": "x"}]
     assert "got 'call_9'" in tool_protocol_error(wrong_id)
-    object_args = [{"role": "assistant", "tool_calls": [{**call, "function": {"name": "search", "arguments": {}}}]}]
+    as_object = {**call, "function": {"name": "search", "arguments": {}}}
+    object_args = [{"role": "assistant", "tool_calls": [as_object]}]
     assert "arguments: <JSON string>" in tool_protocol_error(object_args)
     assert tool_protocol_error(good) is None

@@ -152,7 +152,8 @@ def _tool_calls(raw: Any, attempts: int) -> list[dict[str, Any]] | None:
         return None
     if not isinstance(raw, list):
         raise LLMRequestError(
-            f"invalid response from the server: message.tool_calls must be a list, got {str(raw)[:120]!r}", attempts
+            f"invalid response from the server: message.tool_calls must be a list, got {str(raw)[:120]!r}",
+            attempts,
         )
     calls = []
     for i, call in enumerate(raw):

@@ -188,9 +188,9 @@ def tool_protocol_error(messages: list[Any]) -> str | None:
                     "'tool' messages")
         for j, call in enumerate(message.get("tool_calls") or [] if role == "assistant" else []):
             function = call.get("function") if isinstance(call, dict) else None
-            ok = (isinstance(call, dict) and isinstance(call.get("id"), str) and call.get("type") == "function"
-                  and isinstance(function, dict) and isinstance(function.get("name"), str)
-                  and isinstance(function.get("arguments"), str))
+            ok = (isinstance(call, dict) and isinstance(call.get("id"), str)
+                  and call.get("type") == "function" and isinstance(function, dict)
+                  and isinstance(function.get("name"), str) and isinstance(function.get("arguments"), str))
             if not ok:
                 return (f"messages[{i}].tool_calls[{j}] must be {{id, type: function, function: {{name, "
                         f"arguments: <JSON string>}}}}, got {str(call)[:120]}")
@@ -482,7 +482,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     what.add_argument(
         "--agent",
         action="store_true",
-        help="a scripted search agent (stub_agent.search_agent): searches once, then answers citing a passage",
+        help="a scripted search agent (stub_agent.search_agent): one search, then an answer citing a passage",
     )
     parser.add_argument("--model-name", default="stub", help="model id listed by /v1/models")
     parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"])

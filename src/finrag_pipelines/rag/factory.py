@@ -45,7 +45,8 @@ def needs_llm(spec: SystemSpec, llm_backend: str) -> bool:
 
 @dataclass(frozen=True)
 class PromptSet:
-    """The answering prompts: ``closed_book``, ``single_shot``, ``agent`` (function calling), ``agent_text``."""
+    """The answering prompts: ``closed_book``, ``single_shot``, ``agent`` (function calling) and
+    ``agent_text``."""
 
     closed_book: PromptTemplate
     single_shot: PromptTemplate
@@ -125,8 +126,9 @@ def system_status(
     for name, spec in specs.items():
         if needs_llm(spec, llm_backend) and llm_backend == "keyword":
             status[name] = (
-                f"not evaluated: {spec.kind} needs an LLM and llm.backend is 'keyword' (offline; the extractive "
-                "reader only serves single_shot). Run with --params llm.backend=openai,llm.base_url=<endpoint>"
+                f"not evaluated: {spec.kind} needs an LLM and llm.backend is 'keyword' (offline; the "
+                "extractive reader only serves single_shot). Run with --params "
+                "llm.backend=openai,llm.base_url=<endpoint>"
             )
         elif spec.retriever is not None and reasons.get(spec.retriever):
             status[name] = f"not evaluated: retriever {spec.retriever}: {reasons[spec.retriever]}"

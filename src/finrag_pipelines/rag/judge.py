@@ -57,8 +57,8 @@ def judge_validator(settings: JudgeSettings) -> Callable[[str], float]:
 def judge_slots(
     question: str, reference: str, answer: str, cited: Sequence[tuple[str, str]], settings: JudgeSettings
 ) -> dict[str, Any]:
-    """The judge prompt's slots: ``question``, ``reference``, ``passages`` (the cited ones, ``[id] text``; empty
-    when nothing is cited),
+    """The judge prompt's slots: ``question``, ``reference``, ``passages`` (the cited ones, ``[id] text``;
+    empty when nothing is cited),
     ``answer``, ``criteria`` and ``scale_max``."""
     passages = "\n\n".join(f"[{doc_id}] {text[: settings.max_passage_chars]}" for doc_id, text in cited)
     return {

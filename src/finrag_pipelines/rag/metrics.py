@@ -124,6 +124,6 @@ def score_record(
 
 
 def mean_or_none(values: Sequence[float | None]) -> float | None:
-    """The mean of the values that are not ``None`` (or NaN), rounded to 6 places; ``None`` if there are none."""
+    """The mean of the values that are not ``None`` (or NaN), rounded to 6 places; ``None`` if none."""
     kept = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return round(sum(kept) / len(kept), 6) if kept else None

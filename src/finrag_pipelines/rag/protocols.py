@@ -11,7 +11,8 @@ model can act on and counted in :class:`~finrag_pipelines.rag.records.Counters`:
   without a tool-call parser leaves Qwen's ``<tool_call>{…}</tool_call>`` in the text: it is read as a call.
   A call without an id gets ``call_<turn>_<i>``, so a replayed conversation is identical.
 * **text**: ``<search>query</search>`` is answered with ``<information>…</information>`` in a user message
-  (whatever the model wrote after ``</search>`` is dropped, so it cannot forge results); ``<answer>…</answer>``
+  (whatever the model wrote after ``</search>`` is dropped, so it cannot forge results);
+  ``<answer>…</answer>``
   ends the run; a reply with neither tag is taken as the answer.
 
 Searches past ``max_searches`` queries are refused with the configured message (``hit_search_limit``).
@@ -111,7 +112,8 @@ def tool_schema_from_config(config: Any, name: str = SEARCH_TOOL) -> dict[str, A
             return json.loads(json.dumps(schema))
     raise ValueError(
         f"the verl tools config has no tool_schema with function.name {name!r}; expected "
-        "tools: [{tool_schema: {type: function, function: {name: search, ...}}}] as in conf/base/verl/search_tool.yaml."
+        "tools: [{tool_schema: {type: function, function: {name: search, ...}}}] as in "
+        "conf/base/verl/search_tool.yaml."
     )
 
 

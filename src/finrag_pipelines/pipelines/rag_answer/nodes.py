@@ -231,7 +231,7 @@ def check_answers(rag_summary: dict[str, Any], llm: LLMConfig) -> dict[str, Any]
 
 
 def write_answer_metrics(rag_summary: dict[str, Any], rag_answer_check: dict[str, Any]) -> dict[str, Any]:
-    """``answer_metrics.json``: per evaluated system, exactly :data:`METRIC_KEYS` (null where not applicable)."""
+    """``answer_metrics.json``: per evaluated system, exactly :data:`METRIC_KEYS` (null: not applicable)."""
     return {
         name: {key: system[key] for key in METRIC_KEYS}
         for name, system in rag_summary["systems"].items()

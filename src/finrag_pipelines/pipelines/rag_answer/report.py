@@ -29,17 +29,17 @@ FAILURES_SHOWN = 10
 DEFINITIONS = [
     "- **search_recall**: a gold document was among the passages any of the system's searches returned.",
     (
-        "- **citation_precision / citation_recall**: cited ids that are gold documents / gold documents cited "
-        "(precision only over answers that cite something)."
+        "- **citation_precision / citation_recall**: cited ids that are gold documents / gold documents "
+        "cited (precision only over answers that cite something)."
     ),
     (
-        "- **answer_f1**: character-level F1 of the answer (citations removed) against the gold document text; "
-        "**rouge_l**: ROUGE-L F1 (longest common character subsequence). An abstention scores 0."
+        "- **answer_f1**: character-level F1 of the answer (citations removed) against the gold document "
+        "text; **rouge_l**: ROUGE-L F1 (longest common character subsequence). An abstention scores 0."
     ),
     "- **judge_score**: the optional LLM judge's rubric mean in [0, 1] (a failed judgement is not scored).",
     (
-        "- Failed questions (a request or a search that failed for good) are listed, never scored; — means the "
-        "metric does not apply (closed_book searches nothing)."
+        "- Failed questions (a request or a search that failed for good) are listed, never scored; — means "
+        "the metric does not apply (closed_book searches nothing)."
     ),
 ]
 
@@ -94,7 +94,7 @@ def _adds_lines(comparisons: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[
         mine = [c for c in comparisons if c["a"] == a and c["b"] == b]
         skipped = next((c for c in mine if c["status"] == "skipped"), None)
         if skipped is not None:
-            lines.append(f"- `{a} − {b}`: not measured ({skipped['reason']}).")
+            lines.append(f"- `{a} − {b}`: not measured ({skipped['reason']}; see Not evaluated).")
             continue
         parts = []
         for metric in HEADLINE:
@@ -237,7 +237,7 @@ def render_markdown(
 
 
 def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], title: str) -> Figure:
-    """Grouped bars: one group per metric, one bar per evaluated system (metrics that do not apply are left out)."""
+    """Grouped bars: one group per metric, one bar per evaluated system (metrics not applying left out)."""
     figure, axis = plt.subplots(figsize=(10, 4.5))
     systems = list(metrics)
     width = 0.8 / max(1, len(systems))

@@ -234,7 +234,7 @@ def compare(
                 f"rag_answer.bootstrap.comparisons names unknown systems {sorted(unknown)}; "
                 f"configured: {sorted(status)}"
             )
-        skipped = [f"{n} {status[n]}" for n in (a, b) if status[n] != EVALUATED]
+        skipped = [f"{n} not evaluated" for n in (a, b) if status[n] != EVALUATED]  # why: the summary says
         if skipped:
             out.append({"a": a, "b": b, "status": "skipped", "reason": "; ".join(skipped)})
             continue

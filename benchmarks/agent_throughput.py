@@ -5,12 +5,13 @@ Usage::
     .venv/bin/python benchmarks/agent_throughput.py [--n 1000] [--concurrency 64] [--delay-ms 200]
 
 A :class:`~finrag_pipelines.llm.stub_server.ScriptedOpenAIServer` runs in a *separate process* (``python -m
-finrag_pipelines.llm.stub_server --agent``) and plays a function-calling model that answers every request after
-a fixed delay: the first turn of a question calls ``search``, the second answers citing a passage. The agents
-are the project's own (``rag_answer``'s conf, prompts and ``search`` tool schema), searching a real BM25 index of
-the bundled FinTruthQA corpus in process, with every turn journaled. With ``c`` requests in flight and a delay
-``d`` no client can beat ``c / d`` requests per second (``ideal_rps``); ``efficiency`` is measured / ideal, so
-everything else (HTTP, JSON, journal writes, hashing, searches, parsing, the event loop) shows up as the gap.
+finrag_pipelines.llm.stub_server --agent``) and plays a function-calling model that answers every request
+after a fixed delay: the first turn of a question calls ``search``, the second answers citing a passage. The
+agents are the project's own (``rag_answer``'s conf, prompts and ``search`` tool schema), searching a real
+BM25 index of the bundled FinTruthQA corpus in process (micro-batched), with every turn and search
+journaled. With ``c`` requests in flight and a delay ``d`` no client can beat ``c / d`` requests per second
+(``ideal_rps``); ``efficiency`` is measured / ideal, so everything else (HTTP, JSON, journal writes,
+hashing, searches, parsing, the event loop) shows up as the gap.
 
 Measured: ``requests_per_s`` over ``--n`` questions with an empty journal (two LLM requests each), and
 ``cached_questions_per_s``, the same questions again over the full journal (no network at all).
@@ -44,13 +45,12 @@ from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.pipelines.index_build.nodes import build_bm25_index
 from finrag_pipelines.pipelines.index_build.params import BM25Params
 from finrag_pipelines.rag.chat import JournaledChat
-from finrag_pipelines.rag.factory import PROMPT_NAMES, PromptSet, build_systems
+from finrag_pipelines.rag.factory import PROMPT_NAMES, Indexes, PromptSet, build_searchers, build_systems
 from finrag_pipelines.rag.protocols import tool_schema_from_config
 from finrag_pipelines.rag.records import AnswerRecord, Question
 from finrag_pipelines.rag.runner import answer_questions
-from finrag_pipelines.rag.search import BackendSearcher
-from finrag_pipelines.rag.settings import AnswerSettings, ExtractiveSettings, SystemSpec
-from finrag_pipelines.serving.backend import SearchBackend
+from finrag_pipelines.rag.settings import AnswerSettings, ExtractiveSettings, SearchSettings, SystemSpec
+from finrag_pipelines.retrieval.types import Unavailable
 
 logger = logging.getLogger("agent_throughput")
 DATA = _ROOT / "data/01_raw/retrieval/fintruthqa"
@@ -64,8 +64,8 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def build_backend() -> SearchBackend:
-    """A BM25 backend over the bundled FinTruthQA corpus, with the project's BM25 settings."""
+def build_indexes() -> Indexes:
+    """The bundled FinTruthQA corpus and its BM25 index (the project's BM25 settings); no dense index."""
     rows = _jsonl(DATA / "corpus.jsonl")
     corpus = pd.DataFrame(
         {
@@ -75,19 +75,16 @@ def build_backend() -> SearchBackend:
         }
     )
     params = BM25Params(**_yaml(_ROOT / "conf/base/parameters_index_build.yml")["index_build"]["bm25"])
-    bm25 = build_bm25_index(corpus, params)
-    return SearchBackend(
+    none = Unavailable(what="dense index", reason="not used by this benchmark")
+    return Indexes(
         doc_ids=list(corpus["doc_id"]),
         titles=list(corpus["title"]),
         texts=list(corpus["text"]),
-        bm25=bm25,
-        dense=None,
-        encoder=None,
-        default_method="bm25",
-        alpha=0.5,
-        alpha_source="benchmark",
-        fusion_depth=100,
-        encode_batch_size=64,
+        bm25=build_bm25_index(corpus, params),
+        dense=none,
+        encoder=none,
+        dense_finetuned=none,
+        encoder_finetuned=none,
     )
 
 
@@ -123,9 +120,10 @@ def start_server(delay_ms: float) -> tuple[subprocess.Popen[str], str]:
 
 
 def run_once(
-    backend: SearchBackend, qs: list[Question], config: LLMConfig, journal_path: Path
+    indexes: Indexes, qs: list[Question], config: LLMConfig, journal_path: Path
 ) -> tuple[float, list[AnswerRecord], int]:
-    """One run of the agent over ``qs``; returns (seconds, records, LLM requests sent)."""
+    """One run of the agent over ``qs`` (searches journaled, as in rag_answer); returns (seconds, records,
+    LLM requests sent)."""
     rag = _yaml(_ROOT / "conf/base/parameters_rag_answer.yml")["rag_answer"]
     prompts = PromptSet.from_mappings(
         {n: _yaml(_ROOT / f"conf/base/prompts/rag_{n}.yml") for n in PROMPT_NAMES}
@@ -141,7 +139,7 @@ def run_once(
             chat=chat,
             prompts=prompts,
             tool_schema=tool,
-            searchers={"bm25": BackendSearcher(backend, "bm25", "bm25")},
+            searchers=build_searchers({"bm25"}, SearchSettings(**rag["search"]), indexes, journal),
         )
         started = time.perf_counter()
         records = answer_questions(systems, qs, concurrency=config.max_concurrency, chat=chat, desc="bench")
@@ -158,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     delay_s = args.delay_ms / 1000.0
-    backend = build_backend()
+    indexes = build_indexes()
     qs = questions(args.n)
     proc, base_url = start_server(args.delay_ms)
     try:
@@ -179,11 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         with tempfile.TemporaryDirectory(prefix="agent_bench_") as tmp:
             # warm-up: imports, the server's first connections, the search thread (not timed)
-            run_once(backend, questions(args.concurrency), config, Path(tmp) / "warmup.jsonl")
+            run_once(indexes, questions(args.concurrency), config, Path(tmp) / "warmup.jsonl")
             client_cpu_before = time.process_time()
-            seconds, records, sent = run_once(backend, qs, config, Path(tmp) / "journal.jsonl")
+            seconds, records, sent = run_once(indexes, qs, config, Path(tmp) / "journal.jsonl")
             client_cpu = time.process_time() - client_cpu_before
-            cached_seconds, cached, cached_sent = run_once(backend, qs, config, Path(tmp) / "journal.jsonl")
+            cached_seconds, _, cached_sent = run_once(indexes, qs, config, Path(tmp) / "journal.jsonl")
     finally:
         proc.terminate()
         try:
@@ -216,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
     }
     print(
-        f"network run: {args.n} agent questions ({sent} LLM requests, {searched} searches) in {seconds:.2f}s = "
-        f"{rps:.1f} req/s (ideal {ideal:.0f} req/s at concurrency {args.concurrency} x {args.delay_ms:.0f} ms; "
-        f"efficiency {rps / ideal:.1%}); failed: {failed}"
+        f"network run: {args.n} agent questions ({sent} LLM requests, {searched} searches) in "
+        f"{seconds:.2f}s = {rps:.1f} req/s (ideal {ideal:.0f} req/s at concurrency {args.concurrency} x "
+        f"{args.delay_ms:.0f} ms; efficiency {rps / ideal:.1%}); failed: {failed}"
     )
     print(
         f"cached rerun: {args.n} questions in {cached_seconds:.2f}s, {cached_sent} LLM requests (0 expected)"

@@ -5,9 +5,9 @@ Usage::
     finrag-ask --env demo "公司新工厂的设计产能是多少？"
     finrag-ask --system agent --params llm.backend=openai,llm.base_url=http://127.0.0.1:30000/v1 "…" --json
 
-The systems, prompts, retrievers and LLM are the ``rag_answer`` pipeline's (``conf/*/parameters_rag_answer.yml``,
-``llm``); only what the chosen system needs is loaded (an agent over ``bm25`` loads no encoder). Applications
-use :func:`load_asker`::
+The systems, prompts, retrievers and LLM are the ``rag_answer`` pipeline's
+(``conf/*/parameters_rag_answer.yml``, ``llm``); only what the chosen system needs is loaded (an agent over
+``bm25`` loads no encoder). Applications use :func:`load_asker`::
 
     from finrag_pipelines.ask import load_asker
 
@@ -173,7 +173,8 @@ def load_asker(
                 for n in ("closed_book", "single_shot", "agent", "agent_text")
             }
         )
-        searchers = build_searchers({spec.retriever} if spec.retriever else set(), search, indexes)
+        retrievers = {spec.retriever} if spec.retriever else set()
+        searchers = build_searchers(retrievers, search, indexes, journal)
         (built,) = build_systems(
             {name: spec},
             {name: status},
@@ -254,9 +255,10 @@ def parse_params(text: str | None) -> dict[str, Any]:
 def render(record: AnswerRecord, asker: Asker) -> str:
     """The human-readable answer: system, answer, citations with titles, searches, what went wrong."""
     system = asker.system
+    protocol = f"protocol {system.protocol}; " if system.protocol else ""
     lines = [
         f"system: {system.name} ({system.kind}; retriever {system.retriever or 'none'}; "
-        f"{'protocol ' + system.protocol + '; ' if system.protocol else ''}model {system.model})"
+        f"{protocol}model {system.model})"
     ]
     if record.failed:
         return "\n".join([*lines, f"failed: {record.error}"])
@@ -299,7 +301,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
-    out = sys.stdout
     # Kedro's rich logging writes to stdout: keep stdout for the answer (one JSON object with --json)
     with contextlib.redirect_stdout(sys.stderr):
         try:

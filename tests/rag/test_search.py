@@ -18,7 +18,7 @@ from finrag_pipelines.rag.factory import build_searchers, build_systems, retriev
 from finrag_pipelines.rag.protocols import tool_schema_from_config
 from finrag_pipelines.rag.records import Question
 from finrag_pipelines.rag.runner import answer_questions
-from finrag_pipelines.rag.search import BackendSearcher, HttpSearcher, SearchError
+from finrag_pipelines.rag.search import BackendSearcher, HttpSearcher, SearchError, search_batcher
 from finrag_pipelines.rag.settings import SearchSettings, SystemSpec
 from finrag_pipelines.serving.app import create_app
 from finrag_pipelines.serving.server import ServerThread
@@ -40,13 +40,14 @@ def served(backend):
 
 async def _both(backend, url):
     local, remote = (
-        BackendSearcher(backend, "bm25", "bm25"),
+        BackendSearcher(backend, "bm25", "bm25", search_batcher(backend, 8, 1.0)),
         HttpSearcher(url, "bm25", timeout_s=5, max_retries=2),
     )
     try:
         return await local.search(QUERIES, 4), await remote.search(QUERIES, 4)
     finally:
         await remote.aclose()
+        await local.aclose()
 
 
 def test_in_process_and_served_searches_agree(backend, served):

@@ -16,7 +16,7 @@ from finrag_pipelines.rag.factory import build_systems, system_status
 from finrag_pipelines.rag.protocols import tool_schema_from_config
 from finrag_pipelines.rag.records import AnswerRecord, Question
 from finrag_pipelines.rag.runner import answer_questions
-from finrag_pipelines.rag.search import BackendSearcher
+from finrag_pipelines.rag.search import BackendSearcher, JournaledSearcher, search_batcher
 from finrag_pipelines.rag.settings import SystemSpec
 
 from .conftest import conf_settings, extractive_settings, llm_config, prompts, tool_config
@@ -26,6 +26,7 @@ QUESTIONS = [
     Question("q1", "如何化解当前经济的主要矛盾？"),
     Question("q2", "期权卖出开仓是什么？创业板期权的开仓方式有哪些？"),
 ]
+SEARCHED: list = []
 SPECS = {
     "closed_book": SystemSpec(kind="closed_book"),
     "single_shot": SystemSpec(kind="single_shot", retriever="bm25"),
@@ -41,7 +42,9 @@ def run(
     with ResponseJournal(journal_path) as journal:
         chat = JournaledChat(llm, journal, client_factory(llm, None)) if backend_kind == "openai" else None
         status = system_status(specs, llm.backend, {"bm25": None})
-        searchers = {"bm25": BackendSearcher(backend, "bm25", "bm25")}
+        searcher = BackendSearcher(backend, "bm25", "bm25", search_batcher(backend, 64, 2.0))
+        SEARCHED.append(searcher._batcher.stats)  # what reached the backend, per run
+        searchers = {"bm25": JournaledSearcher(searcher, journal, searcher.identity) if chat else searcher}
         systems = build_systems(
             specs,
             status,
@@ -103,9 +106,12 @@ def test_a_rerun_replays_every_turn_from_the_journal(backend, tmp_path):
     with ScriptedOpenAIServer(search_agent()) as server:
         _, first = run(server, backend, tmp_path / "j.jsonl")
         asked = server.count
+    # single_shot's batched prefetch searched the 3 questions; the agents searched the same texts: journaled
+    assert SEARCHED[-1].queries == 3 and SEARCHED[-1].batches == 1
     with ScriptedOpenAIServer(search_agent()) as server:
         _, second = run(server, backend, tmp_path / "j.jsonl")
         assert server.count == 0
+    assert SEARCHED[-1].queries == 0  # the searches were journaled too: the rerun is shown the same passages
     assert asked == 3 + 3 + 2 * 3
     assert [r.to_dict() for r in second] == [r.to_dict() for r in first]
 
@@ -238,4 +244,5 @@ def test_questions_run_concurrently_within_the_llm_limit(backend, tmp_path):
             server, backend, tmp_path / "j.jsonl", specs={"agent": SPECS["agent"]}, questions=questions
         )
         assert server.max_in_flight == 8  # llm.max_concurrency in these tests, never more
+    assert SEARCHED[-1].max_batch_queries > 1  # concurrent agents' searches were micro-batched
     assert len(records) == 24 and not any(r.failed for r in records)

@@ -12,15 +12,21 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.llm.prompts import PromptTemplate
 from finrag_pipelines.rag.chat import JournaledChat
 from finrag_pipelines.rag.protocols import FunctionCalling, TextTags
-from finrag_pipelines.rag.search import BackendSearcher, HttpSearcher, Searcher
+from finrag_pipelines.rag.search import (
+    BackendSearcher,
+    HttpSearcher,
+    JournaledSearcher,
+    Searcher,
+    search_batcher,
+)
 from finrag_pipelines.rag.settings import (
     RETRIEVERS,
     AnswerSettings,
@@ -138,9 +144,13 @@ def system_status(
 
 
 def build_searchers(
-    retrievers: set[str], search: SearchSettings, indexes: Indexes | None
+    retrievers: set[str],
+    search: SearchSettings,
+    indexes: Indexes | None,
+    journal: ResponseJournal | None = None,
 ) -> dict[str, Searcher]:
-    """One searcher per retriever name: in process over ``indexes``, or against ``search.url``.
+    """One searcher per retriever name: in process over ``indexes``, or against ``search.url``; with a
+    ``journal``, results are journaled (:class:`JournaledSearcher`: a resumed run replays what it was shown).
 
     Raises:
         ValueError: When in-process search has no indexes, or ``token_env`` is named but unset.
@@ -153,7 +163,7 @@ def build_searchers(
                 raise ValueError(
                     f"rag search.token_env names {search.token_env}, but ${search.token_env} is unset"
                 )
-        return {
+        remote = {
             name: HttpSearcher(
                 search.url,
                 RETRIEVERS[name][1],
@@ -163,9 +173,10 @@ def build_searchers(
             )
             for name in sorted(retrievers)
         }
+        return _journaled(remote, journal)
     if indexes is None:
         raise ValueError("in-process search needs the indexes; pass them or set search.url")
-    backends: dict[str, tuple[SearchBackend, threading.Lock]] = {}
+    backends: dict[str, tuple[SearchBackend, Any]] = {}
     searchers: dict[str, Searcher] = {}
     for name in sorted(retrievers):
         flavour, method = RETRIEVERS[name]
@@ -186,10 +197,17 @@ def build_searchers(
                 fusion_depth=search.fusion_depth,
                 encode_batch_size=search.encode_batch_size,
             )
-            backends[flavour] = (backend, threading.Lock())
-        backend, lock = backends[flavour]
-        searchers[name] = BackendSearcher(backend, method, name, lock)
-    return searchers
+            batcher = search_batcher(backend, search.encode_batch_size, search.batch_wait_ms)
+            backends[flavour] = (backend, batcher)
+        backend, batcher = backends[flavour]
+        searchers[name] = BackendSearcher(backend, method, name, batcher)
+    return _journaled(searchers, journal)
+
+
+def _journaled(searchers: dict[str, Any], journal: ResponseJournal | None) -> dict[str, Searcher]:
+    if journal is None:
+        return searchers
+    return {name: JournaledSearcher(s, journal, s.identity) for name, s in searchers.items()}
 
 
 def build_systems(

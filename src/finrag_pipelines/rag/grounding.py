@@ -1,9 +1,10 @@
 """The grounding contract: passages carry their ids in square brackets, answers cite them as ``[id]``.
 
-Passages are shown in the format the verl search tool returns them (``Doc i [<id>] (Title: …)`` then the
-text), so a model trained with the search tool reads the same thing at evaluation time, and the search-QA
-reward reads the ids back the same way. Answers are parsed leniently: thinking removed, an ``<answer>``
-block or a JSON ``{"answer": ...}`` taken, a leading label ("答案：") dropped.
+Passages are shown by the search tool's own formatter (:mod:`finrag_pipelines.serving.tool_text`: ``Doc i
+[<id>] (Title: …)`` then the text), so a model trained with the search tool reads the same thing at
+evaluation time, and the search-QA reward reads the ids back the same way. Answers are parsed leniently:
+thinking removed, an ``<answer>`` block or a JSON ``{"answer": ...}`` taken, a leading label ("答案：")
+dropped.
 
 Kedro-free library module.
 """
@@ -15,13 +16,13 @@ import string
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from finrag_pipelines.llm.parsing import clean_text_output, strip_thinking
-
-QUERY_SEPARATOR = "\n---\n"
-"""Between the result blocks of several queries of one search (as the verl search tool writes them)."""
+from finrag_pipelines.serving import tool_text
 
 NO_RESULTS = "No results found."
+"""What the search tool shows for a query that found nothing."""
 
 _BRACKETED = re.compile(r"\[([^\[\]\n]{1,200})\](?!\()")  # not a markdown link "[text](url)"
 _ID_SPLIT = re.compile(r"[,，;；、\s]+")
@@ -46,34 +47,25 @@ class Hit:
     score: float
 
 
+def _served(hit: Hit) -> dict[str, Any]:
+    """``hit`` as ``POST /retrieve`` returns it (``contents`` = title line, then text)."""
+    return {"document": {"id": hit.doc_id, "contents": f"{hit.title}\n{hit.text}"}, "score": hit.score}
+
+
 def format_passages(hits: Sequence[Hit], max_chars: int) -> str:
-    """One query's passages: ``Doc i [<id>] (Title: <title>)`` (no title part when empty), then the text.
+    """One query's passages exactly as the search tool shows them (:func:`tool_text.format_passages`):
+    ``Doc i [<id>] (Title: <title>)`` (no title part when empty), then the text cut to ``max_chars``.
 
-    Args:
-        hits: The passages, best first.
-        max_chars: Each passage text is cut to this many characters, marked with ``…``; the header (and so
-            the id) is always kept.
-
-    Returns:
-        The blocks separated by blank lines, or :data:`NO_RESULTS`.
+    Raises:
+        ValueError: When an id holds whitespace or square brackets (it could not be cited as ``[id]``).
     """
-    blocks = []
-    for i, hit in enumerate(hits, start=1):
-        text = hit.text if len(hit.text) <= max_chars else hit.text[:max_chars] + "…"
-        head = f"Doc {i} [{hit.doc_id}]"
-        title = " ".join(hit.title.split())
-        blocks.append(f"{head} (Title: {title})\n{text}" if title else f"{head}\n{text}")
-    return "\n\n".join(blocks) if blocks else NO_RESULTS
+    return tool_text.format_passages([_served(h) for h in hits], max_chars)
 
 
 def format_results(queries: Sequence[str], results: Sequence[Sequence[Hit]], max_chars: int) -> str:
     """The passages of one search call: one query's blocks, or ``Results for: <query>`` sections."""
-    if len(queries) == 1:
-        return format_passages(results[0], max_chars)
-    return QUERY_SEPARATOR.join(
-        f"Results for: {' '.join(query.split())}\n{format_passages(hits, max_chars)}"
-        for query, hits in zip(queries, results, strict=True)
-    )
+    payload = {"result": [[_served(h) for h in hits] for hits in results]}
+    return tool_text.format_response(payload, queries, max_chars)
 
 
 def cited_ids(text: str) -> list[str]:

@@ -34,7 +34,7 @@ from finrag_pipelines.rag.grounding import format_results, render_feedback
 from finrag_pipelines.rag.records import Counters, SearchCall
 from finrag_pipelines.rag.search import Searcher
 from finrag_pipelines.rag.settings import AnswerSettings
-from finrag_pipelines.serving.verl_tool import ToolArgumentError, parse_query_list
+from finrag_pipelines.serving.tool_text import ToolArgumentError, parse_query_list
 
 SEARCH_TOOL = "search"
 _HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|\Z)", re.DOTALL)

@@ -97,7 +97,8 @@ class SearchSettings(StrictModel):
         alpha: Dense weight of the in-process ``hybrid`` retrievers (``alpha·dense + (1−alpha)·bm25`` over
             min-max normalised scores; the server uses its own).
         fusion_depth: Candidates per retriever fused by ``hybrid``.
-        encode_batch_size: Queries per encoder call in process.
+        encode_batch_size: Queries per encoder call in process (the most one micro-batch gathers).
+        batch_wait_ms: How long the first in-process search waits for others to batch with it.
         timeout_s: Seconds per HTTP attempt (url mode).
         max_retries: Attempts per search (url mode).
         token_env: Environment variable holding the server's bearer token, or null.
@@ -107,6 +108,7 @@ class SearchSettings(StrictModel):
     alpha: float = Field(ge=0.0, le=1.0)
     fusion_depth: int = Field(ge=1)
     encode_batch_size: int = Field(ge=1)
+    batch_wait_ms: float = Field(ge=0)
     timeout_s: float = Field(gt=0)
     max_retries: int = Field(ge=1)
     token_env: str | None

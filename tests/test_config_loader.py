@@ -24,21 +24,24 @@ def _write(conf: Path, files: dict[str, object]) -> None:
 @pytest.fixture
 def conf(tmp_path: Path) -> Path:
     conf = tmp_path / "conf"
-    _write(conf, {
-        "base/parameters.yml": {"train": {"lr": 1, "steps": 100, "dtype": "bf16"}},
-        "base/globals.yml": {"encoders": {"big": {"kind": "hf", "max_length": 512}}, "role": "big"},
-        "base/catalog.yml": {"corpus": {"type": "MemoryDataset"}, "index": {"type": "MemoryDataset"}},
-        "base/credentials.yml": {"llm": {"api_key": "EMPTY"}},
-        "offline/parameters.yml": {"train": {"dtype": "fp32", "steps": 80}},
-        "offline/globals.yml": {"role": "small", "encoders": {"big": {"max_length": 128}}},
-        "small/env.yml": {"extends": "offline"},
-        "small/parameters_x.yml": {"train": {"steps": 3}},
-        "small/catalog.yml": {
-            "_dir": "${runtime_params:where,data}",
-            "index": {"type": "pandas.ParquetDataset", "filepath": "${_dir}/index.parquet"},
+    _write(
+        conf,
+        {
+            "base/parameters.yml": {"train": {"lr": 1, "steps": 100, "dtype": "bf16"}},
+            "base/globals.yml": {"encoders": {"big": {"kind": "hf", "max_length": 512}}, "role": "big"},
+            "base/catalog.yml": {"corpus": {"type": "MemoryDataset"}, "index": {"type": "MemoryDataset"}},
+            "base/credentials.yml": {"llm": {"api_key": "EMPTY"}},
+            "offline/parameters.yml": {"train": {"dtype": "fp32", "steps": 80}},
+            "offline/globals.yml": {"role": "small", "encoders": {"big": {"max_length": 128}}},
+            "small/env.yml": {"extends": "offline"},
+            "small/parameters_x.yml": {"train": {"steps": 3}},
+            "small/catalog.yml": {
+                "_dir": "${runtime_params:where,data}",
+                "index": {"type": "pandas.ParquetDataset", "filepath": "${_dir}/index.parquet"},
+            },
+            "small/credentials.yml": {"milvus": {"token": "t"}},
         },
-        "small/credentials.yml": {"milvus": {"token": "t"}},
-    })
+    )
     return conf
 
 

@@ -64,14 +64,18 @@ def test_only_absent_inputs_an_upstream_pipeline_produces_stop_a_run():
     assert absent_inputs(registry["slow"], catalog) == ["a"]
     assert missing_upstream_inputs(absent_inputs(registry["slow"], catalog), registry) == ["a"]
     assert absent_inputs(registry["report"], catalog) == []  # composes prep: `a` is made in the run
-    assert missing_upstream_inputs(absent_inputs(registry["prep"], _catalog()), registry) == []  # raw: not produced
+    assert (
+        missing_upstream_inputs(absent_inputs(registry["prep"], _catalog()), registry) == []
+    )  # raw: not produced
 
 
 def test_optional_inputs_and_datasets_that_cannot_tell_do_not_stop_a_run(tmp_path):
     registry = _toy_registry()
     catalog = _catalog(c=1)
     # optional: a model folder that does not exist yet loads as Unavailable (reported "not evaluated")
-    catalog["model@encoder"] = EncoderDataset({"kind": "hf", "model_path": str(tmp_path / "none")}, optional=True)
+    catalog["model@encoder"] = EncoderDataset(
+        {"kind": "hf", "model_path": str(tmp_path / "none")}, optional=True
+    )
     assert absent_inputs(registry["use"], catalog) == []
     catalog["model@encoder"] = EncoderDataset({"kind": "hf", "model_path": str(tmp_path / "none")})
     assert absent_inputs(registry["use"], catalog) == []  # no _exists: its load reports a missing folder
@@ -136,7 +140,12 @@ def _kedro_run(project: Path, *args: str) -> tuple[subprocess.CompletedProcess, 
     start = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "kedro", "run", "--env", "test", *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=900,
+        check=False,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     return result, time.monotonic() - start
 

@@ -75,7 +75,7 @@ def test_default_pipeline_runs_end_to_end_and_resumes(project):
     written = [p for p in written if "embedding_finetune" not in p.parts and p.suffix != ".png"]
     assert len(written) > 15
     roots = {str(project), str(project.resolve())}
-    leaks = [str(p.relative_to(project)) for p in written if any(r in p.read_text(encoding="utf-8") for r in roots)]
+    leaks = [str(p) for p in written if any(r in p.read_text(encoding="utf-8") for r in roots)]
     assert not leaks, f"absolute project paths in {leaks}"
     assert "data/06_models/embedding_finetuned/merged" in report
 

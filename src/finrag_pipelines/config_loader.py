@@ -24,7 +24,7 @@ _ENV_KEYS = {"extends"}
 
 
 class LayeredConfigLoader(OmegaConfigLoader):
-    """``OmegaConfigLoader`` where ``conf/<env>/env.yml`` may say ``extends: <other env>`` (see the module)."""
+    """``OmegaConfigLoader`` where ``conf/<env>/env.yml`` may say ``extends: <other env>`` (see module)."""
 
     def _declared_parent(self, env: str) -> str | None:
         path = f"{self._get_conf_env_path(env)}/{ENV_FILE}"
@@ -33,8 +33,10 @@ class LayeredConfigLoader(OmegaConfigLoader):
         with self._fs.open(path) as handle:
             declared = yaml.safe_load(handle.read().decode("utf8")) or {}
         if not isinstance(declared, dict) or set(declared) - _ENV_KEYS:
-            raise ValueError(f"{path}: expected only the key(s) {sorted(_ENV_KEYS)}, e.g. `extends: demo`; "
-                             f"got {declared!r}")
+            raise ValueError(
+                f"{path}: expected only the key(s) {sorted(_ENV_KEYS)}, e.g. `extends: demo`; "
+                f"got {declared!r}"
+            )
         parent = declared.get("extends")
         if parent is None:
             return None
@@ -44,7 +46,9 @@ class LayeredConfigLoader(OmegaConfigLoader):
             raise ValueError(f"{path}: every environment extends {self.base_env!r} already; remove `extends`")
         if not self._fs.isdir(self._get_conf_env_path(parent)):
             # a ValueError: OmegaConfigLoader.__init__ swallows MissingConfigException while it reads globals
-            raise ValueError(f"{path}: extends {parent!r}, but {self._get_conf_env_path(parent)} does not exist")
+            raise ValueError(
+                f"{path}: extends {parent!r}, but {self._get_conf_env_path(parent)} does not exist"
+            )
         return parent
 
     def env_layers(self) -> list[str]:
@@ -53,7 +57,9 @@ class LayeredConfigLoader(OmegaConfigLoader):
         chain: list[str] = []
         while env and env != self.base_env:
             if env in chain:
-                raise ValueError(f"{ENV_FILE} files extend each other in a cycle: {' -> '.join([*chain, env])}")
+                raise ValueError(
+                    f"{ENV_FILE} files extend each other in a cycle: {' -> '.join([*chain, env])}"
+                )
             chain.append(env)
             env = self._declared_parent(env)
         return chain[::-1]
@@ -71,7 +77,9 @@ class LayeredConfigLoader(OmegaConfigLoader):
         config: dict[str, Any] = {}
         for env in [self.base_env, *layers]:
             path = self._get_conf_env_path(env)
-            layer = self._merge_and_resolve(key, self._read_dir_configs(path, patterns, key, processed, with_env_vars))
+            layer = self._merge_and_resolve(
+                key, self._read_dir_configs(path, patterns, key, processed, with_env_vars)
+            )
             config = layer if env == self.base_env else self._merge_configs(config, layer, key, path)
         if not processed and key != "globals":
             raise MissingConfigException(

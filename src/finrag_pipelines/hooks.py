@@ -1,6 +1,6 @@
-"""Project hooks: a run stops in one line, before it starts, when an upstream pipeline has not produced its inputs.
+"""Project hooks: a run stops in one line, before it starts, when upstream pipelines have not made its inputs.
 
-``kedro run --pipelines query_distill`` on a new folder used to load ``corpus`` and die with a 40-line traceback.
+``kedro run --pipelines query_distill`` on a new folder used to load ``corpus`` and die in a 40-line traceback.
 Now the run checks, before any node runs, that every input another registered pipeline produces exists, and
 otherwise stops with one line (click prints ``Error: <message>``; exit code 1) naming the missing datasets,
 the pipelines that produce them and the command to run first. Producers are derived from the registered
@@ -85,7 +85,7 @@ def _chain_order(names: Iterable[str]) -> list[str]:
 
 
 def upstream_plan(missing: Iterable[str], catalog: Any, registry: Mapping[str, Pipeline]) -> list[str]:
-    """The pipelines to run first, in chain order: producers of ``missing``, then of what they lack, and so on.
+    """The pipelines to run first, in chain order: producers of ``missing``, then of what they lack, etc.
 
     A pipeline whose nodes all belong to the others (``corpus_prep`` next to ``index_build``) is left out.
     """
@@ -160,6 +160,8 @@ class RunStopHooks:
             raise RunStopped(missing_upstream_message(run_params, missing, catalog, registry))
 
     @hook_impl
-    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+    def on_pipeline_error(
+        self, error: Exception, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
+    ) -> None:
         if isinstance(error, ConfigurationError):
             raise RunStopped(str(error)) from error

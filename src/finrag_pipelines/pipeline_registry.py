@@ -68,7 +68,7 @@ def pipeline_names() -> list[str]:
 
 
 def own_pipelines() -> dict[str, Pipeline]:
-    """Every pipeline folder's own nodes, without the upstreams composed in (what each pipeline itself does)."""
+    """Every pipeline folder's own nodes, without the upstreams composed in (what the pipeline itself does)."""
     return {name: _own_pipeline(name) for name in pipeline_names()}
 
 

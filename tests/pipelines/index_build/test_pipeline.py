@@ -126,7 +126,9 @@ def test_dense_index_on_ray_matches_local(tmp_path, corpus, tiny_qwen3_dir):
     assert (remote.vectors() == local.vectors()).all()
 
 
-def test_index_meta_and_cache_record_project_relative_model_paths(tmp_path, corpus, tiny_qwen3_dir, monkeypatch):
+def test_index_meta_and_cache_record_project_relative_model_paths(
+    tmp_path, corpus, tiny_qwen3_dir, monkeypatch
+):
     """meta.json and the cache's encoder.json name a model under the project as a relative path, and the
     index still checks against the encoder loaded from the absolute folder."""
     from finrag_pipelines.pipelines.index_build.nodes import build_dense_index

@@ -51,7 +51,8 @@ def build_dense_index(
         return Unavailable(what="dense index", reason=encoder.reason)
     ids, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
     vectors = encode_with_execution(encoder, texts, "document", embedding_store, params.chunk_size, execution)
-    meta = portable_values({**encoder.describe(), "fingerprint": encoder.fingerprint})  # meta.json: no machine paths
+    # meta.json names paths under the project relative to it, never the machine's absolute paths
+    meta = portable_values({**encoder.describe(), "fingerprint": encoder.fingerprint})
     return DenseIndex.build(
         ids, vectors, meta, digest, index_type=params.index_type, hnsw_m=params.hnsw_m, ef_search=params.ef_search
     )

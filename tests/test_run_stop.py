@@ -94,6 +94,10 @@ def test_the_plan_runs_every_missing_upstream_in_chain_order_and_the_message_is_
         "train needs b (made by slow), which do not exist yet; "
         "run first: kedro run --env demo --pipelines prep,slow --params x.y=1"
     )
+    sliced = missing_upstream_message(
+        {"pipeline_names": None, "from_nodes": ["train"]}, ["b"], catalog, registry
+    )
+    assert sliced.startswith("__default__ (filtered by --from-nodes) needs b (made by slow)")
     with pytest.raises(RunStopped) as stopped:
         RunStopHooks(registry=_toy_registry).before_pipeline_run(run_params, registry["train"], catalog)
     assert "\n" not in stopped.value.message and "(made by slow)" in stopped.value.message

@@ -19,8 +19,11 @@ from kedro.io import AbstractDataset
 from kedro.pipeline import Pipeline
 
 from finrag_pipelines.errors import ConfigurationError
+from finrag_pipelines.pipeline_registry import DEFAULT_CHAIN, all_pipelines
 
 DEFAULT = "__default__"
+# kedro run options that run a slice of the pipelines (run_params keys)
+_FILTERS = ("tags", "node_names", "from_nodes", "to_nodes", "from_inputs", "to_outputs", "namespaces")
 
 
 class RunStopped(click.ClickException):
@@ -78,8 +81,6 @@ def producers(dataset: str, registry: Mapping[str, Pipeline]) -> list[str]:
 
 
 def _chain_order(names: Iterable[str]) -> list[str]:
-    from finrag_pipelines.pipeline_registry import DEFAULT_CHAIN
-
     rank = {name: i for i, name in enumerate(DEFAULT_CHAIN)}
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
@@ -128,6 +129,9 @@ def missing_upstream_message(
         f"{', '.join(names)} (made by {' or '.join(makers)})" for makers, names in by_producers.items()
     )
     what = ",".join(run_params.get("pipeline_names") or [DEFAULT])
+    filters = [f"--{key.replace('_', '-')}" for key in _FILTERS if run_params.get(key)]
+    if filters:
+        what += f" (filtered by {', '.join(filters)})"
     command = "kedro run"
     if run_params.get("env"):
         command += f" --env {run_params['env']}"
@@ -152,8 +156,6 @@ class RunStopHooks:
         absent = absent_inputs(pipeline, catalog)
         if not absent:
             return
-        from finrag_pipelines.pipeline_registry import all_pipelines
-
         registry = (self._registry or all_pipelines)()  # imports every pipeline's nodes: only when needed
         missing = missing_upstream_inputs(absent, registry)
         if missing:

@@ -98,6 +98,13 @@ def test_environment_opens_resolves_its_catalog_and_validates_every_params_group
         except KeyError:
             problems.append(f"params:{key} (read by {sorted(users)}) is not in the {env} parameters")
             continue
+        models = {_model_type(a) for a in users.values()} - {None}
+        if models and any(_model_type(a) is None for a in users.values()):
+            # Kedro hands every node the validated model: a node annotating a plain type gets the model too
+            problems.append(
+                f"params:{key} is typed {sorted(m.__name__ for m in models)} by some nodes, "
+                f"a plain type by others: {users}"
+            )
         for node, annotation in users.items():
             model = _model_type(annotation)
             if model is not None and not isinstance(value, model) and value is not None:

@@ -185,3 +185,20 @@ def test_a_pipeline_with_cheap_or_no_upstreams_runs_alone_on_a_new_folder(fresh_
     result, _ = _kedro_run(fresh_project, "--pipelines", pipeline)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "Traceback" not in output, output[-3000:]
+
+
+def test_configuration_errors_raised_by_nodes_become_one_line_and_other_errors_stay_as_they_are():
+    from finrag_pipelines.llm.config import LLMConfigError
+    from finrag_pipelines.mcq.reward import RewardConfigError
+
+    hooks = RunStopHooks(registry=_toy_registry)
+    for error in (
+        LLMConfigError("llm.timeout_s must be > 0;\n got -1"),
+        RewardConfigError("judge needs openai"),
+    ):
+        with pytest.raises(RunStopped) as stopped:
+            hooks.on_pipeline_error(error, {}, Pipeline([]), _catalog())
+        assert "\n" not in stopped.value.message and stopped.value.__cause__ is error
+    assert (
+        hooks.on_pipeline_error(ValueError("a bug"), {}, Pipeline([]), _catalog()) is None
+    )  # Kedro re-raises it

@@ -113,6 +113,8 @@ STOPS = {
         "run first: kedro run --env test --pipelines persona_index,index_build,query_distill,negative_mining"
     ),
     "evaluation": "run first: kedro run --env test --pipelines index_build",
+    "rl_search_qa": "run first: kedro run --env test --pipelines persona_index,index_build,query_distill",
+    "sft": "run first: kedro run --env test --pipelines sft_distill",
     # not an upstream artefact: the test env has no LLM endpoint, and the run says how to give it one
     "mcq_evaluation": "needs an OpenAI-compatible endpoint (llm.backend=openai), got 'keyword'",
 }

@@ -114,6 +114,7 @@ STOPS = {
     ),
     "evaluation": "run first: kedro run --env test --pipelines index_build",
     "rl_search_qa": "run first: kedro run --env test --pipelines persona_index,index_build,query_distill",
+    "rag_answer": "run first: kedro run --env test --pipelines index_build",
     "sft": "run first: kedro run --env test --pipelines sft_distill",
     # not an upstream artefact: the test env has no LLM endpoint, and the run says how to give it one
     "mcq_evaluation": "needs an OpenAI-compatible endpoint (llm.backend=openai), got 'keyword'",

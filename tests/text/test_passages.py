@@ -20,9 +20,12 @@ def test_sentences_end_at_chinese_and_western_marks_with_closing_quotes() -> Non
     assert sentences("第一；第二; 第三……结束") == ["第一；", "第二;", " 第三……", "结束"]
 
 
-def test_table_rows_and_field_lines() -> None:
-    assert is_table_row("| 年份 | 营收 |") and is_table_row("2023\t12.5") and is_table_row("股票代码：002851")
+def test_table_rows_and_short_lines_stay_whole() -> None:
+    assert is_table_row("| 年份 | 营收 |") and is_table_row("2023\t12.5")
     assert not is_table_row("公司在2023年实现营收12亿元。")
+    fields = "\n".join(f"字段{i}：数值{i}。备注{i}。" for i in range(20))  # structured key：value lines
+    assert all(p.count("\n") == 0 or all("：" in line for line in p.split("\n")) for p in split_document(fields, 40, 0))
+    assert "字段3：数值3。备注3。" in split_document(fields, 40, 0)[1].split("\n")
 
 
 def test_short_documents_are_not_split() -> None:

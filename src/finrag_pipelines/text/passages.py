@@ -2,11 +2,11 @@
 
 A document's body is cut into units, then packed greedily into passages of at most ``max_chars`` characters:
 
-* line breaks always end a unit; within a line, a sentence ends after ``。！？!?；;`` (closing quotes and
-  brackets stay with their sentence) and after ``…`` runs;
-* a *table row* (a line holding ``|`` or a tab, or a ``key：value`` field line of a structured document) is
-  one unit that is never cut, even when it alone exceeds ``max_chars`` (its passage is then longer, and
-  counted);
+* line breaks always end a unit, and a line that fits in ``max_chars`` is one unit (a ``key：value`` field of
+  a structured document stays whole); a longer line is cut into sentences, each ending after ``。！？!?；;``
+  (closing quotes and brackets stay with their sentence) or a ``…`` run;
+* a *table row* (a line holding ``|`` or a tab) is one unit that is never cut, even when it alone exceeds
+  ``max_chars`` (its passage is then longer, and counted);
 * any other unit longer than ``max_chars`` is cut into ``max_chars`` pieces (counted);
 * consecutive passages share whole trailing units of the previous passage up to ``overlap_chars`` (never a
   part of a sentence).
@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 _SENTENCE_END = re.compile(r"(?:[。！？!?；;]+|…+|\.{3,})[”’」』）)\]】\"']*")
-_FIELD_LINE = re.compile(r"^[^\s：:]{1,30}[：:]\S")
 PASSAGE_SEPARATOR = "#"
 
 
@@ -55,8 +54,8 @@ class SplitStats:
 
 
 def is_table_row(line: str) -> bool:
-    """A line of a table (``|`` or tab separated cells) or a ``key：value`` field of a structured document."""
-    return "|" in line or "\t" in line or bool(_FIELD_LINE.match(line))
+    """A line of a table: ``|`` or tab separated cells."""
+    return "|" in line or "\t" in line
 
 
 def sentences(line: str) -> list[str]:
@@ -78,7 +77,7 @@ def units(text: str, max_chars: int, stats: SplitStats | None = None) -> list[st
         end = "\n" if i < len(lines) - 1 else ""
         if not line.strip():
             continue
-        if is_table_row(line):
+        if len(line) <= max_chars or is_table_row(line):
             if stats is not None and len(line) > max_chars:
                 stats.oversized_table_rows += 1
             out.append(line + end)

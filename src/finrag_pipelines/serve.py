@@ -71,13 +71,16 @@ def load_from_project(
         dense = catalog.load(names.dense_index)
         encoder = catalog.load(names.encoder) if not isinstance(dense, Unavailable) else None
         reranker = catalog.load(names.reranker) if settings.rerank.enabled else None
-        for what, obj in (("bm25 index", bm25), ("dense index", dense), ("encoder", encoder), ("reranker", reranker)):
+        loaded = (("bm25 index", bm25), ("dense index", dense), ("encoder", encoder), ("reranker", reranker))
+        for what, obj in loaded:
             if isinstance(obj, Unavailable):
                 logger.warning("serving: %s not served: %s", what, obj.reason)
         bm25 = None if isinstance(bm25, Unavailable) else bm25
         if isinstance(reranker, Unavailable):
             if settings.rerank.default:
-                raise ValueError(f"serving.rerank.default is true but the reranker is unavailable: {reranker.reason}")
+                raise ValueError(
+                    f"serving.rerank.default is true but the reranker is unavailable: {reranker.reason}"
+                )
             reranker = None
         if isinstance(dense, Unavailable) or isinstance(encoder, Unavailable):
             dense, encoder = None, None

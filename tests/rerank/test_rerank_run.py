@@ -28,7 +28,8 @@ class CountingReranker:
 
     def score_pairs(self, queries, passages) -> np.ndarray:
         self.calls.append(len(queries))
-        return np.array([sum(c in p for c in q) / 10 for q, p in zip(queries, passages, strict=True)], np.float32)
+        shared = [sum(c in p for c in q) / 10 for q, p in zip(queries, passages, strict=True)]
+        return np.array(shared, np.float32)
 
 
 TEXTS = {"a": "甲乙丙", "b": "丁", "c": "甲乙", "d": "甲", "e": "乙丙"}
@@ -39,7 +40,8 @@ def test_reranks_the_top_n_by_score_ties_keep_first_stage_order() -> None:
     assert isinstance(reranker, Reranker)
     run = [[Hit("b", 9), Hit("d", 8), Hit("e", 7), Hit("c", 6), Hit("a", 5)], [Hit("d", 1)], []]
     out = rerank_run(reranker, ["甲乙丙", "甲", "x"], run, TEXTS, top_n=4, chunk_pairs=2)
-    assert [[h.doc_id for h in hits] for hits in out] == [["e", "c", "d", "b"], ["d"], []]  # a was below top 4
+    # "a" was below the top 4
+    assert [[h.doc_id for h in hits] for hits in out] == [["e", "c", "d", "b"], ["d"], []]
     assert [h.score for h in out[0]] == pytest.approx([0.2, 0.2, 0.1, 0.0])  # e before c: first-stage order
     assert reranker.calls == [2, 2, 1]  # 5 pairs in chunks of 2, across queries
     by_function = rerank_run(reranker, ["甲乙丙", "甲", "x"], run, TEXTS.__getitem__, top_n=4)

@@ -1,4 +1,4 @@
-"""Rerankers over tiny local models: the official prompt, batching, truncation, scores, errors, the factory."""
+"""Rerankers over tiny local models: the official prompt, batching, truncation, scores, errors, factory."""
 
 from __future__ import annotations
 

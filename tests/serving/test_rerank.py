@@ -76,8 +76,9 @@ def test_server_reranks_on_request_and_names_each_passages_document(corpus, enco
     dense = DenseIndex.build(pids, encoder.encode_documents(indexed),
                              {**encoder.describe(), "fingerprint": encoder.fingerprint}, digest)  # fmt: skip
     backend = SearchBackend(
-        doc_ids=ids, titles=titles, texts=texts, bm25=bm25, dense=dense, encoder=encoder, default_method="bm25",
-        alpha=0.5, alpha_source="test", fusion_depth=10, encode_batch_size=8, parent_ids=parents,
+        doc_ids=ids, titles=titles, texts=texts, bm25=bm25, dense=dense, encoder=encoder,
+        default_method="bm25", alpha=0.5, alpha_source="test", fusion_depth=10, encode_batch_size=8,
+        parent_ids=parents,
         reranker=LengthReranker(), rerank_depth=10,
     )  # fmt: skip
     query = texts[1][3:15]
@@ -93,4 +94,5 @@ def test_server_reranks_on_request_and_names_each_passages_document(corpus, enco
         bad = httpx.post(f"{server.url}/retrieve", json={**body, "rerank": "yes"})
         assert bad.status_code == 422 and "rerank" in bad.json()["detail"]
         info = httpx.get(f"{server.url}/info").json()
-        assert info["rerank"]["available"] is True and info["passages"] == {"split": True, "split_documents": 1}
+        assert info["rerank"]["available"] is True
+        assert info["passages"] == {"split": True, "split_documents": 1}

@@ -18,7 +18,7 @@ class RerankerDataset(AbstractDataset[None, "LazyReranker | Unavailable"]):
 
         reranker:
           type: finrag_pipelines.datasets.RerankerDataset
-          reranker: ${globals:rerankers.base}     # {kind: qwen3 | cross_encoder, model_path: ..., ...} or null
+          reranker: ${globals:rerankers.base}   # {kind: qwen3 | cross_encoder, model_path: ...} or null
 
     Args:
         reranker: The reranker's settings, or ``None`` when none is configured (then ``load`` returns an
@@ -41,7 +41,8 @@ class RerankerDataset(AbstractDataset[None, "LazyReranker | Unavailable"]):
             self._config["model_path"] = model_path
         if self._config is not None and self._config.get("kind") not in KINDS:
             raise DatasetError(
-                f"reranker settings need kind one of {list(KINDS)}, got {self._config.get('kind')!r}: {self._config}"
+                f"reranker settings need kind one of {list(KINDS)}, got {self._config.get('kind')!r}: "
+                f"{self._config}"
             )
         self._optional = bool(optional)
         self._hint = missing_hint
@@ -50,7 +51,7 @@ class RerankerDataset(AbstractDataset[None, "LazyReranker | Unavailable"]):
         if self._config is None:
             return Unavailable(
                 what="reranker",
-                reason="no reranker configured (globals rerankers.base is null); set it to a local model folder",
+                reason="no reranker configured (globals rerankers.base is null); set it to a model folder",
             )
         path = self._config.get("model_path")
         if not path:

@@ -1,4 +1,4 @@
-"""A Qwen3-Reranker-style causal-LM reranker: P("yes") of the next token after the official instruction format.
+"""A Qwen3-Reranker-style causal-LM reranker: P("yes") as the next token after the official prompt.
 
 The prompt is Qwen3-Reranker's (its model card, and ms-swift's ``qwen3_reranker`` template that
 ``reranker_finetune`` trains with — a test checks the two give identical token ids)::
@@ -108,7 +108,8 @@ class CausalLMReranker:
             or self._tokenizer.convert_ids_to_tokens(token_id) != token
         ):
             raise ValueError(
-                f"the tokenizer in {self._folder} has no single token {token!r}; a Qwen3-Reranker-style model "
+                f"the tokenizer in {self._folder} has no single token {token!r}; a Qwen3-Reranker-style "
+                "model "
                 "answers with the tokens 'yes' and 'no' (use kind: cross_encoder for a classification model)."
             )
         return int(token_id)

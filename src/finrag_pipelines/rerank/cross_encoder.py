@@ -1,4 +1,4 @@
-"""A BERT-style cross-encoder reranker: sequence classification over the pair ``[CLS] query [SEP] passage [SEP]``.
+"""A BERT-style cross-encoder reranker: sequence classification of ``[CLS] query [SEP] passage [SEP]``.
 
 The pair goes through the tokenizer as a text pair (its own special tokens; segment ids only when the
 tokenizer returns them), truncated longest-first to ``max_length`` and right-padded, as sentence-transformers'
@@ -118,7 +118,7 @@ class CrossEncoderReranker:
         return make_fingerprint(self.describe(), self._content_hash)
 
     def encode_pair(self, query: str, passage: str) -> dict[str, list[int]]:
-        """The tokenizer's features of one pair (``input_ids`` and, when it makes them, ``token_type_ids``)."""
+        """The tokenizer's features of one pair (``input_ids``, and ``token_type_ids`` if it makes them)."""
         return self.pair_input.encode(query, passage)
 
     def score_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:

@@ -58,7 +58,8 @@ class QwenRerankPrompt:
         self.body_budget = max_length - len(self.prefix) - len(self.suffix)
         if self.body_budget < 16:
             raise ValueError(
-                f"max_length {max_length} leaves {self.body_budget} tokens for instruction, query and document "
+                f"max_length {max_length} leaves {self.body_budget} tokens for instruction, query and "
+                "document "
                 f"after the fixed prompt ({len(self.prefix) + len(self.suffix)} tokens); raise max_length."
             )
 
@@ -68,7 +69,7 @@ class QwenRerankPrompt:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def encode(self, query: str, passage: str) -> list[int]:
-        """Prompt token ids; a body over budget is cut from the right (the passage's tail), as the model card does."""
+        """Prompt token ids; a body over budget loses its end (the passage's tail), as in the model card."""
         return self.prefix + self.body(query, passage)[: self.body_budget] + self.suffix
 
     def full_length(self, query: str, passage: str) -> int:

@@ -114,7 +114,8 @@ def rerank_run(
                 text = lookup(hit.doc_id)
             except KeyError:
                 raise RetrievalError(
-                    f"reranking: first-stage hit {hit.doc_id!r} has no passage text; the run and the corpus differ."
+                    f"reranking: first-stage hit {hit.doc_id!r} has no passage text; the run and the corpus "
+                    "differ."
                 ) from None
             pair_q.append(query)
             pair_p.append(text)

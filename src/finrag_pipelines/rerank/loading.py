@@ -53,7 +53,8 @@ def check_model_folder(folder: Path) -> None:
     """Raise a helpful error unless ``folder`` looks like a local transformers model."""
     if not folder.exists():
         raise FileNotFoundError(
-            f"reranker model folder {folder} does not exist; put the model there (for example Qwen3-Reranker-0.6B "
+            f"reranker model folder {folder} does not exist; put the model there (for example "
+            "Qwen3-Reranker-0.6B "
             "or bge-reranker-v2-m3 copied from a machine with hub access, or a tiny test model from "
             "finrag_pipelines.rerank.tiny_models); see README."
         )
@@ -96,7 +97,8 @@ def load_model(folder: Path, auto_class: Any, dtype: str, device: str) -> Any:
         model = auto_class.from_pretrained(str(folder), local_files_only=True, dtype=getattr(torch, dtype))
     except Exception as exc:
         raise ValueError(
-            f"could not load a {auto_class.__name__} from {folder} ({type(exc).__name__}: {exc}); put a complete "
+            f"could not load a {auto_class.__name__} from {folder} ({type(exc).__name__}: {exc}); put a "
+            "complete "
             "transformers model there (see README)."
         ) from exc
     return model.to(device).eval()

@@ -60,7 +60,7 @@ def build_tiny_qwen3_reranker(
     Args:
         texts: Training texts for the tokenizer (a few hundred lines are plenty).
         out_dir: Folder to write; created if missing.
-        vocab_size: Target BPE vocabulary size (``yes`` and ``no`` are added on top when BPE did not learn them).
+        vocab_size: Target BPE vocabulary size (``yes`` and ``no`` are added when BPE did not learn them).
         hidden_size: Model width, a multiple of 4 (4 attention heads, 2 key/value heads).
         num_layers: Decoder layers.
         seed: Seed of the random weights.

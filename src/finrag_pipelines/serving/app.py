@@ -2,7 +2,8 @@
 
 ``POST /retrieve``::
 
-    {"queries": ["...", ...], "topk": 3, "return_scores": true, "method": "hybrid", "alpha": 0.3, "rerank": true}
+    {"queries": ["...", ...], "topk": 3, "return_scores": true, "method": "hybrid", "alpha": 0.3,
+     "rerank": true}
     -> {"result": [[{"document": {"id": "...", "contents": "title\\ntext"}, "score": 1.23}, ...], ...]}
 
 one list per query, in query order. As in Search-R1's ``retrieval_server.py``, ``topk`` may be omitted

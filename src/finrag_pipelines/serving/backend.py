@@ -8,8 +8,8 @@ encoder pass and one FAISS search, then cuts each request's lists to its own ``t
 ``alpha · minmax(dense) + (1 − alpha) · minmax(bm25)`` over the union of each retriever's top
 ``max(fusion_depth, topk)`` candidates, so ``alpha=1`` ranks as dense alone and ``alpha=0`` as BM25 alone.
 
-The optional rerank step (a :class:`~finrag_pipelines.rerank.interfaces.Reranker`; ``rerank`` per request or by
-default) reorders the first ``max(rerank_depth, topk)`` hits of any method by the reranker's relevance
+The optional rerank step (a :class:`~finrag_pipelines.rerank.interfaces.Reranker`; ``rerank`` per request or
+by default) reorders the first ``max(rerank_depth, topk)`` hits of any method by the reranker's relevance
 probability, scoring every query of the micro-batch in one call, and returns the first ``topk``.
 
 A corpus split into passages (corpus_prep.passages) is served passage by passage; each :class:`Passage`
@@ -141,7 +141,7 @@ class SearchBackend:
         if rerank_depth < 1:
             raise ValueError(f"rerank_depth must be >= 1, got {rerank_depth}.")
         if rerank_default and reranker is None:
-            raise ValueError("rerank_default needs a reranker; load one or set serving.rerank.default: false.")
+            raise ValueError("rerank_default needs a reranker; load one or set serving.rerank.default false.")
         started = time.perf_counter()
         ids, indexed, digest = indexable(doc_ids, titles, texts)
         if bm25 is not None:
@@ -245,7 +245,7 @@ class SearchBackend:
         if rerank is not None and not isinstance(rerank, bool):
             raise SearchRequestError("rerank", f"must be true or false, got {rerank!r}")
         if rerank and self._reranker is None:
-            raise SearchRequestError("rerank", "this server has no reranker (serving.rerank.enabled is false)")
+            raise SearchRequestError("rerank", "this server has no reranker (serving.rerank.enabled: false)")
         reranked = self.rerank_default if rerank is None else rerank
         return SearchJob(tuple(queries), int(topk), chosen, weight, reranked)
 

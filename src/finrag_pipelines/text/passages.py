@@ -1,4 +1,4 @@
-"""Splitting long documents into passages: sentence-aware for Chinese, table rows kept whole, sentence overlap.
+"""Splitting long documents into passages: Chinese sentence ends, table rows kept whole, sentence overlap.
 
 A document's body is cut into units, then packed greedily into passages of at most ``max_chars`` characters:
 
@@ -70,7 +70,7 @@ def sentences(line: str) -> list[str]:
 
 
 def units(text: str, max_chars: int, stats: SplitStats | None = None) -> list[str]:
-    """The unbreakable pieces of a body, each ending where a passage may end (newlines kept on lines' ends)."""
+    """The unbreakable pieces of a body, each ending where a passage may end (a line keeps its newline)."""
     out: list[str] = []
     lines = text.split("\n")
     for i, line in enumerate(lines):
@@ -132,7 +132,8 @@ def split_document(
     """
     if max_chars < 1 or not 0 <= overlap_chars < max_chars:
         raise ValueError(
-            f"passages need max_chars >= 1 and 0 <= overlap_chars < max_chars, got {max_chars} and {overlap_chars}."
+            f"passages need max_chars >= 1 and 0 <= overlap_chars < max_chars, got {max_chars} and "
+            f"{overlap_chars}."
         )
     if len(text) <= max_chars:
         return [text]

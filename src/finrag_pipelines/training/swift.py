@@ -280,7 +280,7 @@ def swift_sft_argv(
 
 
 def device_env(config: SwiftTrainConfig, gpus: int) -> dict[str, str]:
-    """Environment for the processes and devices: offline hub, ``NPROC_PER_NODE``, no CUDA on a CPU machine."""
+    """Environment for processes and devices: offline hub, ``NPROC_PER_NODE``, no CUDA on a CPU machine."""
     env = {"HF_HUB_OFFLINE": "1"}
     if config.nproc_per_node > 1:
         env["NPROC_PER_NODE"] = str(config.nproc_per_node)
@@ -322,8 +322,9 @@ def build_sft_command(
     check_hardware(config, gpus)
     task = ["--model_type", "qwen3_emb", "--task_type", "embedding", "--loss_type", "infonce"]
     argv = swift_sft_argv(
-        config, model_dir, task, train_file, dev_file, output_dir, resume_from=resume_from, swift_bin=swift_bin
-    )
+        config, model_dir, task, train_file, dev_file, output_dir,
+        resume_from=resume_from, swift_bin=swift_bin,
+    )  # fmt: skip
     env = {
         "INFONCE_TEMPERATURE": _fmt(config.infonce_temperature),
         "INFONCE_USE_BATCH": _fmt(config.infonce_use_batch),

@@ -38,7 +38,7 @@ RerankerLoss = Literal["pointwise_reranker", "listwise_reranker"]
 RERANKER_TASKS = get_args(RerankerTask)
 RERANKER_LOSSES = get_args(RerankerLoss)
 TASK_OF_KIND = {"qwen3": "generative_reranker", "cross_encoder": "reranker"}
-"""The ms-swift task that trains each reranker kind of :func:`~finrag_pipelines.rerank.factory.build_reranker`."""
+"""The ms-swift task that trains each reranker kind (``kind`` of :func:`~..rerank.factory.build_reranker`)."""
 
 
 class SwiftRerankerConfig(sw.SwiftTrainConfig):
@@ -145,7 +145,7 @@ def train_reranker(
     """Train, resume or skip, then merge a reranker (:func:`~finrag_pipelines.training.swift.train_swift`).
 
     Returns:
-        ``merged_dir``, a plain model folder loadable by :func:`~finrag_pipelines.rerank.factory.build_reranker`.
+        ``merged_dir``, a plain model folder that :func:`~..rerank.factory.build_reranker` loads.
     """
     return sw.train_swift(
         config, build_reranker_command, model_dir, train_file, dev_file, work_dir, merged_dir,

@@ -93,7 +93,9 @@ def catalog_for(tmp_path, corpus, queries, encoder, store, dense, bm25, relative
             "mining_stats": JSONDataset(filepath=str(tmp_path / "mining_stats.json")),
             **{
                 name: ParquetDataset(filepath=str(tmp_path / f"{name}.parquet"))
-                for name in ("mining_query_split", "mining_selection", "infonce_row_ids", "mining_rerank_scores")
+                for name in (
+                    "mining_query_split", "mining_selection", "infonce_row_ids", "mining_rerank_scores"
+                )
             },
         }
     )
@@ -210,7 +212,8 @@ class MarkerReranker:
 
     def score_pairs(self, queries, passages):
         self.pairs += len(queries)
-        return np.array([len(set(q) & set(p)) / max(1, len(set(q))) for q, p in zip(queries, passages)], np.float32)
+        shared = [len(set(q) & set(p)) / max(1, len(set(q))) for q, p in zip(queries, passages)]
+        return np.array(shared, np.float32)
 
 
 def test_reranker_filter_drops_what_it_scores_near_the_positive(tmp_path, setup):
@@ -249,8 +252,8 @@ def test_an_enabled_filter_without_a_reranker_fails_and_a_disabled_one_loads_non
                        near_duplicate_ngram=3, num_negatives=2, random_negatives=0, seed=1)  # fmt: skip
     on = RerankFilterParams(enabled=True, relative_margin=0.05, chunk_pairs=10)
     with pytest.raises(ValueError, match="no reranker configured"):
-        score_candidates_with_reranker(candidates, queries, corpus, Unavailable("r", "no reranker configured"),
-                                       rules, on)  # fmt: skip
+        none = Unavailable("r", "no reranker configured")
+        score_candidates_with_reranker(candidates, queries, corpus, none, rules, on)
 
     class Boom:
         def __getattr__(self, name):

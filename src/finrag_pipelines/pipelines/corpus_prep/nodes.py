@@ -86,9 +86,13 @@ def split_passages(corpus: pd.DataFrame, passages: PassageParams) -> tuple[pd.Da
     """
     if not passages.enabled:
         out = corpus.assign(parent_id=corpus["doc_id"], passage=0)
-        return out.reset_index(drop=True), {"enabled": False, "documents": len(corpus), "passages": len(corpus)}
+        report = {"enabled": False, "documents": len(corpus), "passages": len(corpus)}
+        return out.reset_index(drop=True), report
     rows, stats = split_corpus(
-        [str(d) for d in corpus["doc_id"]], [str(t) for t in corpus["text"]], passages.max_chars, passages.overlap_chars
+        [str(d) for d in corpus["doc_id"]],
+        [str(t) for t in corpus["text"]],
+        passages.max_chars,
+        passages.overlap_chars,
     )
     table = pd.DataFrame(rows, columns=["doc_id", "parent_id", "text", "passage"])
     meta = corpus.drop(columns=["text"]).rename(columns={"doc_id": "parent_id"})
@@ -97,9 +101,14 @@ def split_passages(corpus: pd.DataFrame, passages: PassageParams) -> tuple[pd.Da
     report = {"enabled": True, "max_chars": passages.max_chars, "overlap_chars": passages.overlap_chars,
               **stats.to_dict()}
     logger.info(
-        "corpus_prep: %d documents -> %d passages (%d documents split; %d table rows over max_chars kept whole, "
+        "corpus_prep: %d documents -> %d passages (%d documents split; %d table rows over max_chars kept "
+        "whole, "
         "%d sentences cut at max_chars)",
-        stats.documents, stats.passages, stats.documents_split, stats.oversized_table_rows, stats.hard_cut_units,
+        stats.documents,
+        stats.passages,
+        stats.documents_split,
+        stats.oversized_table_rows,
+        stats.hard_cut_units,
     )
     return out, report
 

@@ -34,6 +34,7 @@ class PassageParams(BaseModel):
     def _overlap_below_max(self) -> PassageParams:
         if self.overlap_chars >= self.max_chars:
             raise ValueError(
-                f"corpus_prep.passages.overlap_chars {self.overlap_chars} must be < max_chars {self.max_chars}"
+                f"corpus_prep.passages.overlap_chars {self.overlap_chars} must be < max_chars "
+                f"{self.max_chars}"
             )
         return self

@@ -18,7 +18,10 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                 name="screen_documents",
             ),
             Node(
-                nodes.select_corpus, ["corpus_normalised", "corpus_doc_status"], "corpus_documents", name="select_corpus"
+                nodes.select_corpus,
+                ["corpus_normalised", "corpus_doc_status"],
+                "corpus_documents",
+                name="select_corpus",
             ),
             Node(
                 nodes.split_passages,

@@ -189,7 +189,9 @@ def tune_fusion_weight(
     for weight in fusion.weight_grid:
         fused = _weighted(dense_run, bm25_run, qids, weight, fusion)
         scores = [
-            query_metrics(ranked_documents(hits, parents), relevance[q], metrics.ks, metrics.cutoff)[fusion.tune_metric]
+            query_metrics(ranked_documents(hits, parents), relevance[q], metrics.ks, metrics.cutoff)[
+                fusion.tune_metric
+            ]
             for q, hits in zip(qids, fused)
         ]
         grid.append({"dense_weight": float(weight), fusion.tune_metric: float(np.mean(scores))})
@@ -242,7 +244,8 @@ def score_runs(
             logger.warning("evaluation: %s not scored: %s", name, unavailable_reason(frame))
             continue
         for qid, hits in zip(qids, frame_to_run(frame, qids)):
-            scores = query_metrics(ranked_documents(hits, parents), relevance[qid], metrics.ks, metrics.cutoff)
+            ranked = ranked_documents(hits, parents)
+            scores = query_metrics(ranked, relevance[qid], metrics.ks, metrics.cutoff)
             rows.append({"retriever": name, "query_id": qid, "split": split_of[qid], **scores})
     return pd.DataFrame(rows)
 

@@ -59,7 +59,7 @@ class BootstrapParams(_Strict):
 
 
 class RerankParams(_Strict):
-    """The rerank stage: a reranker reorders the top ``top_n`` of first-stage runs (``<retriever>_rerank``)."""
+    """The rerank stage: a reranker reorders the top ``top_n`` of first-stage runs (``<name>_rerank``)."""
 
     retrievers: list[str] = Field(
         description="first-stage runs that are reranked (each must be one the pipeline offers for reranking)"

@@ -21,9 +21,9 @@ DENSE = {
 }
 # hybrid suffix → the dense retriever fused with bm25
 HYBRID = {"": "dense", "_finetuned": "dense_finetuned"}
-# first-stage runs the rerank stage may rerank (evaluation.rerank.retrievers picks among them); add a retriever
-# here to offer it. Each gets `<name>_rerank` (the configured reranker) and `<name>_rerank_finetuned`.
-RERANKABLE = ("bm25", "hybrid_weighted")
+# each first-stage run in rerank.RERANKABLE gets `<name>_rerank` (the configured reranker) and
+# `<name>_rerank_finetuned` (reranker_finetune's model)
+RERANKABLE = rerank.RERANKABLE
 RERANKERS = {"": "reranker", "_finetuned": "reranker_finetuned@reranker"}
 RETRIEVERS = [
     "bm25", "bm25_plain", *DENSE, *(f"hybrid_{k}{s}" for s in HYBRID for k in ("rrf", "weighted")),
@@ -50,8 +50,8 @@ def _hybrid_nodes(suffix: str, dense: str) -> list[Node]:
              name=f"fuse_rrf{suffix}"),
         Node(
             nodes.tune_fusion_weight,
-            [f"run_{dense}", "run_bm25", "eval_queries", "eval_qrels", "query_splits", P + "fusion", P + "metrics",
-             "corpus"],
+            [f"run_{dense}", "run_bm25", "eval_queries", "eval_qrels", "query_splits", P + "fusion",
+             P + "metrics", "corpus"],
             weight,
             name=f"tune_fusion_weight{suffix}",
         ),

@@ -21,6 +21,10 @@ from finrag_pipelines.text.corpus import indexable
 
 logger = logging.getLogger(__name__)
 
+RERANKABLE = ("bm25", "hybrid_weighted")
+"""First-stage runs the rerank stage offers (``evaluation.rerank.retrievers`` picks among them). Add a
+retriever here to offer it: the pipeline then gives it ``<name>_rerank`` and ``<name>_rerank_finetuned``."""
+
 
 def rerank_first_stage(
     first_stage_run: pd.DataFrame,
@@ -89,7 +93,18 @@ def _about(reranker: Reranker | Unavailable) -> dict[str, Any]:
 def describe_rerank(
     reranker: Reranker | Unavailable, reranker_finetuned: Reranker | Unavailable, rerank: RerankParams
 ) -> dict[str, Any]:
-    """The settings the report names: each reranker (or why it is unavailable), the reranked runs, top N."""
+    """The settings the report names: each reranker (or why it is unavailable), the reranked runs, top N.
+
+    Raises:
+        ValueError: If ``evaluation.rerank.retrievers`` names a run the pipeline does not offer for reranking.
+    """
+    unknown = sorted(set(rerank.retrievers) - set(RERANKABLE))
+    if unknown:
+        raise ValueError(
+            f"evaluation.rerank.retrievers names {unknown}, which the rerank stage does not offer; choose "
+            "among "
+            f"{list(RERANKABLE)} (or add the retriever to RERANKABLE in pipelines/evaluation/rerank.py)."
+        )
     return {
         "retrievers": list(rerank.retrievers),
         "top_n": rerank.top_n,

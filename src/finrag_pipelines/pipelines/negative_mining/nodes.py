@@ -167,7 +167,8 @@ def score_candidates_with_reranker(
     Off (``rerank_filter.enabled: false``): an empty table, and no reranker is loaded.
     """
     if not rerank_filter.enabled:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(RERANK_SCORE_COLUMNS, (str, str, float, float))})
+        dtypes = (str, str, float, float)
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(RERANK_SCORE_COLUMNS, dtypes)})
     if isinstance(reranker, Unavailable):
         raise ValueError(
             f"negative_mining.rerank_filter.enabled is true but no reranker is available: {reranker.reason}; "

@@ -59,7 +59,7 @@ class RerankFilterParams(_Strict):
     cross-encoder): a candidate it scores above ``positive_score * (1 - relative_margin)`` is dropped."""
 
     enabled: bool = Field(description="false: no reranker is loaded")
-    relative_margin: float = Field(ge=0.0, lt=1.0, description="drop rerank score > positive's * (1 - margin)")
+    relative_margin: float = Field(ge=0.0, lt=1.0, description="drop score > positive's * (1 - margin)")
     chunk_pairs: int = Field(ge=1, description="(query, passage) pairs handed to the reranker per call")
 
 

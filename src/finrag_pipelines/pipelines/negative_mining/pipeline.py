@@ -35,7 +35,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.score_candidates_with_reranker,
-                ["mining_candidates", "distilled_queries", "corpus", "reranker", P + "rules", P + "rerank_filter"],
+                ["mining_candidates", "distilled_queries", "corpus", "reranker", P + "rules",
+                 P + "rerank_filter"],
                 "mining_rerank_scores",
                 name="score_candidates_with_reranker",
             ),

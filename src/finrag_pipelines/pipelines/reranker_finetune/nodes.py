@@ -1,10 +1,10 @@
 """reranker_finetune nodes: a base reranker folder, ms-swift rows from the mined examples, one training run.
 
-The rows come from negative_mining's ``infonce_row_ids`` (the same query, positive and negatives the encoder is
-trained on, same train/dev split by document) with the raw query text: a reranker reads the query in its own
-prompt, not the encoder's instruction. Every passage is cut (by characters, with the base model's tokenizer)
-so that its pair fits ``max_length`` whole: ms-swift then drops nothing and never cuts the generative prompt's
-end, where the model answers.
+The rows come from negative_mining's ``infonce_row_ids`` (the same query, positive and negatives the encoder
+is trained on, same train/dev split by document) with the raw query text: a reranker reads the query in its
+own prompt, not the encoder's instruction. Every passage is cut (by characters, with the base model's
+tokenizer) so that its pair fits ``max_length`` whole: ms-swift then drops nothing and never cuts the
+generative prompt's end, where the model answers.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def prepare_reranker_base_model(
         folder = Path(str(params.model_path))
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
-                f"reranker_finetune.base_model.model_path {folder} is not a model folder (no config.json); put a "
+                f"reranker_finetune.base_model.model_path {folder} is not a model folder (no config.json); "
+                "put a "
                 "reranker (e.g. Qwen3-Reranker-0.6B) there, or use base_model.kind: tiny (demo/test envs)"
             )
         return folder
@@ -116,7 +117,8 @@ def build_reranker_rows(
     missing = sorted({str(q) for q in infonce_row_ids["query_id"]} - set(query_of))
     if missing:
         raise ValueError(
-            f"infonce_row_ids names {len(missing)} query id(s) not in distilled_queries (e.g. {missing[:3]}); "
+            f"infonce_row_ids names {len(missing)} query id(s) not in distilled_queries (e.g. "
+            f"{missing[:3]}); "
             "rerun negative_mining on these queries."
         )
     counts = {
@@ -157,8 +159,8 @@ def build_reranker_rows(
     logger.info(
         "reranker_finetune: %d train / %d dev rows from %d mined examples (%d dropped: query longer than "
         "max_length %d; %d of %d passages cut to fit)",
-        len(train_rows), len(dev_rows), counts["examples"], counts["dropped_query_too_long"], config.max_length,
-        counts["passages_cut"], counts["passages"],
+        len(train_rows), len(dev_rows), counts["examples"], counts["dropped_query_too_long"],
+        config.max_length, counts["passages_cut"], counts["passages"],
     )  # fmt: skip
     return train_rows, dev_rows, stats
 

@@ -109,8 +109,7 @@ class CausalLMReranker:
         ):
             raise ValueError(
                 f"the tokenizer in {self._folder} has no single token {token!r}; a Qwen3-Reranker-style "
-                "model "
-                "answers with the tokens 'yes' and 'no' (use kind: cross_encoder for a classification model)."
+                "model answers with the tokens 'yes' and 'no' (use kind: cross_encoder for a classifier)."
             )
         return int(token_id)
 

@@ -59,8 +59,8 @@ class QwenRerankPrompt:
         if self.body_budget < 16:
             raise ValueError(
                 f"max_length {max_length} leaves {self.body_budget} tokens for instruction, query and "
-                "document "
-                f"after the fixed prompt ({len(self.prefix) + len(self.suffix)} tokens); raise max_length."
+                f"document after the fixed prompt ({len(self.prefix) + len(self.suffix)} tokens); raise "
+                "max_length."
             )
 
     def body(self, query: str, passage: str) -> list[int]:

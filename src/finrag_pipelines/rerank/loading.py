@@ -54,8 +54,8 @@ def check_model_folder(folder: Path) -> None:
     if not folder.exists():
         raise FileNotFoundError(
             f"reranker model folder {folder} does not exist; put the model there (for example "
-            "Qwen3-Reranker-0.6B "
-            "or bge-reranker-v2-m3 copied from a machine with hub access, or a tiny test model from "
+            "Qwen3-Reranker-0.6B or bge-reranker-v2-m3 copied from a machine with hub access, or a tiny test "
+            "model from "
             "finrag_pipelines.rerank.tiny_models); see README."
         )
     if not folder.is_dir() or not (folder / "config.json").is_file():
@@ -98,8 +98,7 @@ def load_model(folder: Path, auto_class: Any, dtype: str, device: str) -> Any:
     except Exception as exc:
         raise ValueError(
             f"could not load a {auto_class.__name__} from {folder} ({type(exc).__name__}: {exc}); put a "
-            "complete "
-            "transformers model there (see README)."
+            "complete transformers model there (see README)."
         ) from exc
     return model.to(device).eval()
 

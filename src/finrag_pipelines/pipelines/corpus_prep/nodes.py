@@ -101,9 +101,8 @@ def split_passages(corpus: pd.DataFrame, passages: PassageParams) -> tuple[pd.Da
     report = {"enabled": True, "max_chars": passages.max_chars, "overlap_chars": passages.overlap_chars,
               **stats.to_dict()}
     logger.info(
-        "corpus_prep: %d documents -> %d passages (%d documents split; %d table rows over max_chars kept "
-        "whole, "
-        "%d sentences cut at max_chars)",
+        "corpus_prep: %d documents -> %d passages (%d documents split; %d table rows over max_chars "
+        "kept whole, %d sentences cut at max_chars)",
         stats.documents,
         stats.passages,
         stats.documents_split,

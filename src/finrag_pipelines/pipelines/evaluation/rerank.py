@@ -102,8 +102,7 @@ def describe_rerank(
     if unknown:
         raise ValueError(
             f"evaluation.rerank.retrievers names {unknown}, which the rerank stage does not offer; choose "
-            "among "
-            f"{list(RERANKABLE)} (or add the retriever to RERANKABLE in pipelines/evaluation/rerank.py)."
+            f"among {list(RERANKABLE)} (or add it to RERANKABLE in pipelines/evaluation/rerank.py)."
         )
     return {
         "retrievers": list(rerank.retrievers),

@@ -62,8 +62,7 @@ def prepare_reranker_base_model(
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
                 f"reranker_finetune.base_model.model_path {folder} is not a model folder (no config.json); "
-                "put a "
-                "reranker (e.g. Qwen3-Reranker-0.6B) there, or use base_model.kind: tiny (demo/test envs)"
+                "put a reranker (e.g. Qwen3-Reranker-0.6B) there, or use base_model.kind: tiny (demo/test)"
             )
         return folder
     from finrag_pipelines.rerank.tiny_models import build_tiny_bert_cross_encoder, build_tiny_qwen3_reranker
@@ -118,8 +117,7 @@ def build_reranker_rows(
     if missing:
         raise ValueError(
             f"infonce_row_ids names {len(missing)} query id(s) not in distilled_queries (e.g. "
-            f"{missing[:3]}); "
-            "rerun negative_mining on these queries."
+            f"{missing[:3]}); rerun negative_mining on these queries."
         )
     counts = {
         "examples": len(infonce_row_ids),

@@ -77,15 +77,16 @@ def test_default_pipeline_runs_end_to_end_and_resumes(project):
         session.run(pipeline_names=["index_build"])
     assert sorted(p for p in cache.rglob("*") if p.is_file()) == shards
 
-    # the rerank stage: reranker_finetune builds a tiny base reranker and trains it on the mined rows; evaluation
-    # then reranks bm25 and hybrid_weighted with both and compares them
+    # the rerank stage: reranker_finetune builds a tiny base reranker and trains it on the mined rows;
+    # evaluation then reranks bm25 and hybrid_weighted with both and compares them
     with KedroSession.create(project_path=project, env="test") as session:
         session.run(pipeline_names=["reranker_finetune", "evaluation"])
     metrics = json.loads((project / "data/08_reporting/retrieval_metrics.json").read_text())
     assert set(metrics) == RETRIEVERS | RERANK_RETRIEVERS
-    comparisons = json.loads((project / "data/08_reporting/disc_finllm/retrieval_comparisons.json").read_text())
+    reports = project / "data/08_reporting"
+    comparisons = json.loads((reports / "disc_finllm/retrieval_comparisons.json").read_text())
     assert all("mean_diff" in c for c in comparisons)
-    report = json.loads((project / "data/08_reporting/reranker_finetune/reranker_finetune_report.json").read_text())
+    report = json.loads((reports / "reranker_finetune/reranker_finetune_report.json").read_text())
     assert report["steps"] == 3 and report["rows"]["dropped_query_too_long"] == 0
 
 

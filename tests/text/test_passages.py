@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from finrag_pipelines.text.passages import (
@@ -38,7 +40,7 @@ def test_passages_respect_max_chars_and_sentence_boundaries_with_overlap() -> No
     parts = split_document(text, 60, 20)
     assert len(parts) > 5 and all(len(p) <= 60 for p in parts)
     assert all(p.endswith("。") for p in parts)  # never cut inside a sentence
-    for prev, nxt in zip(parts, parts[1:]):
+    for prev, nxt in pairwise(parts):
         last = sentences(prev)[-1]
         assert nxt.startswith(last)  # the overlap is the previous passage's last whole sentence
     covered = "".join(sentences(text))

@@ -47,7 +47,7 @@ class RerankerDataset(AbstractDataset[None, "LazyReranker | Unavailable"]):
         self._optional = bool(optional)
         self._hint = missing_hint
 
-    def load(self) -> "LazyReranker | Unavailable":
+    def load(self) -> LazyReranker | Unavailable:
         if self._config is None:
             return Unavailable(
                 what="reranker",

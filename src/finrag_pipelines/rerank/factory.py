@@ -35,10 +35,11 @@ def build_reranker(config: Mapping[str, Any]) -> Reranker:
         A :class:`~.causal_lm.CausalLMReranker` or a :class:`~.cross_encoder.CrossEncoderReranker`.
 
     Raises:
+        TypeError: If ``config`` is not a mapping.
         ValueError: On a missing or unknown ``kind``, an unknown key, or a missing ``model_path``.
     """
     if not isinstance(config, Mapping):
-        raise ValueError(f"reranker config must be a mapping, got {type(config).__name__}: {config!r:.80}.")
+        raise TypeError(f"reranker config must be a mapping, got {type(config).__name__}: {config!r:.80}.")
     kind = config.get("kind")
     allowed = _KEYS.get(str(kind))
     if allowed is None:

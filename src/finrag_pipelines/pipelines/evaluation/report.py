@@ -113,10 +113,12 @@ def _rerank_lines(
     lines = [
         "## Rerank stage",
         "",
-        f"`<retriever>_rerank` reorders the top {rerank.get('top_n')} hits of each of "
-        f"{', '.join(f'`{r}`' for r in rerank.get('retrievers', [])) or 'no retriever'} by a cross-encoder's "
-        "relevance probability; `_rerank_finetuned` uses the reranker `reranker_finetune` trained on the "
-        "mined rows.",
+        (
+            f"`<retriever>_rerank` reorders the top {rerank.get('top_n')} hits of each of "
+            f"{', '.join(f'`{r}`' for r in rerank.get('retrievers', [])) or 'no retriever'} by a "
+            "cross-encoder's relevance probability; `_rerank_finetuned` uses the reranker "
+            "`reranker_finetune` trained on the mined rows."
+        ),
     ]
     for suffix, about in rerank.get("rerankers", {}).items():
         if about.get("status") == "unavailable":

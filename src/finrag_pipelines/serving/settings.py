@@ -44,6 +44,21 @@ class CatalogNames(_Strict):
     encoder: str
     corpus: str
     fusion_weight: str
+    reranker: str
+
+
+class RerankSettings(_Strict):
+    """The optional rerank step: a cross-encoder reorders the first ``depth`` hits of any method."""
+
+    enabled: bool
+    default: bool
+    depth: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _default_needs_enabled(self) -> RerankSettings:
+        if self.default and not self.enabled:
+            raise ValueError("rerank.default: true needs rerank.enabled: true")
+        return self
 
 
 class ServingSettings(_Strict):
@@ -61,6 +76,7 @@ class ServingSettings(_Strict):
         token_env: Name of the environment variable holding the bearer token, or ``None`` (no auth).
         limits: Request limits.
         batcher: Micro-batching settings.
+        rerank: The optional rerank step.
         datasets: Catalog entry names.
     """
 
@@ -74,6 +90,7 @@ class ServingSettings(_Strict):
     token_env: str | None
     limits: Limits
     batcher: BatcherSettings
+    rerank: RerankSettings
     datasets: CatalogNames
 
     @field_validator("alpha")

@@ -56,3 +56,13 @@ class BootstrapParams(_Strict):
     seed: int
     metrics: list[str] = Field(min_length=1)
     comparisons: list[tuple[str, str]] = Field(min_length=1)
+
+
+class RerankParams(_Strict):
+    """The rerank stage: a reranker reorders the top ``top_n`` of first-stage runs (``<name>_rerank``)."""
+
+    retrievers: list[str] = Field(
+        description="first-stage runs that are reranked (each must be one the pipeline offers for reranking)"
+    )
+    top_n: int = Field(ge=10, description="first-stage hits reranked per query (>= the metrics cutoff)")
+    chunk_pairs: int = Field(ge=1, description="(query, passage) pairs handed to the reranker per call")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from . import nodes
+from . import nodes, rerank
 
 P = "params:evaluation."
 
@@ -21,7 +21,14 @@ DENSE = {
 }
 # hybrid suffix → the dense retriever fused with bm25
 HYBRID = {"": "dense", "_finetuned": "dense_finetuned"}
-RETRIEVERS = ["bm25", "bm25_plain", *DENSE, *(f"hybrid_{k}{s}" for s in HYBRID for k in ("rrf", "weighted"))]
+# each first-stage run in rerank.RERANKABLE gets `<name>_rerank` (the configured reranker) and
+# `<name>_rerank_finetuned` (reranker_finetune's model)
+RERANKABLE = rerank.RERANKABLE
+RERANKERS = {"": "reranker", "_finetuned": "reranker_finetuned@reranker"}
+RETRIEVERS = [
+    "bm25", "bm25_plain", *DENSE, *(f"hybrid_{k}{s}" for s in HYBRID for k in ("rrf", "weighted")),
+    *(f"{first}_rerank{suffix}" for first in RERANKABLE for suffix in RERANKERS),
+]  # fmt: skip
 
 
 def _dense_nodes() -> list[Node]:
@@ -43,7 +50,8 @@ def _hybrid_nodes(suffix: str, dense: str) -> list[Node]:
              name=f"fuse_rrf{suffix}"),
         Node(
             nodes.tune_fusion_weight,
-            [f"run_{dense}", "run_bm25", "eval_queries", "eval_qrels", "query_splits", P + "fusion", P + "metrics"],
+            [f"run_{dense}", "run_bm25", "eval_queries", "eval_qrels", "query_splits", P + "fusion",
+             P + "metrics", "corpus"],
             weight,
             name=f"tune_fusion_weight{suffix}",
         ),
@@ -54,6 +62,29 @@ def _hybrid_nodes(suffix: str, dense: str) -> list[Node]:
             name=f"fuse_weighted{suffix}",
         ),
     ]
+
+
+def _rerank_nodes() -> list[Node]:
+    out = []
+    for first in RERANKABLE:
+        for suffix, reranker in RERANKERS.items():
+            out.append(
+                Node(
+                    rerank.node_for(first),
+                    [f"run_{first}", reranker, "corpus", "eval_queries", P + "rerank"],
+                    f"run_{first}_rerank{suffix}",
+                    name=f"rerank_{first}{suffix}",
+                )
+            )
+    out.append(
+        Node(
+            rerank.describe_rerank,
+            [*RERANKERS.values(), P + "rerank"],
+            "rerank_settings",
+            name="describe_rerank",
+        )
+    )
+    return out
 
 
 def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
@@ -75,10 +106,11 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
             ),
             *_dense_nodes(),
             *(node for suffix, dense in HYBRID.items() for node in _hybrid_nodes(suffix, dense)),
+            *_rerank_nodes(),
             Node(
                 nodes.score_runs,
                 {"eval_queries": "eval_queries", "eval_qrels": "eval_qrels", "query_splits": "query_splits",
-                 "metrics": P + "metrics", **runs},
+                 "metrics": P + "metrics", "corpus": "corpus", **runs},
                 "per_query_metrics",
                 name="score_runs",
             ),
@@ -106,6 +138,7 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                     "dense_pretrained_index_meta",
                     "dense_finetuned_index_meta",
                     P + "dataset_name",
+                    "rerank_settings",
                 ],
                 "retrieval_report",
                 name="write_report",

@@ -112,6 +112,9 @@ STOPS = {
     "embedding_finetune": (
         "run first: kedro run --env test --pipelines persona_index,index_build,query_distill,negative_mining"
     ),
+    "reranker_finetune": (
+        "run first: kedro run --env test --pipelines persona_index,index_build,query_distill,negative_mining"
+    ),
     "evaluation": "run first: kedro run --env test --pipelines index_build",
     "rl_search_qa": "run first: kedro run --env test --pipelines persona_index,index_build,query_distill",
     "rag_answer": "run first: kedro run --env test --pipelines index_build",

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,6 +21,7 @@ from finrag_pipelines.text.corpus import indexable
 TOKENIZER = {"use_finance_dict": True, "user_dict_paths": [], "extra_words": [], "stopwords": "builtin",
              "extra_stopwords": [], "lowercase": True, "hmm": True, "search_mode": True, "n_jobs": 1}
 SCORING = {"k1": 1.2, "b": 0.75, "method": "lucene", "tf_cap": 5, "domain_term_weight": 1.2}
+ROOT = Path(__file__).resolve().parents[3]
 LOCAL = ExecutionConfig(backend="local", num_cpus=None, num_actors=1, batch_size=16, address=None, cpus_per_actor=1,
                         gpus_per_actor=0)
 
@@ -59,6 +61,7 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
     )
     catalog["params:index_build.dense"] = DenseParams(index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16)
     catalog["params:index_build.execution"] = LOCAL
+    add_ngram_and_vocabulary(catalog, corpus, tmp_path)
     SequentialRunner().run(create_pipeline(), catalog)
 
     _, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
@@ -69,6 +72,12 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
     assert meta["bm25"]["tf_cap"] == 5 and meta["tokenizer"]["use_finance_dict"] is True
     assert meta["tokenizer"]["search_mode"] is True and bm25.name == "bm25"
     assert catalog.load("bm25_plain_index").name == "bm25_plain"
+
+    ngram = catalog.load("bm25_ngram_index")
+    ngram_meta = json.loads((tmp_path / "bm25_ngram" / "meta.json").read_text())
+    assert ngram_meta["tokenizer"]["kind"] == "char_ngram" and ngram_meta["tokenizer"]["n"] == 2
+    assert ngram_meta["corpus_hash"] == digest
+    assert ngram.search([texts[3][:40]], 1)[0][0].doc_id == corpus["doc_id"][3]
 
     dense = catalog.load("dense_index")
     dense_meta = json.loads((tmp_path / "dense" / "meta.json").read_text())
@@ -89,6 +98,37 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
         dense.check_compatible(corpus_hash=digest, encoder=other)
     with pytest.raises(IndexMismatchError):
         bm25.check_compatible("0" * 64)
+
+
+def add_ngram_and_vocabulary(catalog: DataCatalog, corpus: pd.DataFrame, tmp_path) -> None:
+    """The n-gram index and the mined-vocabulary step's inputs (offline LLM backend), for a whole run."""
+    import yaml
+
+    from finrag_pipelines.llm.config import LLMConfig
+    from finrag_pipelines.llm.journal import ResponseJournal
+    from finrag_pipelines.pipelines.index_build.params import NgramBM25Params, VocabularyParams
+
+    read = lambda name: yaml.safe_load((ROOT / "conf/base" / name).read_text(encoding="utf-8"))  # noqa: E731
+    conf = read("parameters_index_build.yml")["index_build"]
+    vocabulary = conf["vocabulary"]
+    vocabulary["ablation"]["split"] = {"tune_fraction": 0.5, "seed": 1}
+    vocabulary["statistical"]["min_freq"] = 2
+    queries = pd.DataFrame({"query_id": [f"q{i}" for i in range(20)],
+                            "text": [t[5:30] for t in corpus["text"][:20]]})
+    catalog["bm25_ngram_index"] = BM25IndexDataset(str(tmp_path / "bm25_ngram"))
+    catalog["eval_queries"] = queries
+    catalog["eval_qrels"] = pd.DataFrame({"query_id": queries["query_id"], "doc_id": corpus["doc_id"][:20],
+                                          "score": 1})
+    catalog["prompt_vocabulary_entities"] = yaml.safe_load(
+        (ROOT / "conf/base/prompts/vocabulary_entities.yml").read_text(encoding="utf-8")
+    )
+    catalog["llm_credentials"] = {}
+    catalog["llm_journal"] = MemoryDataset(ResponseJournal(tmp_path / "journal.jsonl"), copy_mode="assign")
+    catalog["params:llm"] = LLMConfig.from_mapping(
+        {**read("parameters.yml")["llm"], "backend": "keyword"}
+    )
+    catalog["params:index_build.bm25_ngram"] = NgramBM25Params(**conf["bm25_ngram"])
+    catalog["params:index_build.vocabulary"] = VocabularyParams(**vocabulary)
 
 
 @pytest.mark.slow

@@ -10,13 +10,14 @@ from finrag_pipelines.embedding.distributed import encode_with_execution
 from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.store import EmbeddingStore
 from finrag_pipelines.execution import ExecutionConfig
-from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams
+from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams, NgramBM25Params
 from finrag_pipelines.project_paths import portable_values
 from finrag_pipelines.retrieval.bm25.index import BM25Index
 from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex
 from finrag_pipelines.retrieval.types import Unavailable
 from finrag_pipelines.text.corpus import indexable
+from finrag_pipelines.text.ngram import CharNgramTokenizer
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,20 @@ def build_bm25_index(corpus: pd.DataFrame, params: BM25Params) -> BM25Index:
         ids, texts, tokenizer, BM25Config(**params.scoring.model_dump()), digest, name=params.name
     )
     logger.info("index_build: %s over %d documents (%s)", params.name, len(ids), params.scoring.model_dump())
+    return index
+
+
+def build_ngram_index(corpus: pd.DataFrame, params: NgramBM25Params) -> BM25Index:
+    """Build the character n-gram BM25 index from the same normalised text as the word index.
+
+    Its folder holds the n-gram tokenizer, so queries are cut into n-grams exactly as the documents were.
+    """
+    ids, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
+    tokenizer = CharNgramTokenizer(**params.tokenizer.model_dump())
+    index = BM25Index.build(
+        ids, texts, tokenizer, BM25Config(**params.scoring.model_dump()), digest, name=params.name
+    )
+    logger.info("index_build: %s (%r) over %d documents", params.name, tokenizer, len(ids))
     return index
 
 

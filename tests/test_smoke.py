@@ -13,6 +13,7 @@ from kedro.framework.startup import bootstrap_project
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_RETRIEVERS = {"bm25", "bm25_plain", "dense", "hybrid_rrf", "hybrid_weighted"}
+BASE_RETRIEVERS |= {"bm25_ngram", "fusion_weighted", "fusion_learned", "fusion"}  # n-grams, fusion
 FINETUNED_RETRIEVERS = {"dense_pretrained", "dense_finetuned", "hybrid_rrf_finetuned", "hybrid_weighted_finetuned"}
 RETRIEVERS = BASE_RETRIEVERS | FINETUNED_RETRIEVERS
 RERANK_RETRIEVERS = {f"{r}_rerank{s}" for r in ("bm25", "hybrid_weighted") for s in ("", "_finetuned")}
@@ -52,8 +53,12 @@ def test_default_pipeline_runs_end_to_end_and_resumes(project):
     distill = json.loads((project / "data/08_reporting/disc_finllm/distill_report.json").read_text())
     assert distill["backend"] == "keyword" and distill["kept"] > 50 and distill["failed_documents"] == 0
     assert json.loads((project / "data/08_reporting/personas/persona_index_report.json").read_text())
-    for index in ("bm25", "bm25_plain", "dense_base", "dense_pretrained", "dense_finetuned"):
+    for index in ("bm25", "bm25_plain", "bm25_ngram", "dense_base", "dense_pretrained", "dense_finetuned"):
         assert json.loads((project / f"data/06_models/disc_finllm/{index}/meta.json").read_text())["corpus_hash"]
+    fusion = json.loads((project / "data/07_model_output/disc_finllm/fusion_settings.json").read_text())
+    assert fusion["method"] in ("weighted", "learned") and fusion["selection"]["n_tune_queries"] > 0
+    vocabulary = json.loads((project / "data/08_reporting/disc_finllm/vocabulary_ablation.json").read_text())
+    assert vocabulary["decision"] in vocabulary["variants"] and "## First-stage fusion" in report
     # the chain went corpus → queries → negatives → fine-tune → index → evaluation
     finetune = json.loads((project / "data/08_reporting/embedding_finetune/finetune_report.json").read_text())
     assert finetune["steps"] == 3 and finetune["status"] == "finished"

@@ -20,6 +20,7 @@ _WHERE = {
     "RerankerDataset": "rerankers",
     "MilvusDenseIndexDataset": "milvus",
     "MilvusBM25IndexDataset": "milvus",
+    "FixedFusionSettingsDataset": "fusion",
 }
 __all__ = sorted(_WHERE)
 

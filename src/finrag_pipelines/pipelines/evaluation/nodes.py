@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
@@ -27,6 +26,7 @@ from finrag_pipelines.retrieval.fusion import rrf, weighted_sum
 from finrag_pipelines.retrieval.interfaces import LexicalIndex, VectorIndex
 from finrag_pipelines.retrieval.metrics import metric_names, paired_bootstrap, query_metrics
 from finrag_pipelines.retrieval.runs import frame_to_run, run_to_frame, unavailable_frame, unavailable_reason
+from finrag_pipelines.retrieval.splits import assign_splits
 from finrag_pipelines.retrieval.types import Hit, RetrievalError, Retriever, Run, Unavailable
 from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.passages import document_ranking
@@ -37,14 +37,10 @@ logger = logging.getLogger(__name__)
 def split_queries(eval_queries: pd.DataFrame, split: SplitParams) -> pd.DataFrame:
     """Assign each query to ``tune`` or ``report`` by a seeded hash of its id (stable under reordering)."""
 
-    def unit(qid: str) -> float:
-        digest = hashlib.sha256(f"{split.seed}:{qid}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
-
     splits = pd.DataFrame(
         {
             "query_id": eval_queries["query_id"],
-            "split": ["tune" if unit(q) < split.tune_fraction else "report" for q in eval_queries["query_id"]],
+            "split": assign_splits(eval_queries["query_id"], split.tune_fraction, split.seed),
         }
     )
     logger.info("evaluation: query splits %s", splits["split"].value_counts().to_dict())
@@ -316,6 +312,9 @@ def write_report(
     dense_finetuned_index_meta: dict[str, Any],
     dataset: str,
     rerank_settings: dict[str, Any] | None = None,
+    fusion_settings: dict[str, Any] | None = None,
+    vocabulary_ablation: dict[str, Any] | None = None,
+    bm25_ngram_index_meta: dict[str, Any] | None = None,
 ) -> str:
     """The markdown report (metrics, bootstrap differences, fusion tuning, rerank stage, index provenance).
 
@@ -329,9 +328,12 @@ def write_report(
         query_splits["split"].value_counts().to_dict(),
         corpus_prep_report,
         {"bm25": bm25_index_meta, "bm25_plain": bm25_plain_index_meta, "dense": dense_index_meta,
-         "dense_pretrained": dense_pretrained_index_meta, "dense_finetuned": dense_finetuned_index_meta},
+         "dense_pretrained": dense_pretrained_index_meta, "dense_finetuned": dense_finetuned_index_meta,
+         **({"bm25_ngram": bm25_ngram_index_meta} if bm25_ngram_index_meta else {})},
         retriever_status=retriever_status,
         rerank=rerank_settings,
+        first_stage_fusion=fusion_settings,
+        vocabulary=vocabulary_ablation,
     ))
 
 

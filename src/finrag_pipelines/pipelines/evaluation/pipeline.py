@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from . import nodes, rerank
+from . import first_stage, nodes, rerank
 
 P = "params:evaluation."
 
@@ -29,6 +29,9 @@ RETRIEVERS = [
     "bm25", "bm25_plain", *DENSE, *(f"hybrid_{k}{s}" for s in HYBRID for k in ("rrf", "weighted")),
     *(f"{first}_rerank{suffix}" for first in RERANKABLE for suffix in RERANKERS),
 ]  # fmt: skip
+# lexical retriever → its index dataset
+LEXICAL = {"bm25": "bm25_index", "bm25_plain": "bm25_plain_index", "bm25_ngram": "bm25_ngram_index"}
+RETRIEVERS += ["bm25_ngram", *first_stage.FUSED]  # n-gram BM25, the first-stage fusion of several retrievers
 
 
 def _dense_nodes() -> list[Node]:
@@ -87,6 +90,37 @@ def _rerank_nodes() -> list[Node]:
     return out
 
 
+def _first_stage_fusion_nodes() -> list[Node]:
+    """``fusion_settings`` (tuned on tune, or fixed), then ``fusion_weighted``, ``_learned``, ``fusion``."""
+    runs = {name: f"run_{name}" for name in first_stage.FUSABLE}
+    indexes = {f"{name}_index": index for name, index in LEXICAL.items()}
+    common = {"eval_queries": "eval_queries", "corpus": "corpus", **indexes, **runs}
+    fuse = {
+        "weighted": first_stage.fuse_first_stage_weighted,
+        "learned": first_stage.fuse_first_stage_learned,
+        "": first_stage.fuse_first_stage,
+    }
+    return [
+        Node(
+            first_stage.tune_first_stage_fusion,
+            {**common, "eval_qrels": "eval_qrels", "query_splits": "query_splits",
+             "fusion_settings_fixed": "fusion_settings_fixed", "params": P + "first_stage_fusion",
+             "metrics": P + "metrics"},
+            "fusion_settings",
+            name="tune_first_stage_fusion",
+        ),
+        *(
+            Node(
+                func,
+                {**common, "fusion_settings": "fusion_settings"},
+                f"run_fusion{'_' + key if key else ''}",
+                name=f"fuse_first_stage{'_' + key if key else ''}",
+            )
+            for key, func in fuse.items()
+        ),
+    ]
+
+
 def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
     runs = {name: f"run_{name}" for name in RETRIEVERS}
     return Pipeline(
@@ -104,7 +138,14 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                 "run_bm25_plain",
                 name="retrieve_bm25_plain",
             ),
+            Node(
+                nodes.retrieve_bm25,
+                ["bm25_ngram_index", "corpus", "eval_queries", P + "retrieve"],
+                "run_bm25_ngram",
+                name="retrieve_bm25_ngram",
+            ),
             *_dense_nodes(),
+            *_first_stage_fusion_nodes(),
             *(node for suffix, dense in HYBRID.items() for node in _hybrid_nodes(suffix, dense)),
             *_rerank_nodes(),
             Node(
@@ -139,6 +180,9 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                     "dense_finetuned_index_meta",
                     P + "dataset_name",
                     "rerank_settings",
+                    "fusion_settings",
+                    "vocabulary_ablation",
+                    "bm25_ngram_index_meta",
                 ],
                 "retrieval_report",
                 name="write_report",

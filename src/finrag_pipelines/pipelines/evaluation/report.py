@@ -10,6 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from finrag_pipelines.pipelines.evaluation.report_fusion import (  # noqa: E402
+    first_stage_fusion_lines,
+    vocabulary_lines,
+)
+
 
 def _fmt(value: float) -> str:
     return f"{value:.4f}"
@@ -143,6 +148,8 @@ def render_markdown(
     index_meta: Mapping[str, Mapping[str, Any]],
     retriever_status: Mapping[str, str] | None = None,
     rerank: Mapping[str, Any] | None = None,
+    first_stage_fusion: Mapping[str, Any] | None = None,
+    vocabulary: Mapping[str, Any] | None = None,
 ) -> str:
     """The whole markdown report.
 
@@ -150,6 +157,8 @@ def render_markdown(
         fusion_weights: The tuned (or fixed) weight of each weighted hybrid, keyed by the hybrid's name.
         retriever_status: ``"evaluated"`` or ``"not evaluated: <reason>"`` per retriever.
         rerank: The rerank stage's settings (evaluation's ``rerank_settings``), or ``None`` for none.
+        first_stage_fusion: The ``fusion_settings`` artefact (weights, model, cross-validation), if any.
+        vocabulary: index_build's ``vocabulary_ablation``, if any.
     """
     tuned = any(w.get("grid") for w in fusion_weights.values())
     not_evaluated = {k: v for k, v in (retriever_status or {}).items() if v != "evaluated"}
@@ -193,7 +202,8 @@ def render_markdown(
         lines += _fusion_lines(name, "dense_finetuned" if name.endswith("_finetuned") else "dense", weight)
     if rerank is not None:
         lines += ["", *_rerank_lines(rerank, comparisons, retriever_status or {})]
-    lines += ["", "## Indexes", ""]
+    lines += ["", *first_stage_fusion_lines(first_stage_fusion), *vocabulary_lines(vocabulary)]
+    lines += ["## Indexes", ""]
     for name, meta in index_meta.items():
         lines += _index_lines(name, meta)
     lines += [

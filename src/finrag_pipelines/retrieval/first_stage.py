@@ -280,7 +280,12 @@ class FusionSettings:
                 f"the learned model reads views {self.learned.views}, the builder has {features.views}"
             )
         matrices = features.features(table, queries)
-        return [ranked(q.doc_ids, self.learned.score(x), self.depth) for q, x in zip(table.queries, matrices)]
+        scores = self.learned.score(np.vstack(matrices)) if matrices else np.zeros(0)  # one predict call
+        bounds = np.cumsum([0, *(len(x) for x in matrices)])
+        return [
+            ranked(q.doc_ids, scores[start:end], self.depth)
+            for q, start, end in zip(table.queries, bounds[:-1], bounds[1:])
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (the artefact)."""

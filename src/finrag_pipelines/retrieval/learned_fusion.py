@@ -86,6 +86,9 @@ class FeatureBuilder:
 
     def query_features(self, candidates: QueryCandidates, query: str) -> np.ndarray:
         """``(n_candidates, n_features)`` for one query, columns as :func:`feature_names`."""
+        if not candidates.doc_ids:  # no retriever found anything
+            n_runs = candidates.scores.shape[1]
+            return np.zeros((0, len(PER_RETRIEVER) * n_runs + len(PER_VIEW) * len(self._views) + len(GLOBAL)))
         ranks = candidates.ranks
         per_retriever = np.stack(
             [

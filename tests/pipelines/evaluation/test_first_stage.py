@@ -150,6 +150,10 @@ def test_fixed_settings_are_applied_without_tuning(world, tmp_path) -> None:
     )
     assert out["weights"] == settings["weights"] and out["learned"] == settings["learned"]
     assert out["source"].startswith("fixed:") and str(path) in out["source"]
+    from finrag_pipelines.pipelines.evaluation.report_fusion import first_stage_fusion_lines
+
+    assert "Nothing is fitted on this set" in "\n".join(first_stage_fusion_lines(out))
+    assert "Nothing here is fitted on `report`" in "\n".join(first_stage_fusion_lines(settings))
     missing = {**runs, "dense": unavailable_frame("no dense index")}
     with pytest.raises(ValueError, match="fixed fusion settings fuse"):
         fs.tune_first_stage_fusion(

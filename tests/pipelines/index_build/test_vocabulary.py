@@ -140,3 +140,26 @@ def test_the_ablation_decides_on_tune_and_the_index_takes_its_decision(corpus) -
     assert kept.tokenizer.is_domain_term("冰墩墩")
     plain = voc.build_bm25_index_with_vocabulary(corpus, merged, {"sources_kept": []}, BM25)
     assert plain.meta["tokenizer"]["user_dict_paths"] == [] and not plain.tokenizer.is_domain_term("冰墩墩")
+
+
+def test_a_fixed_decision_measures_nothing_on_the_set(corpus) -> None:
+    """A held-out set takes the dev set's decision: no tune queries are needed, none are read."""
+    from finrag_pipelines.pipelines.evaluation.report_fusion import vocabulary_lines
+
+    terms = voc.mine_statistical_terms(corpus, vocab_params())
+    empty_llm = terms.iloc[0:0].assign(category=[], alias_of=[], documents=[])
+    merged = voc.merge_mined_vocabulary(terms, empty_llm, BM25, vocab_params())
+    no_queries = pd.DataFrame({"query_id": [], "text": []})
+    no_qrels = pd.DataFrame({"query_id": [], "doc_id": [], "score": []})
+    fixed = voc.ablate_mined_vocabulary(
+        corpus, merged, no_queries, no_qrels, BM25, vocab_params(ablation={"fixed_decision": "statistical"})
+    )
+    assert fixed["decision"] == "statistical" and fixed["sources_kept"] == ["statistical"]
+    assert fixed["terms_kept"] == (merged["status"] == "candidate").sum() and fixed["n_tune_queries"] == 0
+    assert "not measured on this set" in "\n".join(vocabulary_lines(fixed))
+    none = voc.ablate_mined_vocabulary(
+        corpus, merged, no_queries, no_qrels, BM25, vocab_params(ablation={"fixed_decision": "none"})
+    )
+    assert none["sources_kept"] == [] and none["terms_kept"] == 0
+    with pytest.raises(ValueError, match="answerable tune queries"):
+        voc.ablate_mined_vocabulary(corpus, merged, no_queries, no_qrels, BM25, vocab_params())

@@ -37,14 +37,16 @@ def first_stage_fusion_lines(settings: Mapping[str, Any] | None) -> list[str]:
     else:
         lines.append("- `fusion_learned`: not trained (first_stage_fusion.learned.enabled is false).")
     cv = selection.get("cv") or {}
+    fixed = str(settings.get("source", "")).startswith("fixed")
     if cv:
         scores = ", ".join(f"{method} {value:.4f}" for method, value in cv.items())
+        where = "the dev set's" if fixed else ""
         lines.append(
             f"- `fusion` = **{settings['method']}**: {selection.get('cv_folds')}-fold cross-validation "
-            f"(repeated {selection.get('cv_repeats', 1)}×) on "
+            f"(repeated {selection.get('cv_repeats', 1)}×) on {where or 'the'} "
             f"{selection.get('n_tune_queries')} tune queries ({metric}, each fold scored by a fit on the "
-            "others): "
-            f"{scores}. Nothing here is fitted on `report`."
+            f"others): {scores}. "
+            + ("Nothing is fitted on this set." if fixed else "Nothing here is fitted on `report`.")
         )
     else:
         lines.append(f"- `fusion` = **{settings['method']}**, as the fixed settings say (not tuned here).")
@@ -63,6 +65,9 @@ def vocabulary_lines(ablation: Mapping[str, Any] | None) -> list[str]:
     ]
     for source, reason in (ablation.get("not_run") or {}).items():
         lines.append(f"- `{source}` not run: {reason}.")
+    if not ablation["variants"]:
+        kept = f"`{ablation['decision']}` ({ablation['terms_kept']} terms)"
+        return [*lines, f"- Decision {kept}: {ablation.get('source', 'fixed')}.", ""]
     lines += [
         f"- Ablation on {ablation['n_tune_queries']} tune queries (word BM25, {metric}):",
         "",

@@ -122,6 +122,9 @@ class VocabularyAblationParams(_Strict):
     metric: str = Field(description="e.g. mrr@10 (name as in evaluation.metrics)")
     min_gain: float = Field(ge=0, description="keep a variant only when it beats no mined terms by more")
     depth: int = Field(ge=10, description="hits per query searched")
+    fixed_decision: Optional[Literal["none", "statistical", "llm", "all"]] = Field(
+        description="use this variant unmeasured (a held-out set: the dev set's decision); null = ablate"
+    )
 
 
 class VocabularyParams(_Strict):

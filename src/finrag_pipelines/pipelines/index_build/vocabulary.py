@@ -257,6 +257,18 @@ def ablate_mined_vocabulary(
         ValueError: If the tune split has no answerable query or the metric is unknown.
     """
     cfg = params.ablation
+    candidates = {
+        str(source): int(n)
+        for source, n in mined_vocabulary[mined_vocabulary["status"] == "candidate"]
+        .groupby("source")
+        .size()
+        .items()
+    }
+    not_run = {
+        k.removesuffix("_not_run"): v for k, v in mined_vocabulary.attrs.items() if k.endswith("_not_run")
+    }
+    if cfg.fixed_decision is not None:
+        return _fixed_decision(mined_vocabulary, cfg.fixed_decision, cfg.metric, candidates, not_run)
     relevance: dict[str, dict[str, int]] = {}
     for qid, did, grade in zip(eval_qrels["query_id"], eval_qrels["doc_id"], eval_qrels["score"]):
         if grade > 0:
@@ -305,16 +317,30 @@ def ablate_mined_vocabulary(
         "decision": decision,
         "sources_kept": results[decision]["sources"],
         "terms_kept": results[decision]["terms"],
-        "not_run": {
-            k.removesuffix("_not_run"): v for k, v in mined_vocabulary.attrs.items() if k.endswith("_not_run")
-        },
-        "candidates": {
-            str(source): int(n)
-            for source, n in mined_vocabulary[mined_vocabulary["status"] == "candidate"]
-            .groupby("source")
-            .size()
-            .items()
-        },
+        "not_run": not_run,
+        "candidates": candidates,
+        "source": "ablation on the tune split",
+    }
+
+
+def _fixed_decision(
+    vocabulary: pd.DataFrame, decision: str, metric: str, candidates: dict[str, int], not_run: dict[str, str]
+) -> dict[str, Any]:
+    """The ablation's answer fixed in conf (a held-out set takes the dev set's decision; nothing measured)."""
+    sources = sorted(candidates) if decision == "all" else [] if decision == "none" else [decision]
+    user_dict = _user_dict(vocabulary, sources) if sources else None
+    logger.info("index_build: vocabulary decision fixed in conf: %s (nothing measured on this set)", decision)
+    return {
+        "metric": metric,
+        "n_tune_queries": 0,
+        "min_gain": None,
+        "variants": {},
+        "decision": decision,
+        "sources_kept": sources,
+        "terms_kept": 0 if user_dict is None else user_dict.text.count("\n"),
+        "not_run": not_run,
+        "candidates": candidates,
+        "source": "fixed in conf (index_build.vocabulary.ablation.fixed_decision), not measured on this set",
     }
 
 

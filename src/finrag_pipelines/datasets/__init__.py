@@ -12,6 +12,7 @@ _WHERE = {
     "SourceLinesDataset": "source_lines",
     "BM25IndexDataset": "indexes",
     "FaissIndexDataset": "indexes",
+    "IndexMetaDataset": "indexes",
     "EncoderDataset": "encoders",
     "EmbeddingStoreDataset": "encoders",
     "CredentialsDataset": "llm",

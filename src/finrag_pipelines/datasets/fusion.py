@@ -5,6 +5,9 @@ Evaluating a held-out test folder must tune nothing on it. Pass the dev set's se
     kedro run --pipelines index_build,evaluation --params retrieval_dataset=<test folder>,\\
         fixed_fusion_settings=data/07_model_output/<dev>/fusion_settings.json
 
+``fusion_settings`` is versioned: that path is the folder of its versions, and the newest one is read (name a
+version's file, ``.../fusion_settings.json/<version>/fusion_settings.json``, to use an older one).
+
 The catalog entry's ``filepath`` is ``${runtime_params:fixed_fusion_settings, null}``: without the runtime
 parameter this dataset loads an :class:`~finrag_pipelines.retrieval.types.Unavailable` (evaluation then tunes
 on its own ``tune`` split); with it, the file must exist.
@@ -18,6 +21,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
+from finrag_pipelines.provenance.versions import latest_path
 from finrag_pipelines.retrieval.types import Unavailable
 
 NOT_GIVEN = (
@@ -41,7 +45,10 @@ class FixedFusionSettingsDataset(AbstractDataset[None, "dict[str, Any] | Unavail
     def load(self) -> dict[str, Any] | Unavailable:
         if self._filepath is None:
             return Unavailable(what="fixed fusion settings", reason=NOT_GIVEN)
-        path = Path(self._filepath)
+        try:
+            path = latest_path(self._filepath)
+        except FileNotFoundError:
+            path = Path(self._filepath)
         if not path.is_file():
             raise DatasetError(
                 f"fixed_fusion_settings names {path}, which does not exist; give the fusion_settings.json "
@@ -63,7 +70,12 @@ class FixedFusionSettingsDataset(AbstractDataset[None, "dict[str, Any] | Unavail
         raise DatasetError("fixed fusion settings are read-only; evaluation writes fusion_settings")
 
     def _exists(self) -> bool:
-        return self._filepath is None or Path(self._filepath).is_file()
+        if self._filepath is None:
+            return True
+        try:
+            return latest_path(self._filepath).is_file()
+        except FileNotFoundError:
+            return False
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath) if self._filepath else None}

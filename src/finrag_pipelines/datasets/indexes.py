@@ -1,24 +1,28 @@
-"""Datasets for index folders (BM25, FAISS) whose ``meta.json`` is validated on load."""
+"""Datasets for index folders (BM25, FAISS) whose ``meta.json`` is validated on load.
+
+``versioned: true`` (conf/base): each run's index goes to ``<path>/<version>/<name>`` and a load reads the
+newest one (or the one ``--load-versions`` pins); see :mod:`finrag_pipelines.datasets.versioned`.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from kedro.io import AbstractDataset
+from kedro.io import DatasetError
+
+from finrag_pipelines.datasets.versioned import VersionedFolderDataset
 
 
-class _IndexFolderDataset(AbstractDataset):
+class _IndexFolderDataset(VersionedFolderDataset):
+    _marker = "meta.json"
+
     def _index_cls(self) -> Any:
         raise NotImplementedError
 
-    def __init__(self, path: str) -> None:
-        self._path = PurePosixPath(path)
-
-    def load(self) -> Any:
-        meta = Path(self._path) / "meta.json"
+    def _read(self, folder: Path) -> Any:
+        meta = folder / "meta.json"
         if meta.is_file():  # an optional index recorded as not built (e.g. no fine-tuned model yet)
             from finrag_pipelines.retrieval.types import Unavailable
 
@@ -28,24 +32,10 @@ class _IndexFolderDataset(AbstractDataset):
                 stand_in = None  # the index class reports a broken meta.json with its own message
             if stand_in is not None:
                 return stand_in
-        return self._index_cls().load(Path(self._path))
+        return self._index_cls().load(folder)
 
-    def save(self, data: Any) -> None:
-        folder = Path(self._path)
-        tmp = folder.with_name(folder.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        data.save(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)  # a crash mid-save never leaves a half-written index in place
-
-    def _exists(self) -> bool:
-        return (Path(self._path) / "meta.json").is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "kind": type(self).__name__}
+    def _write(self, data: Any, folder: Path) -> None:
+        data.save(folder)
 
 
 class BM25IndexDataset(_IndexFolderDataset):
@@ -64,3 +54,33 @@ class FaissIndexDataset(_IndexFolderDataset):
         from finrag_pipelines.retrieval.dense import DenseIndex  # imports faiss only when used
 
         return DenseIndex
+
+
+class IndexMetaDataset(VersionedFolderDataset):
+    """The ``meta.json`` of an index folder, read without loading the index (read-only).
+
+    ``path`` is the index dataset's own path (and ``versioned`` its setting): the same version is read,
+    and a ``--load-versions`` pin of the index applies to this view too (``catalog.py``).
+    """
+
+    _marker = "meta.json"
+
+    def folder(self) -> Path:
+        if self._version and not self._version.load:
+            # a view of an index the same run may have just rebuilt: the newest version now, not the one an
+            # earlier existence check saw
+            self._clear_version_cache()
+        return super().folder()
+
+    def _read(self, folder: Path) -> dict[str, Any]:
+        meta = folder / "meta.json"
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{meta} is not readable JSON ({exc}); rebuild the index with index_build") from exc
+        if not isinstance(data, dict):
+            raise DatasetError(f"{meta} must hold a JSON object; rebuild the index with index_build")
+        return data
+
+    def save(self, data: Any) -> None:
+        raise DatasetError(f"{self.root}: meta.json is written with its index (index_build), not on its own")

@@ -31,7 +31,13 @@ class CredentialsDataset(AbstractDataset[None, dict[str, Any]]):
 
 
 class ResponseJournalDataset(AbstractDataset[None, "ResponseJournal"]):
-    """Opens the append-only LLM response journal that makes LLM stages resumable; nodes write through it."""
+    """Opens the append-only LLM response journal that makes LLM stages resumable; nodes write through it.
+
+    Not versioned: it is content-addressed (an answer is keyed by the hash of its request), so every run reads
+    and extends one journal and a rerun replays what it already asked; versions would only copy it.
+    """
+
+    content_addressed = True  # lineage records no content hash of this cache (lineage_hooks.storage)
 
     def __init__(self, filepath: str) -> None:
         self._filepath = filepath

@@ -10,6 +10,11 @@ interfaces (:mod:`finrag_pipelines.retrieval.interfaces`). The
 ``meta.json`` contract stays local at ``meta_path`` (the evaluation report and ``*_index_meta`` datasets
 read it); the collection's own properties record what it was built from, and both are checked on load.
 
+``versioned: true`` versions the local part (``meta.json`` and the BM25 tokenizer) like an index folder:
+``<meta_path's folder>/<version>/<folder name>/meta.json``. The collection itself is one per dataset and is
+rewritten by each build, so only a version whose ``meta.json`` matches the collection's properties can be
+opened: an older version made from another corpus or encoder is refused by the same check, never searched.
+
 Example::
 
     dense_index:
@@ -28,7 +33,10 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import DatasetError
+from kedro.io.core import Version
+
+from finrag_pipelines.datasets.versioned import VersionedFolderDataset
 
 _CREDENTIAL_KEYS = ("token", "user", "password", "db_name")
 
@@ -54,7 +62,7 @@ def _write_meta(path: Path, meta: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-class _MilvusIndexDataset(AbstractDataset):
+class _MilvusIndexDataset(VersionedFolderDataset):
     _label = "index"
 
     def __init__(
@@ -67,22 +75,24 @@ class _MilvusIndexDataset(AbstractDataset):
         index_timeout_s: float = 600.0,
         show_progress: bool = True,
         metadata: dict[str, Any] | None = None,
+        version: Version | None = None,
     ) -> None:
+        self._meta_path = PurePosixPath(meta_path)
+        self._marker = self._meta_path.name  # a folder is complete once its meta.json is written (last)
+        super().__init__(str(self._meta_path.parent), version, metadata)
         self._uri = uri
         self._collection = collection
-        self._meta_path = PurePosixPath(meta_path)
         self._credentials = credentials
         self._batch_size = int(batch_size)
         self._index_timeout_s = float(index_timeout_s)
         self._show_progress = bool(show_progress)
-        self.metadata = metadata
         if self._batch_size < 1:
             raise DatasetError(f"batch_size must be >= 1, got {batch_size!r}.")
         self._target = _target(uri, collection, credentials)  # validates uri / collection now
 
     @property
     def _meta_file(self) -> Path:
-        return Path(self._meta_path)
+        return self.folder() / self._marker
 
     def _read_meta(self) -> dict[str, Any]:
         from finrag_pipelines.retrieval.milvus.collection import REBUILD_HINT
@@ -105,16 +115,13 @@ class _MilvusIndexDataset(AbstractDataset):
 
         return Unavailable.from_meta(meta)
 
-    def _save_unavailable(self, data: Any) -> bool:
+    def _save_unavailable(self, data: Any, folder: Path) -> bool:
         from finrag_pipelines.retrieval.types import Unavailable
 
         if isinstance(data, Unavailable):
-            _write_meta(self._meta_file, data.to_meta())
+            _write_meta(folder / self._marker, data.to_meta())
             return True
         return False
-
-    def _exists(self) -> bool:
-        return self._meta_file.is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {
@@ -122,6 +129,7 @@ class _MilvusIndexDataset(AbstractDataset):
             "collection": self._collection,
             "meta_path": str(self._meta_path),
             "kind": type(self).__name__,
+            "version": self._version,
         }
 
 
@@ -153,7 +161,7 @@ class MilvusDenseIndexDataset(_MilvusIndexDataset):
         except (TypeError, ValueError) as exc:
             raise DatasetError(f"milvus dense dataset {collection!r}: bad 'index' settings ({exc}).") from exc
 
-    def load(self) -> Any:
+    def _read(self, folder: Path) -> Any:
         from finrag_pipelines.retrieval.milvus.dense import MilvusDenseIndex
 
         meta = self._read_meta()
@@ -162,10 +170,10 @@ class MilvusDenseIndexDataset(_MilvusIndexDataset):
             return stand_in
         return MilvusDenseIndex.open(self._target, meta)
 
-    def save(self, data: Any) -> None:
+    def _write(self, data: Any, folder: Path) -> None:
         from finrag_pipelines.retrieval.milvus.dense import MilvusDenseIndex
 
-        if self._save_unavailable(data):
+        if self._save_unavailable(data, folder):
             return
         written = MilvusDenseIndex.write(
             data,
@@ -175,7 +183,7 @@ class MilvusDenseIndexDataset(_MilvusIndexDataset):
             index_timeout_s=self._index_timeout_s,
             show_progress=self._show_progress,
         )
-        _write_meta(self._meta_file, written.meta)  # last: a meta.json means a complete collection
+        _write_meta(folder / self._marker, written.meta)  # last: a meta.json means a complete collection
 
 
 class MilvusBM25IndexDataset(_MilvusIndexDataset):
@@ -209,11 +217,7 @@ class MilvusBM25IndexDataset(_MilvusIndexDataset):
         except (TypeError, ValueError) as exc:
             raise DatasetError(f"milvus BM25 dataset {collection!r}: bad 'index' settings ({exc}).") from exc
 
-    @property
-    def _tokenizer_dir(self) -> Path:
-        return self._meta_file.parent / "tokenizer"
-
-    def load(self) -> Any:
+    def _read(self, folder: Path) -> Any:
         from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
         from finrag_pipelines.retrieval.milvus.collection import REBUILD_HINT
         from finrag_pipelines.retrieval.types import IndexMismatchError
@@ -225,18 +229,18 @@ class MilvusBM25IndexDataset(_MilvusIndexDataset):
         if stand_in is not None:
             return stand_in
         try:
-            tokenizer = FinanceTokenizer.load(self._tokenizer_dir)
+            tokenizer = FinanceTokenizer.load(folder / "tokenizer")
         except (TokenizerConfigError, OSError) as exc:
             raise IndexMismatchError(
-                f"BM25 index {self._target}: its tokenizer in {self._tokenizer_dir} cannot be restored ({exc}); "
+                f"BM25 index {self._target}: its tokenizer in {folder / 'tokenizer'} cannot be restored ({exc}); "
                 f"{REBUILD_HINT}."
             ) from exc
         return MilvusBM25Index.open(self._target, meta, tokenizer)
 
-    def save(self, data: Any) -> None:
+    def _write(self, data: Any, folder: Path) -> None:
         from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
 
-        if self._save_unavailable(data):
+        if self._save_unavailable(data, folder):
             return
         written = MilvusBM25Index.write(
             data,
@@ -246,5 +250,5 @@ class MilvusBM25IndexDataset(_MilvusIndexDataset):
             index_timeout_s=self._index_timeout_s,
             show_progress=self._show_progress,
         )
-        written.tokenizer.save(self._tokenizer_dir)
-        _write_meta(self._meta_file, written.meta)  # last: a meta.json means a complete collection
+        written.tokenizer.save(folder / "tokenizer")
+        _write_meta(folder / self._marker, written.meta)  # last: a meta.json means a complete collection

@@ -20,28 +20,48 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import DatasetError
+from kedro.io.core import AbstractVersionedDataset, Version, VersionNotFoundError
 
 from finrag_pipelines.retrieval.types import Unavailable
 
 
-class OptionalParquetDataset(AbstractDataset[None, "pd.DataFrame | Unavailable"]):
+class OptionalParquetDataset(AbstractVersionedDataset[None, "pd.DataFrame | Unavailable"]):
     """Loads a parquet file as a DataFrame, or an :class:`Unavailable` when it does not exist (read-only).
 
     Args:
         filepath: The parquet file (the same path as the writing view's).
         producer: The pipeline that writes it, named in the stand-in's reason.
+        version: ``versioned: true`` when the writing view is versioned: the newest version is read (or the
+            one ``--load-versions`` pins for either view).
+        metadata: Kedro dataset metadata.
     """
 
     optional = True  # the upstream check (hooks) does not require it before a run
 
-    def __init__(self, filepath: str, producer: str) -> None:
-        self._filepath = PurePosixPath(filepath)
+    def __init__(
+        self,
+        filepath: str,
+        producer: str,
+        version: Version | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(PurePosixPath(filepath), version)
         self._producer = producer
+        self.metadata = metadata
+
+    def _path(self) -> Path | None:
+        try:
+            return Path(self._get_load_path())
+        except VersionNotFoundError:
+            return None
 
     def load(self) -> pd.DataFrame | Unavailable:
-        path = Path(self._filepath)
-        if not path.is_file():
+        path = self._path()
+        if path is not None and not path.is_file() and self._version and self._version.load:
+            raise DatasetError(f"{path} (the version --load-versions pins) does not exist")
+        if path is None or not path.is_file():
+            path = path or Path(self._filepath)
             return Unavailable(
                 what=str(path),
                 reason=(
@@ -57,7 +77,8 @@ class OptionalParquetDataset(AbstractDataset[None, "pd.DataFrame | Unavailable"]
         )
 
     def _exists(self) -> bool:
-        return Path(self._filepath).is_file()
+        path = self._path()
+        return path is not None and path.is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "producer": self._producer}
+        return {"filepath": str(self._filepath), "producer": self._producer, "version": self._version}

@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install viz bench serve airflow-dag clean-data
+.PHONY: demo test install viz viz-build mlflow-ui retention bench serve airflow-dag clean-data
 
 $(STAMP): pyproject.toml constraints/cpu.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ test: $(STAMP)
 
 viz: $(STAMP)
 	$(BIN)/kedro viz run --env demo --no-browser
+
+# the static kedro-viz site in build/ (serve it: python -m http.server -d build)
+viz-build: $(STAMP)
+	KEDRO_ENV=demo $(BIN)/kedro viz build
+
+# the demo runs side by side (kedro-mlflow; the local store in data/09_tracking)
+mlflow-ui: $(STAMP)
+	$(BIN)/kedro mlflow ui --env demo
+
+# what the retention rule would delete (conf/base/runs.yml); `make retention APPLY=--apply` deletes it
+retention: $(STAMP)
+	$(BIN)/python -m finrag_pipelines.retention --env demo $(APPLY)
 
 serve: $(STAMP)
 	$(BIN)/finrag-serve --env demo

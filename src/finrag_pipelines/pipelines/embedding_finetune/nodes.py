@@ -97,11 +97,12 @@ def train_embedding_model(
 def summarise_finetune(
     finetuned_model: Path, infonce_train: pd.DataFrame, infonce_dev: pd.DataFrame, params: TrainParams
 ) -> dict[str, Any]:
-    """A small JSON report: base model, settings, steps and last logged loss, data sizes, manifest path
-    (paths relative to the project root)."""
+    """A small JSON report: base model, settings, steps, the logged loss per step and the last one, data sizes,
+    manifest path (paths relative to the project root)."""
     manifest_path = Path(params.work_dir) / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     step = max_steps = loss = train_loss = None
+    curve: list[dict[str, Any]] = []
     log = Path(params.work_dir) / TRAIN_LOG_NAME
     if log.is_file():
         for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -110,6 +111,8 @@ def summarise_finetune(
                 step, max_steps = metrics.get("step", step), metrics.get("max_steps", max_steps)
                 loss = metrics.get("loss", loss)
                 train_loss = metrics.get("train_loss", train_loss)
+                if metrics.get("loss") is not None and metrics.get("step") is not None:
+                    curve.append({"step": int(metrics["step"]), "loss": float(metrics["loss"])})
     config = manifest.get("config") or {}
     return {
         "model": portable_path(finetuned_model),
@@ -120,6 +123,7 @@ def summarise_finetune(
         "max_steps": max_steps,
         "last_logged_loss": float(loss) if loss is not None else None,
         "train_loss": float(train_loss) if train_loss is not None else None,
+        "loss_curve": curve,  # experiment tracking plots it (tracking.py)
         "train_rows": len(infonce_train),
         "dev_rows": len(infonce_dev),
         "started": manifest.get("started"),

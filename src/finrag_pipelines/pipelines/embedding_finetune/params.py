@@ -33,6 +33,6 @@ class TrainParams(StrictModel):
     """Where the run lives and the ms-swift settings (every SwiftEmbeddingConfig field, checked there)."""
 
     work_dir: str = Field(description="swift runs, train.log, manifest.json and the training JSONL files")
-    merged_dir: str = Field(description="the merged model folder; the catalog's finetuned_model path")
+    merged_dir: str = Field(description="the merged model's working copy; finetuned_model versions it")
     progress: bool = True
     swift: dict[str, Any]

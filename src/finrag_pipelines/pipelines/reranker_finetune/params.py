@@ -54,6 +54,6 @@ class TrainParams(StrictModel):
     """Where the run lives and the ms-swift settings (every SwiftRerankerConfig field, checked there)."""
 
     work_dir: str = Field(description="swift runs, train.log, manifest.json and the training JSONL files")
-    merged_dir: str = Field(description="the merged model folder; the catalog's reranker_finetuned path")
+    merged_dir: str = Field(description="the merged model's working copy; reranker_finetuned versions it")
     progress: bool = True
     swift: dict[str, Any]

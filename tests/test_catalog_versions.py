@@ -1,4 +1,4 @@
-"""--load-versions applies to every view of one versioned artefact; the project's catalog entries are versioned."""
+"""--load-versions applies to every view of one versioned artefact; which catalog entries are versioned."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ CATALOG = {
                               "versioned": True},
     "dense_finetuned_index_meta": {"type": "x.IndexMetaDataset", "path": "data/06_models/s/dense_finetuned",
                                    "versioned": True},
-    "milvus_index": {"type": "x.Milvus", "meta_path": "data/06_models/s/milvus_bm25/meta.json", "versioned": True},
+    "milvus_index": {"type": "x.Milvus", "meta_path": "data/06_models/s/milvus/meta.json", "versioned": True},
     "corpus": {"type": "pandas.ParquetDataset", "filepath": "data/03_primary/corpus.parquet"},
 }  # fmt: skip
 
@@ -40,7 +40,7 @@ def test_a_pin_applies_to_every_view_stored_under_the_same_path():
         "finetuned_model@dir": V1, "finetuned_model@encoder": V1,
         "dense_finetuned_index": V2, "dense_finetuned_index_meta": V2,
     }  # fmt: skip
-    assert storage_root(CATALOG["milvus_index"]).endswith("data/06_models/s/milvus_bm25")
+    assert storage_root(CATALOG["milvus_index"]).endswith("data/06_models/s/milvus")
     assert storage_root(CATALOG["corpus"]) is None
     assert expand_load_versions(CATALOG, {"run_{x}": V1}) == {"run_{x}": V1}  # left to Kedro
 
@@ -66,13 +66,16 @@ def test_the_catalog_class_loads_the_pinned_version_through_every_view(tmp_path)
 def test_result_artefacts_are_versioned_and_caches_are_not():
     entries = {}
     for path in (ROOT / "conf/base").glob("catalog*.yml"):
-        entries.update({k: v for k, v in yaml.safe_load(path.read_text(encoding="utf-8")).items() if k[0] != "_"})
+        entries.update(
+            {k: v for k, v in yaml.safe_load(path.read_text(encoding="utf-8")).items() if k[0] != "_"}
+        )
     results = (
         "distilled_queries", "distilled_query_audit", "infonce_train", "infonce_dev", "finetuned_model@dir",
         "finetuned_model@encoder", "reranker_finetuned@dir", "reranker_finetuned@reranker", "bm25_index",
         "dense_index", "dense_finetuned_index", "bm25_ngram_index", "bm25_index_meta", "retrieval_metrics",
         "retrieval_report", "run_{retriever}", "mcq_splits", "sft_train_parquet", "sft_launch_report",
-        "rl_train_parquet", "rl_launch_report", "answer_metrics", "rag_report", "mcq_metrics", "persona_index",
+        "rl_train_parquet", "rl_launch_report", "answer_metrics", "rag_report", "mcq_metrics",
+        "persona_index",
     )  # fmt: skip
     assert [name for name in results if not entries[name].get("versioned")] == []
     for cache in ("embedding_store", "llm_journal"):
@@ -85,10 +88,12 @@ def test_result_artefacts_are_versioned_and_caches_are_not():
 def test_a_mismatch_under_a_pin_names_the_index_version_built_from_the_pinned_model():
     records = [
         {"run_id": V1, "datasets": {
-            "finetuned_model@dir": {"saved": {"version": V1}}, "dense_finetuned_index": {"saved": {"version": V1}},
+            "finetuned_model@dir": {"saved": {"version": V1}},
+            "dense_finetuned_index": {"saved": {"version": V1}},
             "corpus": {"saved": {"version": None}}}},
         {"run_id": V2, "datasets": {
-            "finetuned_model@dir": {"saved": {"version": V2}}, "dense_finetuned_index": {"saved": {"version": V2}}}},
+            "finetuned_model@dir": {"saved": {"version": V2}},
+            "dense_finetuned_index": {"saved": {"version": V2}}}},
     ]  # fmt: skip
     inputs = ["dense_finetuned_index", "finetuned_model@encoder", "corpus", "params:evaluation.retrieve"]
     hint = pinned_input_hint(inputs, {"finetuned_model@dir": V1}, records)

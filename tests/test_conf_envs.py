@@ -167,7 +167,7 @@ def test_datasets_several_pipelines_read_and_none_writes_live_in_catalog_yml():
 
 @pytest.mark.parametrize("env", [e for e in ENVS if e != "base"])
 def test_an_environment_holds_only_what_differs(env: str):
-    """No value in conf/<env>/{parameters,globals}*.yml repeats what the layers below it already say."""
+    """No value in conf/<env>/{parameters,globals,runs,mlflow}*.yml repeats what the layers below say."""
     from finrag_pipelines.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 
     loader = CONFIG_LOADER_CLASS(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)
@@ -176,7 +176,11 @@ def test_an_environment_holds_only_what_differs(env: str):
         str(ROOT / "conf"), env=layers[-2] if len(layers) > 1 else "base", **CONFIG_LOADER_ARGS
     )
     repeated = []
-    for key, pattern in (("parameters", "parameters*.yml"), ("globals", "globals.yml")):
+    files = (
+        ("parameters", "parameters*.yml"), ("globals", "globals.yml"),
+        ("runs", "runs*.yml"), ("mlflow", "mlflow*.yml"),
+    )  # fmt: skip
+    for key, pattern in files:
         inherited = below[key]
         for path in sorted((ROOT / "conf" / env).glob(pattern)):
             for dotted, value in _leaves(yaml.safe_load(path.read_text(encoding="utf-8")) or {}):

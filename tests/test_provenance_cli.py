@@ -38,14 +38,25 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if run_id == R1:
             recorder.node_started("index_build.build", ["corpus"], ["bm25_index"])
             recorder.node_started("query_distill.distil", ["corpus", "bm25_index"], ["distilled_queries"])
-            recorder.dataset("saved", "bm25_index", version=R1, path=version_path(BM25, R1),
-                             fingerprint={"corpus_hash": "c0ffee"})
-            recorder.dataset("saved", "distilled_queries", version=R1, path=version_path(QUERIES, R1),
-                             fingerprint={"prompt_hash": ["p1"]})
+            recorder.dataset(
+                "saved",
+                "bm25_index",
+                version=R1,
+                path=version_path(BM25, R1),
+                fingerprint={"corpus_hash": "c0ffee"},
+            )
+            recorder.dataset(
+                "saved",
+                "distilled_queries",
+                version=R1,
+                path=version_path(QUERIES, R1),
+                fingerprint={"prompt_hash": ["p1"]},
+            )
         recorder.node_started("evaluation.score", ["bm25_index"], ["retrieval_metrics"])
         recorder.dataset("loaded", "bm25_index", version=R1, path=version_path(BM25, R1), fingerprint={})
-        recorder.dataset("saved", "retrieval_metrics", version=run_id, path=version_path(METRICS, run_id),
-                         fingerprint={})
+        recorder.dataset(
+            "saved", "retrieval_metrics", version=run_id, path=version_path(METRICS, run_id), fingerprint={}
+        )
         store.write(recorder.finish())
     return tmp_path
 
@@ -57,7 +68,9 @@ def test_the_lineage_command_names_the_run_node_and_the_hashes_upstream(project,
     assert "corpus_hash c0ffee: bm25_index" in out and "prompt_hash p1: distilled_queries" in out
     assert lineage.main(["retrieval_metrics", "--version", R2, "--env", "test", "--json"]) == 0
     trace = json.loads(capsys.readouterr().out)
-    assert trace["trace"]["run_id"] == R2 and trace["upstream"]["corpus_hash"] == {"c0ffee": [f"bm25_index@{R1}"]}
+    assert trace["trace"]["run_id"] == R2 and trace["upstream"]["corpus_hash"] == {
+        "c0ffee": [f"bm25_index@{R1}"]
+    }
     assert lineage.main(["--runs", "--env", "test"]) == 0
     assert capsys.readouterr().out.count("finished") == 3
     assert lineage.main(["nothing", "--env", "test"]) == 1

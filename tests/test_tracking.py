@@ -23,7 +23,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("conf", "pyproject.toml", ".telemetry"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
-    shutil.copytree(ROOT / "data/01_raw/retrieval/disc_finllm", tmp_path / "data/01_raw/retrieval/disc_finllm")
+    shutil.copytree(
+        ROOT / "data/01_raw/retrieval/disc_finllm", tmp_path / "data/01_raw/retrieval/disc_finllm"
+    )
     (tmp_path / "src").mkdir()
     (tmp_path / "conf/tracked").mkdir()
     (tmp_path / "conf/tracked/env.yml").write_text("extends: test\n", encoding="utf-8")
@@ -58,9 +60,12 @@ def test_two_runs_with_different_params_are_side_by_side_in_mlflow(project: Path
     assert [a.path for a in client.list_artifacts(runs[1].info.run_id)] == ["corpus_prep_report.json"]
     records = sorted(p.stem for p in (project / "data/09_tracking/lineage").glob("*.json"))
     assert [r.data.tags["kedro_run_id"] for r in runs] == records
-    assert json.loads((project / "data/09_tracking/lineage" / f"{records[1]}.json").read_text())["params"][
-        "corpus_prep"
-    ]["filter"]["min_chars"] == 200
+    assert (
+        json.loads((project / "data/09_tracking/lineage" / f"{records[1]}.json").read_text())["params"][
+            "corpus_prep"
+        ]["filter"]["min_chars"]
+        == 200
+    )
 
 
 def test_tracking_is_off_per_environment_and_mlflow_tracking_uri_points_it_elsewhere(project, monkeypatch):

@@ -48,7 +48,9 @@ def test_a_versioned_model_folder_keeps_each_save_and_loads_the_newest_or_the_pi
     assert latest == version_path(root, V2) and latest_path(root) == latest
     assert ModelDirectoryDataset(str(root), version=Version(V1, V3)).load() == version_path(root, V1)
     # weights are hard links to the working copy (no second copy on disk); small files are copied
-    assert (version_path(root, V2) / "model.safetensors").stat().st_ino == (work / "model.safetensors").stat().st_ino
+    assert (version_path(root, V2) / "model.safetensors").stat().st_ino == (
+        work / "model.safetensors"
+    ).stat().st_ino
     assert (version_path(root, V2) / "config.json").stat().st_ino != (work / "config.json").stat().st_ino
     with pytest.raises(DatasetError, match=rf"version {V3} of .* does not exist.*{V2}"):
         ModelDirectoryDataset(str(root), version=Version(V3, None)).load()
@@ -102,20 +104,27 @@ def test_optional_model_views_are_unavailable_until_a_version_exists(tmp_path):
     root = tmp_path / "merged"
     settings = {"kind": "hf", "model_path": str(root), "query_task": "t"}
     loaded = EncoderDataset(settings, optional=True, version=Version(None, V1)).load()
-    assert isinstance(loaded, Unavailable) and "no version of" in loaded.reason and "embedding_finetune" in loaded.reason
+    assert (
+        isinstance(loaded, Unavailable)
+        and "no version of" in loaded.reason
+        and "embedding_finetune" in loaded.reason
+    )
     with pytest.raises(DatasetError, match="no version of"):
         EncoderDataset(settings, version=Version(None, V1)).load()
     with pytest.raises(DatasetError, match="needs a kind hf encoder"):
         EncoderDataset({"kind": "usem3"}, version=Version(None, V1))
     reranker = RerankerDataset(
-        {"kind": "qwen3", "model_path": str(root)}, optional=True, missing_hint="train it", version=Version(None, V1)
+        {"kind": "qwen3", "model_path": str(root)},
+        optional=True,
+        missing_hint="train it",
+        version=Version(None, V1),
     )
     assert reranker.optional and isinstance(reranker.load(), Unavailable) and not reranker.exists()
     _save(ModelDirectoryDataset, root, V1, _model(tmp_path / "work", b"1"))
     assert reranker.exists()
-    assert RerankerDataset({"kind": "qwen3", "model_path": str(root)}, version=Version(None, V2)).load().config[
-        "model_path"
-    ] == str(version_path(root, V1))
+    assert RerankerDataset(
+        {"kind": "qwen3", "model_path": str(root)}, version=Version(None, V2)
+    ).load().config["model_path"] == str(version_path(root, V1))
 
 
 def test_the_optional_parquet_view_reads_the_newest_version(tmp_path):

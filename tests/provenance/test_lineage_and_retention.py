@@ -36,7 +36,7 @@ def _record(run_id: str, nodes: dict, loaded: dict, saved: dict) -> dict:
 
 
 def _chain() -> list[dict]:
-    """R1 distils queries (prompt p1) and fine-tunes; R2 evaluates R1's model on a corpus it prepares itself."""
+    """R1 distils queries (prompt p1) and fine-tunes; R2 evaluates R1's model on the corpus R1 made."""
     corpus = {"corpus_hash": "c0ffee", "data_hash": "d1"}
     r1 = _record(
         R1,
@@ -55,7 +55,10 @@ def _chain() -> list[dict]:
     r2 = _record(
         R2,
         {
-            "evaluation.retrieve": (["finetuned_model@encoder", "corpus", "params:evaluation"], ["run_dense"]),
+            "evaluation.retrieve": (
+                ["finetuned_model@encoder", "corpus", "params:evaluation"],
+                ["run_dense"],
+            ),
             "evaluation.summarise": (["run_dense"], ["retrieval_metrics"]),
         },
         {
@@ -73,7 +76,9 @@ def test_a_metric_is_traced_back_to_the_prompt_hash_and_the_corpus_hash():
     assert (step.version, step.run_id, step.node) == (R2, R2, "evaluation.summarise")
     found = upstream(step)
     assert found["prompt_hash"] == {"p1": [f"distilled_queries@{R1}"]}
-    assert set(found["corpus_hash"]) == {"c0ffee"} and found["encoder_fingerprint"] == {"e1": [f"finetuned_model@encoder@{R1}"]}
+    assert set(found["corpus_hash"]) == {"c0ffee"} and found["encoder_fingerprint"] == {
+        "e1": [f"finetuned_model@encoder@{R1}"]
+    }
     text = "\n".join(render(step))
     # the model R2 read is followed to run R1 and the node that trained it, then to the distilled queries
     assert f"finetuned_model@encoder @ {R1}  made by embedding_finetune.train in run {R1}" in text
@@ -93,7 +98,10 @@ def test_the_record_store_writes_reads_and_lists(tmp_path):
     store = RecordStore(tmp_path / "lineage")
     for record in _chain():
         store.write(record)
-    assert store.run_ids() == [R1, R2] and store.read(R2)["datasets"]["retrieval_metrics"]["saved"]["version"] == R2
+    assert (
+        store.run_ids() == [R1, R2]
+        and store.read(R2)["datasets"]["retrieval_metrics"]["saved"]["version"] == R2
+    )
     assert stable_hash({"a": 1, "b": [2]}) == stable_hash({"b": [2], "a": 1})
     store.delete(R1)
     with pytest.raises(FileNotFoundError, match="no run record"):
@@ -141,7 +149,9 @@ def test_retention_keeps_the_last_versions_and_everything_a_kept_run_read(tmp_pa
     # keeping run R3 keeps its metrics and the older model it read (and the record of R1, which made it)
     plan = plan_retention([model, metrics], records, keep_last=1, project=tmp_path, keep_runs=[R3])
     assert plan.keep[tmp_path / model] == [R1, R2] and plan.keep[tmp_path / metrics] == [R3, R4]
-    assert plan.delete_records == [] and plan.bytes_to_delete > 0 and "delete 2 versions" in plan.summary()[-1]
+    assert (
+        plan.delete_records == [] and plan.bytes_to_delete > 0 and "delete 2 versions" in plan.summary()[-1]
+    )
     store = RecordStore(tmp_path / "lineage")
     for record in records:
         store.write(record)

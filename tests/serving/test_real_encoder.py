@@ -29,7 +29,9 @@ import pytest
 import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.io.core import generate_timestamp
 
+from finrag_pipelines.provenance.versions import version_path
 from finrag_pipelines.retrieval.dense import DenseRetriever
 from finrag_pipelines.serve import load_from_project
 from finrag_pipelines.serving.app import create_app
@@ -59,7 +61,9 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_qwen3_dir: Path) -> I
         if src.exists():
             (shutil.copytree if src.is_dir() else shutil.copy)(src, folder / name)
     shutil.copytree(ROOT / f"data/01_raw/retrieval/{SET}", folder / f"data/01_raw/retrieval/{SET}")
-    shutil.copytree(tiny_qwen3_dir, folder / "data/06_models/embedding_finetuned/merged")
+    # a version of the (versioned) fine-tuned model, as embedding_finetune would save it
+    merged = folder / "data/06_models/embedding_finetuned/merged"
+    shutil.copytree(tiny_qwen3_dir, version_path(merged, generate_timestamp()))
     (folder / "src").mkdir()
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from finrag_pipelines.provenance.versions import versions
 from finrag_pipelines.serve import main, resolve_token
 from finrag_pipelines.serving.settings import ServingConfigError, load_settings
 
@@ -83,7 +84,7 @@ def test_demo_project_serves(monkeypatch: pytest.MonkeyPatch) -> None:
     from finrag_pipelines.serve import load_from_project
     from finrag_pipelines.serving.server import ServerThread
 
-    if not (_REPO / "data/06_models/fintruthqa/dense_base/meta.json").is_file():
+    if not versions(_REPO / "data/06_models/fintruthqa/dense_base"):
         pytest.skip("demo artefacts missing; run `kedro run --env demo` first")
     monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
     backend, settings = load_from_project(_REPO, "demo", {"method": "hybrid"})

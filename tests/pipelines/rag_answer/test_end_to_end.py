@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from finrag_pipelines.llm.stub_agent import search_agent
+from finrag_pipelines.provenance.versions import latest_path
 from finrag_pipelines.llm.stub_server import ScriptedOpenAIServer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -77,7 +78,7 @@ def test_kill_9_during_rag_answer_resumes_without_re_asking(project):
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         third = server.count - first - second
 
-    metrics = json.loads((project / "data/08_reporting/rag/answer_metrics.json").read_text())
+    metrics = json.loads(latest_path(project / "data/08_reporting/rag/answer_metrics.json").read_text())
     n = metrics["closed_book"]["n_questions"]
     total = n * (1 + 1 + 2)  # closed_book, single_shot, agent (search, then answer)
     # every reply received before the kill was replayed: only the rest went out again, plus at most the
@@ -87,9 +88,10 @@ def test_kill_9_during_rag_answer_resumes_without_re_asking(project):
     assert set(metrics) == {"closed_book", "single_shot", "agent"}
     assert all(row["failed"] == 0 and row["n_questions"] == n for row in metrics.values())
     assert metrics["agent"]["mean_searches"] == 1.0 and metrics["single_shot"]["search_recall"] > 0.5
-    summary = json.loads((project / "data/08_reporting/rag/summary.json").read_text())
+    summary = json.loads(latest_path(project / "data/08_reporting/rag/summary.json").read_text())
     assert summary["systems"]["agent_finetuned"]["status"].startswith("not evaluated")
-    assert (project / "data/08_reporting/rag/answer_report.md").read_text().startswith("# Grounded answers")
+    report = latest_path(project / "data/08_reporting/rag/answer_report.md").read_text()
+    assert report.startswith("# Grounded answers")
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
+from finrag_pipelines.provenance.versions import latest_path  # noqa: E402
 from finrag_pipelines.retrieval.bm25.index import BM25Index  # noqa: E402
 from finrag_pipelines.retrieval.candidates import CandidateTable  # noqa: E402
 from finrag_pipelines.retrieval.first_stage import compare_by_cross_validation, metric_functions  # noqa: E402
@@ -53,13 +54,13 @@ def _retrievers(data: Path, name: str, names: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for retriever in names:
         if retriever.startswith("bm25"):
-            out[retriever] = BM25Index.load(data / "06_models" / name / retriever)
+            out[retriever] = BM25Index.load(latest_path(data / "06_models" / name / retriever))
         elif retriever == "dense":
             from finrag_pipelines.embedding.store import EmbeddingStore
             from finrag_pipelines.embedding.use_encoder import USEEncoder
             from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
 
-            index = DenseIndex.load(data / "06_models" / name / "dense_base")
+            index = DenseIndex.load(latest_path(data / "06_models" / name / "dense_base"))
             store = EmbeddingStore(data / "04_feature/embedding_cache")
             out[retriever] = DenseRetriever(index, USEEncoder(threads=2), store=store)
         else:
@@ -76,11 +77,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     conf, data = _conf(), _ROOT / "data"
-    distilled_path = data / "05_model_input" / args.set / "distilled_queries.parquet"
-    settings_path = data / "07_model_output" / args.set / "fusion_settings.json"
-    for path in (distilled_path, settings_path):
-        if not path.is_file():
-            raise SystemExit(f"{path} is missing; run the pipelines named in this script's docstring first")
+    found = []
+    for path in (
+        data / "05_model_input" / args.set / "distilled_queries.parquet",
+        data / "07_model_output" / args.set / "fusion_settings.json",
+    ):
+        try:
+            found.append(latest_path(path))  # the newest version the pipelines saved
+        except FileNotFoundError:
+            raise SystemExit(
+                f"{path} is missing; run the pipelines named in this script's docstring first"
+            ) from None
+    distilled_path, settings_path = found
     retrievers = json.loads(settings_path.read_text(encoding="utf-8"))["retrievers"]
     corpus = pd.read_parquet(data / "03_primary" / args.set / "corpus.parquet")
     queries = pd.read_parquet(data / "03_primary" / args.set / "eval_queries.parquet")

@@ -45,6 +45,7 @@ import yaml
 
 from finrag_pipelines.embedding.factory import build_encoder
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
+from finrag_pipelines.provenance.versions import latest_path
 from finrag_pipelines.retrieval.bm25.index import BM25Index
 from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex
@@ -124,7 +125,7 @@ def main() -> None:
     results["milvus_uri"] = "temp lite file" if args.uri is None else uri
 
     # ---------------------------------------------------------------- dense
-    faiss_index = DenseIndex.load(_ROOT / "data" / "06_models" / args.set / "dense_base")
+    faiss_index = DenseIndex.load(latest_path(_ROOT / "data" / "06_models" / args.set / "dense_base"))
     faiss_index.check_compatible(corpus_hash=digest)
     demo = _demo_globals()
     encoder = build_encoder(demo["encoders"][demo["encoder_roles"]["base"]])

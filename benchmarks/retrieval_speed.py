@@ -52,6 +52,7 @@ import bm25s  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from finrag_pipelines.provenance.versions import latest_path, versions  # noqa: E402
 from finrag_pipelines.retrieval.bm25.index import BM25Index  # noqa: E402
 from finrag_pipelines.retrieval.bm25.scoring import BM25Config  # noqa: E402
 from finrag_pipelines.text.corpus import SourceRow, indexable, parse_documents, parse_queries  # noqa: E402
@@ -354,6 +355,7 @@ def measure_fusion(
     from finrag_pipelines.retrieval.learned_fusion import FeatureBuilder
 
     path = _ROOT / "data/07_model_output" / corpus_dir.name / "fusion_settings.json"
+    path = latest_path(path) if versions(path) else path  # the newest version evaluation saved
     if not path.is_file():
         print(f"fusion skipped: no {path} (run `kedro run --env demo --pipelines index_build,evaluation`)")
         return {"fusion_settings": None}

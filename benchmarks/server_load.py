@@ -47,6 +47,7 @@ import httpx
 import numpy as np
 import yaml
 
+from finrag_pipelines.provenance.versions import versions
 from finrag_pipelines.serving.app import create_app
 from finrag_pipelines.serving.backend import SearchBackend
 from finrag_pipelines.serving.server import ServerThread
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    demo_ready = (_ROOT / "data/06_models/fintruthqa/dense_base/meta.json").is_file()
+    demo_ready = bool(versions(_ROOT / "data/06_models/fintruthqa/dense_base"))
     if args.synthetic or not demo_ready:
         if not args.synthetic:
             print("demo artefacts missing (run `kedro run --env demo`); using a synthetic index", flush=True)

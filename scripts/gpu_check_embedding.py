@@ -103,8 +103,11 @@ def main() -> None:
     )
     rows = Path(args.rows)
     t1 = time.perf_counter()
-    dev = rows / "infonce_dev.jsonl"
-    merged = sw.train_embedding(config, base, rows / "infonce_train.jsonl", dev if dev.is_file() else None,
+    from finrag_pipelines.provenance.versions import latest_path  # the newest version negative_mining saved
+
+    dev = latest_path(rows / "infonce_dev.jsonl") if (rows / "infonce_dev.jsonl").exists() else None
+    train = latest_path(rows / "infonce_train.jsonl")
+    merged = sw.train_embedding(config, base, train, dev if dev is not None and dev.is_file() else None,
                                 work / "run", work / "merged", progress=False)
     t2 = time.perf_counter()
     manifest = json.loads((work / "run" / MANIFEST_NAME).read_text(encoding="utf-8"))

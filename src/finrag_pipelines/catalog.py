@@ -79,7 +79,8 @@ def expand_load_versions(catalog: Mapping[str, Any], load_versions: Mapping[str,
                 previous = expanded.setdefault(other, version)
                 if previous != version:
                     raise DatasetError(
-                        f"--load-versions pins {other} to both {previous} and {version} (views of one artefact)"
+                        f"--load-versions pins {other} to both {previous} and {version} "
+                        "(views of one artefact)"
                     )
     return expanded
 

@@ -151,7 +151,8 @@ class RunStopHooks:
     def __init__(self, registry: Callable[[], Mapping[str, Pipeline]] | None = None) -> None:
         self._registry = registry
 
-    @hook_impl(tryfirst=True)  # before a lineage record or an MLflow run is opened for a run that cannot start
+    # first: no lineage record or MLflow run is opened for a run that cannot start
+    @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
         absent = absent_inputs(pipeline, catalog)
         if not absent:

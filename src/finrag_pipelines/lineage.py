@@ -7,10 +7,10 @@ Usage::
     python -m finrag_pipelines.lineage retrieval_metrics --summary      # only the fingerprints upstream
     python -m finrag_pipelines.lineage --runs                           # the recorded runs
 
-It reads the run records ``kedro run`` writes (``conf/<env>/runs.yml`` ``lineage.folder``; ``lineage_hooks.py``)
-and prints the run and node that made the dataset, what that node read (each input followed to the run that
-made the version it read), recursively, then every corpus hash, prompt hash and encoder fingerprint found
-upstream with the datasets that carry it. Nothing is loaded or run.
+It reads the run records ``kedro run`` writes (``conf/<env>/runs.yml`` ``lineage.folder``;
+``lineage_hooks.py``) and prints the run and node that made the dataset, what that node read (each input
+followed to the run that made the version it read), recursively, then every corpus hash, prompt hash and
+encoder fingerprint found upstream with the datasets that carry it. Nothing is loaded or run.
 """
 
 from __future__ import annotations

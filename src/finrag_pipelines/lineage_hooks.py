@@ -227,7 +227,8 @@ def pinned_input_hint(inputs: list[str], pins: Mapping[str, str], records: list[
         )
     if missing:
         return (
-            f"--load-versions pins {pins_text}, and no recorded run built {', '.join(missing)} from it; build one "
+            f"--load-versions pins {pins_text}, and no recorded run built {', '.join(missing)} from it; "
+            "build one "
             f"first with the pipeline that makes it and the same pin (e.g. kedro run --pipelines index_build "
             f"--load-versions {pins_text})"
         )

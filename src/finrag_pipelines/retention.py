@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     apply_retention(plan, store)
     print(
-        f"deleted {sum(len(v) for v in plan.delete.values())} versions and {len(plan.delete_records)} run records"
+        f"deleted {sum(len(v) for v in plan.delete.values())} versions "
+        f"and {len(plan.delete_records)} run records"
     )
     return 0
 

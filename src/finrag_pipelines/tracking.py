@@ -51,7 +51,7 @@ _BAD_KEY_CHARS = re.compile(r"[^\w\-. :/]")
 
 
 def metric_key(*parts: str) -> str:
-    """An MLflow metric or param name from ``parts`` (``mrr@10`` -> ``mrr_at_10``; other odd characters ``_``)."""
+    """An MLflow metric or param name from ``parts`` (``mrr@10`` -> ``mrr_at_10``; odd characters ``_``)."""
     return _BAD_KEY_CHARS.sub("_", ".".join(parts).replace("@", "_at_"))
 
 

@@ -31,8 +31,8 @@ class EncoderDataset(VersionedFolderDataset):
             checkpoint a fine-tune started from).
         optional: For a model a pipeline produces (``finetuned_model@encoder``): when its folder has no
             ``config.json`` yet (or, versioned, no version exists yet), ``load`` returns an
-            :class:`~finrag_pipelines.retrieval.types.Unavailable` with the reason, and the retrievers built on
-            it are reported as not evaluated instead of failing the run. Any other problem still raises.
+            :class:`~finrag_pipelines.retrieval.types.Unavailable` with the reason, and the retrievers built
+            on it are reported as not evaluated instead of failing the run. Any other problem still raises.
         version: ``versioned: true`` (a model a pipeline saves with versions, ``finetuned_model@encoder``):
             ``model_path`` is the root of the versions and the newest (or the pinned) one is loaded.
         metadata: Kedro dataset metadata.
@@ -54,7 +54,8 @@ class EncoderDataset(VersionedFolderDataset):
         path = self._config.get("model_path")
         if version is not None and (self._config.get("kind") != "hf" or not path):
             raise DatasetError(
-                f"EncoderDataset: `versioned: true` needs a kind hf encoder with a model_path, got {self._config}"
+                "EncoderDataset: `versioned: true` needs a kind hf encoder with a model_path, "
+                f"got {self._config}"
             )
         super().__init__(str(path or "."), version, metadata)
         self._optional = bool(optional)
@@ -78,7 +79,10 @@ class EncoderDataset(VersionedFolderDataset):
         if self._optional and not (folder / "config.json").is_file():
             return Unavailable(
                 what=f"encoder {folder}",
-                reason=f"model folder {folder} has no config.json yet; run `kedro run --pipelines embedding_finetune`",
+                reason=(
+                    f"model folder {folder} has no config.json yet; "
+                    "run `kedro run --pipelines embedding_finetune`"
+                ),
             )
         return build_encoder({**self._config, "model_path": str(folder)})
 

@@ -77,7 +77,9 @@ class IndexMetaDataset(VersionedFolderDataset):
         try:
             data = json.loads(meta.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise DatasetError(f"{meta} is not readable JSON ({exc}); rebuild the index with index_build") from exc
+            raise DatasetError(
+                f"{meta} is not readable JSON ({exc}); rebuild the index with index_build"
+            ) from exc
         if not isinstance(data, dict):
             raise DatasetError(f"{meta} must hold a JSON object; rebuild the index with index_build")
         return data

@@ -232,7 +232,8 @@ class MilvusBM25IndexDataset(_MilvusIndexDataset):
             tokenizer = FinanceTokenizer.load(folder / "tokenizer")
         except (TokenizerConfigError, OSError) as exc:
             raise IndexMismatchError(
-                f"BM25 index {self._target}: its tokenizer in {folder / 'tokenizer'} cannot be restored ({exc}); "
+                f"BM25 index {self._target}: its tokenizer in {folder / 'tokenizer'} cannot be restored "
+                f"({exc}); "
                 f"{REBUILD_HINT}."
             ) from exc
         return MilvusBM25Index.open(self._target, meta, tokenizer)

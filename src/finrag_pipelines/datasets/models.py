@@ -51,7 +51,9 @@ class ModelDirectoryDataset(VersionedFolderDataset):
     def _in_place(self, data: Path) -> bool:
         source = Path(data)
         if not (source / "config.json").is_file():
-            raise DatasetError(f"{source} is not a model folder (no config.json); nothing was saved to {self.root}")
+            raise DatasetError(
+                f"{source} is not a model folder (no config.json); nothing was saved to {self.root}"
+            )
         # unversioned, a node may write straight into place (base env: the user's checkpoint)
         return not self.is_versioned and source.resolve() == self.root.resolve()
 

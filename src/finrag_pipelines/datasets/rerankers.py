@@ -28,8 +28,9 @@ class RerankerDataset(VersionedFolderDataset):
         optional: When the model folder has no ``config.json`` yet (a model a pipeline produces, or one not
             copied to this machine), ``load`` returns an ``Unavailable`` with the reason instead of failing.
         missing_hint: What to do about a missing folder, for that reason.
-        version: ``versioned: true`` (a reranker a pipeline saves with versions, ``reranker_finetuned@reranker``):
-            ``model_path`` is the root of the versions and the newest (or the pinned) one is loaded.
+        version: ``versioned: true`` (a reranker a pipeline saves with versions,
+            ``reranker_finetuned@reranker``): ``model_path`` is the root of the versions and the newest (or
+            the pinned) one is loaded.
         metadata: Kedro dataset metadata.
     """
 
@@ -54,14 +55,16 @@ class RerankerDataset(VersionedFolderDataset):
             )
         path = (self._config or {}).get("model_path")
         if version is not None and not path:
-            raise DatasetError(f"RerankerDataset: `versioned: true` needs settings with a model_path, got {reranker}")
+            raise DatasetError(
+                f"RerankerDataset: `versioned: true` needs settings with a model_path, got {reranker}"
+            )
         super().__init__(str(path or "."), version, metadata)
         self._optional = bool(optional)
         self._hint = missing_hint
 
     @property
     def optional(self) -> bool:
-        """Whether a model folder that does not exist yet loads as ``Unavailable`` (a run does not need it)."""
+        """Whether a model folder that does not exist yet loads as ``Unavailable`` (runs need not have it)."""
         return self._optional
 
     def load(self) -> LazyReranker | Unavailable:
@@ -78,7 +81,9 @@ class RerankerDataset(VersionedFolderDataset):
         except VersionNotFoundError:
             folder = None
         if folder is None or not (folder / "config.json").is_file():
-            where = f"model folder {folder} has no config.json" if folder else f"no version of {path} exists yet"
+            where = f"no version of {path} exists yet"
+            if folder is not None:
+                where = f"model folder {folder} has no config.json"
             if self._optional:
                 return Unavailable(what=f"reranker {path}", reason=f"{where}; {self._hint}")
             raise DatasetError(f"reranker {where}; {self._hint}")

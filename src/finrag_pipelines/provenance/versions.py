@@ -22,7 +22,7 @@ def is_version(name: str) -> bool:
 
 
 def version_path(root: str | Path, version: str) -> Path:
-    """Where version ``version`` of the artefact rooted at ``root`` lives: ``<root>/<version>/<root name>``."""
+    """Where version ``version`` of the artefact at ``root`` lives: ``<root>/<version>/<root name>``."""
     root = Path(root)
     return root / version / root.name
 
@@ -56,7 +56,7 @@ def latest_path(path: str | Path) -> Path:
     """The file or folder to read for ``path``: its newest version when it is versioned, else ``path``.
 
     Args:
-        path: A catalog path (``data/06_models/fintruthqa/bm25``, ``data/08_reporting/retrieval_metrics.json``).
+        path: A catalog path (``data/06_models/fintruthqa/bm25``, ``data/08_reporting/x.json``).
 
     Raises:
         FileNotFoundError: When neither a version nor ``path`` itself exists.

@@ -97,8 +97,8 @@ def train_embedding_model(
 def summarise_finetune(
     finetuned_model: Path, infonce_train: pd.DataFrame, infonce_dev: pd.DataFrame, params: TrainParams
 ) -> dict[str, Any]:
-    """A small JSON report: base model, settings, steps, the logged loss per step and the last one, data sizes,
-    manifest path (paths relative to the project root)."""
+    """A small JSON report: base model, settings, steps, the logged loss per step and the last one, data
+    sizes, manifest path (paths relative to the project root)."""
     manifest_path = Path(params.work_dir) / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     step = max_steps = loss = train_loss = None

@@ -34,3 +34,20 @@ def tiny_qwen3_dir(disc_corpus: list[tuple[str, str]], tmp_path_factory: pytest.
 
     lines = [line.strip() for _, text in disc_corpus for line in text.splitlines() if line.strip()][:400]
     return build_tiny_qwen3(lines, tmp_path_factory.mktemp("tiny_qwen3") / "model")
+
+
+@pytest.fixture(scope="session")
+def lucene_java() -> object:
+    """The Lucene backend's Java classes (the JVM starts once per test session, ~3-8 s).
+
+    Skipped only where Java cannot start; a missing ``lucene`` extra fails, so CI (which installs it) runs
+    these.
+    """
+    from finrag_pipelines.retrieval.lucene.runtime import LuceneUnavailableError, java
+
+    try:
+        return java()
+    except LuceneUnavailableError as exc:
+        if exc.kind == "java":
+            pytest.skip(f"Java cannot start on this machine: {exc}")
+        pytest.fail(f"{exc} (make install puts it in .venv)")

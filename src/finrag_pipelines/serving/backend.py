@@ -313,7 +313,8 @@ class SearchBackend:
             meta = self._bm25.meta
             indexes["bm25"] = {
                 key: meta.get(key)
-                for key in ("name", "num_docs", "vocab_size", "built_at", "bm25", "tokenizer_fingerprint", "corpus_hash")
+                for key in ("name", "backend", "num_docs", "vocab_size", "built_at", "bm25", "lucene",
+                            "tokenizer_fingerprint", "corpus_hash")
             }
         if self._dense is not None:
             meta = self._dense.meta

@@ -12,7 +12,7 @@ from finrag_pipelines.embedding.hf_encoder import HFEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore
 from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.pipelines.index_build import create_pipeline
-from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams
+from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams, LuceneParams
 from finrag_pipelines.retrieval.dense import DenseRetriever
 from finrag_pipelines.retrieval.types import IndexMismatchError, Unavailable
 from finrag_pipelines.text.corpus import indexable
@@ -20,6 +20,7 @@ from finrag_pipelines.text.corpus import indexable
 TOKENIZER = {"use_finance_dict": True, "user_dict_paths": [], "extra_words": [], "stopwords": "builtin",
              "extra_stopwords": [], "lowercase": True, "hmm": True, "search_mode": True, "n_jobs": 1}
 SCORING = {"k1": 1.2, "b": 0.75, "method": "lucene", "tf_cap": 5, "domain_term_weight": 1.2}
+LUCENE_OFF = LuceneParams(compare=False, k1=None, b=None, rm3=None, index_threads=2, search_threads=2)
 LOCAL = ExecutionConfig(backend="local", num_cpus=None, num_actors=1, batch_size=16, address=None, cpus_per_actor=1,
                         gpus_per_actor=0)
 
@@ -38,6 +39,7 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
             "embedding_store": MemoryDataset(EmbeddingStore(tmp_path / "cache"), copy_mode="assign"),
             "bm25_index": BM25IndexDataset(str(tmp_path / "bm25")),
             "bm25_plain_index": BM25IndexDataset(str(tmp_path / "bm25_plain")),
+            "bm25_lucene_index": BM25IndexDataset(str(tmp_path / "bm25_lucene")),
             "dense_index": FaissIndexDataset(str(tmp_path / "dense")),
             # the fine-tuned model exists, the checkpoint it started from does not (yet)
             "finetuned_model@encoder": EncoderDataset(
@@ -51,12 +53,16 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
             "dense_pretrained_index": FaissIndexDataset(str(tmp_path / "dense_pretrained")),
         }
     )
-    catalog["params:index_build.bm25"] = BM25Params(name="bm25", tokenizer=TOKENIZER, scoring=SCORING)
+    catalog["params:index_build.bm25"] = BM25Params(
+        name="bm25", backend="bm25s", tokenizer=TOKENIZER, scoring=SCORING
+    )
     catalog["params:index_build.bm25_plain"] = BM25Params(
         name="bm25_plain",
+        backend="bm25s",
         tokenizer={**TOKENIZER, "use_finance_dict": False, "stopwords": None, "search_mode": False},
         scoring={**SCORING, "tf_cap": None, "domain_term_weight": 1.0},
     )
+    catalog["params:index_build.lucene"] = LUCENE_OFF
     catalog["params:index_build.dense"] = DenseParams(index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16)
     catalog["params:index_build.execution"] = LOCAL
     SequentialRunner().run(create_pipeline(), catalog)
@@ -69,6 +75,9 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
     assert meta["bm25"]["tf_cap"] == 5 and meta["tokenizer"]["use_finance_dict"] is True
     assert meta["tokenizer"]["search_mode"] is True and bm25.name == "bm25"
     assert catalog.load("bm25_plain_index").name == "bm25_plain"
+    # the Lucene twin is off by default: recorded as not built, never a half index (and Java never started)
+    off = catalog.load("bm25_lucene_index")
+    assert isinstance(off, Unavailable) and "index_build.lucene.compare: false" in off.reason
 
     dense = catalog.load("dense_index")
     dense_meta = json.loads((tmp_path / "dense" / "meta.json").read_text())

@@ -74,12 +74,20 @@ def _search(retriever: Retriever, corpus: pd.DataFrame, queries: pd.DataFrame, p
 
 
 def retrieve_bm25(
-    index: LexicalIndex, corpus: pd.DataFrame, eval_queries: pd.DataFrame, retrieve: RetrieveParams
+    index: LexicalIndex | Unavailable,
+    corpus: pd.DataFrame,
+    eval_queries: pd.DataFrame,
+    retrieve: RetrieveParams,
 ) -> pd.DataFrame:
     """Run a lexical (BM25) index over the evaluation queries, after checking it was built from this corpus.
 
-    Any backend (bm25s folder, Milvus collection) that implements ``LexicalIndex``.
+    Any backend (bm25s or Lucene folder, Milvus collection) that implements ``LexicalIndex``. An optional
+    index recorded as not built (``bm25_lucene`` without ``index_build.lucene.compare``) gives a run marked
+    unavailable.
     """
+    if isinstance(index, Unavailable):
+        logger.warning("evaluation: lexical retriever not evaluated: %s", index.reason)
+        return unavailable_frame(index.reason)
     _, _, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
     index.check_compatible(digest)
     return _search(index, corpus, eval_queries, retrieve)
@@ -283,6 +291,7 @@ def write_report(
     dense_pretrained_index_meta: dict[str, Any],
     dense_finetuned_index_meta: dict[str, Any],
     dataset: str,
+    bm25_lucene_index_meta: dict[str, Any] | None = None,
 ) -> str:
     """The markdown report (metrics, bootstrap differences, fusion tuning, index provenance)."""
     return render_markdown(
@@ -292,7 +301,9 @@ def write_report(
         {"hybrid_weighted": fusion_weight, "hybrid_weighted_finetuned": fusion_weight_finetuned},
         query_splits["split"].value_counts().to_dict(),
         corpus_prep_report,
-        {"bm25": bm25_index_meta, "bm25_plain": bm25_plain_index_meta, "dense": dense_index_meta,
+        {"bm25": bm25_index_meta, "bm25_plain": bm25_plain_index_meta,
+         **({"bm25_lucene": bm25_lucene_index_meta} if bm25_lucene_index_meta is not None else {}),
+         "dense": dense_index_meta,
          "dense_pretrained": dense_pretrained_index_meta, "dense_finetuned": dense_finetuned_index_meta},
         retriever_status=retriever_status,
     )

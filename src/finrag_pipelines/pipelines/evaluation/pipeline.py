@@ -21,7 +21,11 @@ DENSE = {
 }
 # hybrid suffix → the dense retriever fused with bm25
 HYBRID = {"": "dense", "_finetuned": "dense_finetuned"}
-RETRIEVERS = ["bm25", "bm25_plain", *DENSE, *(f"hybrid_{k}{s}" for s in HYBRID for k in ("rrf", "weighted"))]
+# bm25_lucene: index_build.bm25 in Lucene (pyserini), "not evaluated" unless index_build.lucene.compare is on
+RETRIEVERS = [
+    "bm25", "bm25_plain", "bm25_lucene", *DENSE,
+    *(f"hybrid_{k}{s}" for s in HYBRID for k in ("rrf", "weighted")),
+]  # fmt: skip
 
 
 def _dense_nodes() -> list[Node]:
@@ -73,6 +77,12 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                 "run_bm25_plain",
                 name="retrieve_bm25_plain",
             ),
+            Node(
+                nodes.retrieve_bm25,
+                ["bm25_lucene_index", "corpus", "eval_queries", P + "retrieve"],
+                "run_bm25_lucene",
+                name="retrieve_bm25_lucene",
+            ),
             *_dense_nodes(),
             *(node for suffix, dense in HYBRID.items() for node in _hybrid_nodes(suffix, dense)),
             Node(
@@ -106,6 +116,7 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                     "dense_pretrained_index_meta",
                     "dense_finetuned_index_meta",
                     P + "dataset_name",
+                    "bm25_lucene_index_meta",
                 ],
                 "retrieval_report",
                 name="write_report",

@@ -46,6 +46,13 @@ def _index_lines(name: str, meta: Mapping[str, Any]) -> list[str]:
              f"corpus hash `{str(meta.get('corpus_hash', '?'))[:12]}`"]
     if "bm25" in meta:
         lines.append(f"  - scoring: `{meta['bm25']}`")
+        if meta.get("backend") == "lucene":
+            lucene = meta.get("lucene", {})
+            lines.append(
+                f"  - backend: Lucene (pyserini {lucene.get('versions', {}).get('pyserini')}), "
+                f"k1 {lucene.get('k1')}, b {lucene.get('b')}, RM3 `{lucene.get('rm3')}`; "
+                f"not applied: `{lucene.get('not_applied')}`"
+            )
         tok = meta.get("tokenizer", {})
         shown = {k: v for k, v in tok.items() if not k.endswith("sha256") and k not in ("kind", "format_version")}
         lines.append(f"  - tokenizer: `{shown}`")
@@ -158,6 +165,14 @@ def render_markdown(
             lines.append(
                 f"Our BM25 (finance dictionary, search-mode sub-words, stopwords, tf cap, domain-term weight) is "
                 f"**{_verdict(c)}** plain jieba+bm25s on {metric}: {_diff_text(c)}."
+            )
+    for metric in ("mrr@10", "ndcg@10"):
+        c = by_pair.get(("bm25_lucene", "bm25", metric))
+        if c:
+            lines.append(
+                f"The same BM25 tokens in Lucene (pyserini; without the tf cap and the domain-term weight) "
+                "are "
+                f"**{_verdict(c)}** `bm25` on {metric}: {_diff_text(c)}."
             )
     lines += ["", *_finetune_lines(comparisons, index_meta), "## Hybrid fusion", ""]
     lines.append("- `hybrid_rrf` / `hybrid_rrf_finetuned`: reciprocal rank fusion of `dense` / `dense_finetuned` and `bm25` (no tuning).")

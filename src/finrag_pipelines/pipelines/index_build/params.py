@@ -6,6 +6,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from finrag_pipelines.retrieval.lucene.index import LuceneConfig
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -39,8 +41,36 @@ class BM25Params(_Strict):
     """One BM25 index."""
 
     name: str = Field(description="the retriever's name in logs, meta.json and the report")
+    backend: Literal["bm25s", "lucene"] = Field(
+        description="bm25s (tf cap, domain-term weight) or lucene (pyserini/Anserini: k1/b and RM3 from "
+        "index_build.lucene; the bm25s-only settings are listed as not applied in meta.json)"
+    )
     tokenizer: TokenizerParams
     scoring: ScoringParams
+
+
+class LuceneRM3Params(_Strict):
+    """Lucene's RM3 query expansion (pyserini ``set_rm3``)."""
+
+    fb_terms: int = Field(ge=1, description="expansion terms")
+    fb_docs: int = Field(ge=1, description="feedback documents")
+    original_query_weight: float = Field(ge=0, le=1)
+    filter_terms: bool = Field(description="Anserini's [a-z0-9]-only term filter; false for Chinese")
+
+
+class LuceneParams(_Strict):
+    """Settings of every Lucene BM25 index (``backend: lucene``, and the ``bm25_lucene`` comparison)."""
+
+    compare: bool = Field(description="also build bm25_lucene (index_build.bm25 in Lucene) to evaluate it")
+    k1: Optional[float] = Field(gt=0, description="null = the index group's scoring.k1")
+    b: Optional[float] = Field(ge=0, le=1, description="null = the index group's scoring.b")
+    rm3: Optional[LuceneRM3Params] = Field(description="null = plain BM25")
+    index_threads: int = Field(ge=1)
+    search_threads: int = Field(ge=1, description="threads of one batched search")
+
+    def config(self) -> LuceneConfig:
+        """The library's :class:`~finrag_pipelines.retrieval.lucene.index.LuceneConfig`."""
+        return LuceneConfig.from_mapping(self.model_dump(exclude={"compare"}))
 
 
 class DenseParams(_Strict):

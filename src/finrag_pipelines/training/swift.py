@@ -30,6 +30,7 @@ from pydantic import BeforeValidator, StrictBool, StrictInt, StrictStr, model_va
 
 from finrag_pipelines.training.checkpoints import find_last_swift_checkpoint, merge_swift_checkpoint
 from finrag_pipelines.training.machine import gpu_count, swift_executable
+from finrag_pipelines.kernels import KernelChoice, choose_kernels
 from finrag_pipelines.training.runs import LogFormat, TrainingError, TrainingRun, copy_manifest, run_logged
 from finrag_pipelines.training.trainer_config import Names, Number, TrainerConfig, setting
 
@@ -80,6 +81,8 @@ _MANAGED_ARGS = frozenset(
         "dataloader_num_workers",
         "seed",
         "resume_from_checkpoint",
+        "attn_impl",
+        "use_liger_kernel",
     }
 )
 
@@ -130,6 +133,7 @@ class SwiftEmbeddingConfig(TrainerConfig):
     torch_dtype: TorchDtype = setting(f"must be one of {TORCH_DTYPES}")
     nproc_per_node: StrictInt = setting(_POSITIVE, ge=1)
     deepspeed: DeepspeedStage | None = setting(f"must be one of {DEEPSPEED_STAGES}")
+    use_liger_kernel: StrictBool = setting(_BOOL)
     infonce_temperature: Number = setting("must be a number > 0", gt=0)
     infonce_use_batch: StrictBool = setting(_BOOL)
     infonce_mask_fake_negative: StrictBool = setting(_BOOL)
@@ -202,6 +206,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def swift_kernels(config: SwiftEmbeddingConfig, gpus: int | None = None) -> KernelChoice:
+    """flash-attn 2 / sdpa and Liger on / off for this ``swift sft`` run
+    (:func:`~finrag_pipelines.kernels.choose_kernels`; ``torch_dtype: auto`` leaves the dtype to swift)."""
+    gpus = gpu_count() if gpus is None else gpus
+    dtype = None if config.torch_dtype == "auto" else config.torch_dtype
+    return choose_kernels("ms-swift embedding", gpu=gpus > 0, dtype=dtype, liger=config.use_liger_kernel)
+
+
 def build_sft_command(
     config: SwiftEmbeddingConfig,
     model_dir: str | Path,
@@ -212,6 +224,7 @@ def build_sft_command(
     resume_from: str | Path | None = None,
     gpus: int | None = None,
     swift_bin: str | None = None,
+    kernels: KernelChoice | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Build the ``swift sft`` command for InfoNCE embedding training.
 
@@ -224,6 +237,8 @@ def build_sft_command(
         resume_from: A checkpoint to resume from (``--resume_from_checkpoint``).
         gpus: GPUs available (``None``: ask torch). With 0, ``CUDA_VISIBLE_DEVICES`` is set to ''.
         swift_bin: The ``swift`` executable (default: :func:`swift_executable`).
+        kernels: The attention kernel (``--attn_impl``) and Liger (``--use_liger_kernel true`` only when on);
+            default: :func:`swift_kernels` on this machine.
 
     Returns:
         ``(argv, env)``: env holds only the variables to add to the current environment.
@@ -233,6 +248,7 @@ def build_sft_command(
     """
     gpus = gpu_count() if gpus is None else gpus
     check_hardware(config, gpus)
+    kernels = swift_kernels(config, gpus) if kernels is None else kernels
     argv = [
         swift_bin or swift_executable(), "sft",
         "--model", str(model_dir),
@@ -276,6 +292,9 @@ def build_sft_command(
         argv += ["--torch_dtype", config.torch_dtype]
     if config.deepspeed:
         argv += ["--deepspeed", config.deepspeed]
+    argv += ["--attn_impl", kernels.attn_implementation]
+    if kernels.use_liger:
+        argv += ["--use_liger_kernel", "true"]
     argv += [
         "--dataloader_num_workers", _fmt(config.dataloader_num_workers),
         "--seed", _fmt(config.seed),
@@ -400,8 +419,11 @@ def train_embedding(
         logger.info("resuming an unfinished run of the same data and config from %s", resume_from)
     except FileNotFoundError:
         resume_from = None
-    argv, env = build_sft_command(config, model_dir, train_file, dev_file, runs_dir, resume_from=resume_from)
-    run.start(argv, env)
+    kernels = swift_kernels(config)
+    argv, env = build_sft_command(
+        config, model_dir, train_file, dev_file, runs_dir, resume_from=resume_from, kernels=kernels
+    )
+    run.start(argv, env, kernels=kernels.to_dict())
     run_swift(argv, env, run.log_path, progress=progress)
     checkpoint = find_last_swift_checkpoint(runs_dir)
     merge_swift_checkpoint(checkpoint, merged_dir, log_path=run.log_path)

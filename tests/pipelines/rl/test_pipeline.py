@@ -204,7 +204,9 @@ def test_search_qa_rows_are_mixed_in_and_read_by_verl(tmp_path, monkeypatch):
 
     handed = []  # the config the launch builds verl's command from (the report holds a portable copy)
     build = nodes.build_grpo_command
-    monkeypatch.setattr(nodes, "build_grpo_command", lambda config: handed.append(config) or build(config))
+    monkeypatch.setattr(
+        nodes, "build_grpo_command", lambda config, **kw: handed.append(config) or build(config, **kw)
+    )
     from omegaconf import OmegaConf
     from verl.utils.dataset.rl_dataset import RLHFDataset
 

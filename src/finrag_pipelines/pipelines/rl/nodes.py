@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
+from finrag_pipelines.kernels import planned_kernels
 from finrag_pipelines.mcq.records import (
     DATA_SOURCE,
     build_rl_rows,
@@ -170,9 +171,11 @@ def launch_grpo(
         "tool_config_path": str(Path(tools).resolve()) if tools else None,
     })
     if params.mode == "plan":
-        argv, env = build_grpo_command(config)
+        kernels = planned_kernels("verl GRPO", liger=config.use_liger)  # decided again at launch
+        argv, env = build_grpo_command(config, kernels=kernels)
         logger.info("rl: launch planned, not run (rl.launch.mode=plan): %s", " ".join(argv[:6]))
         return {"status": "planned", "reason": "rl.launch.mode=plan", "argv": portable_argv(argv), "env": env,
+                "kernels": kernels.to_dict(),
                 "train_rows": len(rl_train_parquet), "val_rows": len(rl_val_parquet),
                 "base_model_exists": (Path(params.base_model_path) / "config.json").is_file()}
     merged = train_grpo(config, params.merged_dir, progress=params.progress)

@@ -25,6 +25,7 @@ from finrag_pipelines.project_paths import portable_argv, portable_path
 from finrag_pipelines.training.runs import MANIFEST_NAME, TRAIN_LOG_NAME
 from finrag_pipelines.training.staging import write_parquet_if_changed
 from finrag_pipelines.training.verl_common import last_step_metrics
+from finrag_pipelines.kernels import planned_kernels
 from finrag_pipelines.training.verl_sft import VerlSFTConfig, build_sft_command, train_sft
 
 logger = logging.getLogger(__name__)
@@ -153,10 +154,12 @@ def launch_sft(
         "val_files": None if val is None else str(val), "output_dir": str(work), "max_length": length.max_length,
     })
     if params.mode == "plan":
-        argv, env = build_sft_command(config, entry=params.entry, gpus=max(config.nproc_per_node, 1))
+        kernels = planned_kernels("verl SFT", liger=config.use_liger)  # decided again at launch
+        gpus = max(config.nproc_per_node, 1)
+        argv, env = build_sft_command(config, entry=params.entry, gpus=gpus, kernels=kernels)
         logger.info("sft: launch planned, not run (sft.launch.mode=plan): %s", " ".join(argv[:8]))
         return {"status": "planned", "reason": "sft.launch.mode=plan", "argv": portable_argv(argv),
-                "env": env,
+                "env": env, "kernels": kernels.to_dict(),
                 "train_rows": len(sft_train_parquet), "val_rows": len(sft_val_parquet),
                 "base_model_exists": (Path(params.base_model_path) / "config.json").is_file()}
     merged = train_sft(config, params.merged_dir, entry=params.entry, progress=params.progress)

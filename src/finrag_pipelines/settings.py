@@ -6,6 +6,11 @@ from pathlib import PurePath
 
 from kedro.config import OmegaConfigLoader
 
+from finrag_pipelines.managed_llm import ManagedLLMServerHooks
+
+# llm.server: managed — the run starts its LLM server, routes params:llm to it and stops it (managed_llm.py)
+HOOKS = (ManagedLLMServerHooks(),)
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

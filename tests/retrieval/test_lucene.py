@@ -182,3 +182,17 @@ def test_a_search_failure_is_an_error_never_an_empty_result(lucene_java, docs, t
     with pytest.raises(RetrievalError, match="search of 1 queries failed"):
         index.search(["股票 基金"], 3)
     assert not Path(str(index._dir)).exists()  # an unsaved index's temporary folder is removed on close
+
+
+def test_the_milvus_env_refuses_a_lucene_index_naming_the_setting(lucene, tmp_path):
+    pytest.importorskip("pymilvus", reason="the Milvus dataset needs pymilvus (the milvus extra)")
+    from kedro.io import DatasetError
+
+    from finrag_pipelines.datasets.milvus import MilvusBM25IndexDataset
+
+    dataset = MilvusBM25IndexDataset(
+        uri=str(tmp_path / "m.db"), collection="c_bm25", meta_path=str(tmp_path / "milvus_bm25" / "meta.json")
+    )
+    with pytest.raises(DatasetError, match="set index_build.bm25.backend: bm25s for --env milvus"):
+        dataset.save(lucene)
+    assert not (tmp_path / "m.db").exists()

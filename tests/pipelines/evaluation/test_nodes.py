@@ -207,3 +207,36 @@ def test_report_and_plot():
     assert "is **better than** plain jieba+bm25s on mrr@10: +0.1000" in text
     assert "w = **0.30**" in text
     assert isinstance(nodes.plot_retrieval_metrics(metrics, "fintruthqa"), Figure)
+
+
+def test_report_shows_the_lucene_twin_its_settings_and_its_difference_to_bm25():
+    metrics = {
+        "bm25": {"top1": 0.5, "mrr@10": 0.6, "n_queries": 10},
+        "bm25_lucene": {"top1": 0.5, "mrr@10": 0.61, "n_queries": 10},
+    }
+    comps = [{"a": "bm25_lucene", "b": "bm25", "metric": "mrr@10", "mean_diff": 0.01, "low": -0.01,
+              "high": 0.03, "p_value": 0.4, "n_queries": 10, "confidence": 0.95}]
+    weight = {"dense_weight": None, "source": "not tuned"}
+    splits = frame({"query_id": ["a"], "split": ["report"]})
+    prep = {"documents_in": 3, "documents_by_status": {"kept": 3}, "queries": 1, "judgements": 1,
+            "queries_without_relevant_documents": []}
+    meta = {"kind": "bm25", "built_at": "now", "num_docs": 3, "corpus_hash": "abc", "bm25": {"k1": 0.9},
+            "tokenizer": {}}
+    settings = {"k1": 0.9, "b": 0.75, "rm3": None, "not_applied": {"tf_cap": 5, "domain_term_weight": 1.2},
+                "versions": {"pyserini": "1.6.0"}}
+    lucene = {**meta, "backend": "lucene", "lucene": settings}
+    dense = {"status": "unavailable", "reason": "none"}
+    status = {"bm25": "evaluated", "bm25_lucene": "evaluated"}
+    text = nodes.write_report(metrics, comps, status, weight, weight, splits, prep, meta, meta, dense, dense,
+                              dense, "fintruthqa", lucene)
+    assert "- **bm25_lucene**: built now" in text
+    assert "backend: Lucene (pyserini 1.6.0), k1 0.9, b 0.75, RM3 `None`; not applied: `{'tf_cap': 5" in text
+    assert ("in Lucene (pyserini; without the tf cap and the domain-term weight) are "
+            "**not distinguishable from**") in text
+    # not built: the lexical twin is "not evaluated" with the reason, never scored
+    queries = frame({"query_id": ["q"], "text": ["股票"]})
+    corpus = frame({"doc_id": ["d"], "title": [""], "text": ["股票"]})
+    why = "off (index_build.lucene.compare: false)"
+    off = nodes.retrieve_bm25(Unavailable("bm25_lucene index", why), corpus, queries,
+                              RetrieveParams(depth=10, batch_size=2))
+    assert unavailable_reason(off) == why

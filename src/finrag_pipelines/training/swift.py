@@ -28,9 +28,9 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BeforeValidator, StrictBool, StrictInt, StrictStr, model_validator
 
+from finrag_pipelines.kernels import KernelChoice, choose_kernels
 from finrag_pipelines.training.checkpoints import find_last_swift_checkpoint, merge_swift_checkpoint
 from finrag_pipelines.training.machine import gpu_count, swift_executable
-from finrag_pipelines.kernels import KernelChoice, choose_kernels
 from finrag_pipelines.training.runs import LogFormat, TrainingError, TrainingRun, copy_manifest, run_logged
 from finrag_pipelines.training.trainer_config import Names, Number, TrainerConfig, setting
 

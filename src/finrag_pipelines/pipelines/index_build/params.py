@@ -62,9 +62,9 @@ class LuceneParams(_Strict):
     """Settings of every Lucene BM25 index (``backend: lucene``, and the ``bm25_lucene`` comparison)."""
 
     compare: bool = Field(description="also build bm25_lucene (index_build.bm25 in Lucene) to evaluate it")
-    k1: Optional[float] = Field(gt=0, description="null = the index group's scoring.k1")
-    b: Optional[float] = Field(ge=0, le=1, description="null = the index group's scoring.b")
-    rm3: Optional[LuceneRM3Params] = Field(description="null = plain BM25")
+    k1: float | None = Field(gt=0, description="null = the index group's scoring.k1")
+    b: float | None = Field(ge=0, le=1, description="null = the index group's scoring.b")
+    rm3: LuceneRM3Params | None = Field(description="null = plain BM25")
     index_threads: int = Field(ge=1)
     search_threads: int = Field(ge=1, description="threads of one batched search")
 

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
+from finrag_pipelines.kernels import planned_kernels
 from finrag_pipelines.mcq.records import (
     build_sft_rows,
     chat_lengths,
@@ -25,7 +26,6 @@ from finrag_pipelines.project_paths import portable_argv, portable_path
 from finrag_pipelines.training.runs import MANIFEST_NAME, TRAIN_LOG_NAME
 from finrag_pipelines.training.staging import write_parquet_if_changed
 from finrag_pipelines.training.verl_common import last_step_metrics
-from finrag_pipelines.kernels import planned_kernels
 from finrag_pipelines.training.verl_sft import VerlSFTConfig, build_sft_command, train_sft
 
 logger = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ Usage::
 
 Works on the prepared demo artefacts of ``--set`` (``kedro run --env demo`` writes them):
 ``data/03_primary/<set>/{corpus,eval_queries,eval_qrels}.parquet``; document vectors are read back from the
-FAISS index ``data/06_models/<set>/dense_base`` (query vectors come from the base encoder of
-``conf/demo/globals.yml``, through the embedding cache ``data/04_feature/embedding_cache``), and the BM25 index
+FAISS index ``data/06_models/<set>/dense_base`` (query vectors come from the demo environment's base encoder,
+``globals.yml`` ``encoder_roles.base``, through the embedding cache ``data/04_feature/embedding_cache``), and the BM25 index
 is rebuilt with ``conf/base/parameters_index_build.yml``'s ``bm25`` settings (so it carries its tokens).
 
 Measured, in one process, against the reference run of the same process:
@@ -56,6 +56,13 @@ from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 
 logger = logging.getLogger("milvus_compare")
+
+
+def _demo_globals() -> dict[str, Any]:
+    """conf/base + conf/demo ``globals.yml``, merged by the project's config loader (settings.py)."""
+    from finrag_pipelines.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    return CONFIG_LOADER_CLASS(str(_ROOT / "conf"), env="demo", **CONFIG_LOADER_ARGS)["globals"]
 
 
 def _timed(search: Callable[[], Run], repeats: int) -> tuple[Run, float]:
@@ -119,8 +126,8 @@ def main() -> None:
     # ---------------------------------------------------------------- dense
     faiss_index = DenseIndex.load(_ROOT / "data" / "06_models" / args.set / "dense_base")
     faiss_index.check_compatible(corpus_hash=digest)
-    demo = yaml.safe_load((_ROOT / "conf" / "demo" / "globals.yml").read_text(encoding="utf-8"))
-    encoder = build_encoder(demo["encoders"]["base"])
+    demo = _demo_globals()
+    encoder = build_encoder(demo["encoders"][demo["encoder_roles"]["base"]])
     faiss_index.check_compatible(encoder=encoder)
     qvecs = encode_with_store(
         encoder, texts, "query", EmbeddingStore(_ROOT / "data" / "04_feature" / "embedding_cache")

@@ -17,6 +17,13 @@ Measured:
   top-k, after a warm-up, best of ``--repeats`` (median reported too).
 * optionally, with the ``lucene`` extra, Lucene BM25 over the same tokens through the project's Lucene
   backend (``lucene_qps`` one query at a time, ``lucene_batched_2_threads_qps``).
+* ``ngram_bm25_qps``: the character n-gram BM25 index (``index_build.bm25_ngram`` settings) on its own query
+  n-grams, and ``ngram_bm25_text_qps`` with tokenising included; ``ngram_vs_ours_bm25`` and
+  ``ngram_vs_ours_bm25_text`` compare them with our word BM25.
+* ``fusion_*``: evaluation's first-stage fusion (``data/07_model_output/<set>/fusion_settings.json``, skipped
+  when it does not exist): ``fusion_weighted_fuse_qps`` / ``fusion_learned_fuse_qps`` fuse precomputed runs
+  of its retrievers (features included), ``fusion_end_to_end_qps`` searches each retriever and fuses with the
+  winning method.
 
 Prints human-readable lines, then a final line holding one JSON object with every number (``results``);
 other measurements (e.g. dense ``dense_batched_qps``) add their keys to the same dict.
@@ -52,14 +59,17 @@ from finrag_pipelines.text.tokenize import FinanceTokenizer  # noqa: E402
 
 logger = logging.getLogger("retrieval_speed")
 
-def _bm25_settings() -> tuple[dict[str, Any], BM25Config]:
-    """The `index_build.bm25` settings of conf/base/parameters_index_build.yml (defined once, read here)."""
+def _bm25_settings(key: str = "bm25") -> tuple[dict[str, Any], BM25Config]:
+    """An index's settings in conf/base/parameters_index_build.yml (defined once, read here)."""
     conf = yaml.safe_load((_ROOT / "conf/base/parameters_index_build.yml").read_text(encoding="utf-8"))
-    bm25 = conf["index_build"]["bm25"]
-    return {**bm25["tokenizer"], "segmenter": "auto"}, BM25Config(**bm25["scoring"])
+    bm25 = conf["index_build"][key]
+    extra = {"segmenter": "auto"} if key == "bm25" else {}
+    return {**bm25["tokenizer"], **extra}, BM25Config(**bm25["scoring"])
 
 
 TOKENIZER_SETTINGS, SCORING = _bm25_settings()
+NGRAM_SETTINGS, NGRAM_SCORING = _bm25_settings("bm25_ngram")
+PLAIN_SETTINGS, PLAIN_SCORING = _bm25_settings("bm25_plain")
 
 
 def default_corpus_dir() -> Path:
@@ -272,6 +282,99 @@ def measure_dense(doc_ids: list[str], texts: list[str], corpus_hash: str, querie
     }
 
 
+def measure_ngram(
+    doc_ids: list[str], texts: list[str], corpus_hash: str, queries: list[str], k: int, repeats: int
+) -> tuple[BM25Index, dict[str, Any]]:
+    """``ngram_bm25_qps`` (query n-grams given) and ``ngram_bm25_text_qps`` (tokenising included)."""
+    from finrag_pipelines.text.ngram import CharNgramTokenizer
+
+    tokenizer = CharNgramTokenizer(**NGRAM_SETTINGS)
+    started = time.perf_counter()
+    index = BM25Index.build(doc_ids, texts, tokenizer, NGRAM_SCORING, corpus_hash, name="bm25_ngram")
+    build_s = time.perf_counter() - started
+    query_tokens = tokenizer.tokenize_many(queries)
+    token_times, _ = _timed(lambda: index.search_tokens(query_tokens, k), repeats)
+    text_times, _ = _timed(lambda: index.search(queries, k), repeats)
+    qps, text_qps = len(queries) / min(token_times), len(queries) / min(text_times)
+    print(
+        f"n-gram BM25 ({tokenizer!r}, {index.vocab_size} terms, built in {build_s:.2f}s): {qps:.0f} q/s on "
+        f"query n-grams, {text_qps:.0f} q/s on texts"
+    )
+    return index, {
+        "ngram_bm25_qps": round(qps, 1),
+        "ngram_bm25_text_qps": round(text_qps, 1),
+        "ngram_build_s": round(build_s, 2),
+        "ngram_vocab_size": index.vocab_size,
+    }
+
+
+def measure_fusion(
+    corpus_dir: Path,
+    doc_ids: list[str],
+    texts: list[str],
+    corpus_hash: str,
+    queries: list[str],
+    lexical: dict[str, BM25Index],
+    repeats: int,
+    skip_dense: bool,
+) -> dict[str, Any]:
+    """Evaluation's fusion settings applied here: fusing precomputed runs, and search + fuse end to end."""
+    from finrag_pipelines.retrieval.first_stage import FusionSettings
+    from finrag_pipelines.retrieval.learned_fusion import FeatureBuilder
+
+    path = _ROOT / "data/07_model_output" / corpus_dir.name / "fusion_settings.json"
+    if not path.is_file():
+        print(f"fusion skipped: no {path} (run `kedro run --env demo --pipelines index_build,evaluation`)")
+        return {"fusion_settings": None}
+    settings = FusionSettings.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+    retrievers: dict[str, Any] = dict(lexical)
+    if "bm25_plain" in settings.retrievers:
+        plain = FinanceTokenizer(**PLAIN_SETTINGS)
+        retrievers["bm25_plain"] = BM25Index.build(
+            doc_ids, texts, plain, PLAIN_SCORING, corpus_hash, name="bm25_plain"
+        )
+    if "dense" in settings.retrievers:
+        if skip_dense:
+            print("fusion skipped: its settings fuse dense, and --skip-dense is set")
+            return {"fusion_settings": str(path)}
+        from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
+        from finrag_pipelines.embedding.use_encoder import USEEncoder
+        from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
+
+        encoder = USEEncoder(threads=2)
+        store = EmbeddingStore(_ROOT / "data/04_feature/embedding_cache")
+        vectors = encode_with_store(encoder, texts, "document", store)
+        meta = {**encoder.describe(), "fingerprint": encoder.fingerprint}
+        retrievers["dense"] = DenseRetriever(DenseIndex.build(doc_ids, vectors, meta, corpus_hash), encoder)
+    missing = [name for name in settings.retrievers if name not in retrievers]
+    if missing:
+        print(f"fusion skipped: its settings fuse {missing}, which this benchmark does not build")
+        return {"fusion_settings": str(path)}
+    builder = FeatureBuilder(dict(zip(doc_ids, texts)), {v: retrievers[v].tokenizer for v in settings.views})
+    runs = {name: retrievers[name].search(queries, settings.depth) for name in settings.retrievers}
+    out: dict[str, Any] = {"fusion_settings": str(path), "fusion_method": settings.method,
+                           "fusion_retrievers": list(settings.retrievers)}
+    for method in ("weighted", "learned"):
+        if method == "learned" and settings.learned is None:
+            continue
+        times, _ = _timed(lambda: settings.fuse(runs, queries, builder, method), max(1, repeats - 2))
+        out[f"fusion_{method}_fuse_qps"] = round(len(queries) / min(times), 1)
+
+    def end_to_end() -> Any:
+        fresh = {name: retrievers[name].search(queries, settings.depth) for name in settings.retrievers}
+        return settings.fuse(fresh, queries, builder)
+
+    times, _ = _timed(end_to_end, max(1, repeats - 2))
+    out["fusion_end_to_end_qps"] = round(len(queries) / min(times), 1)
+    print(
+        f"fusion over {list(settings.retrievers)} (depth {settings.depth}): fuse only "
+        + ", ".join(f"{m} {out[f'fusion_{m}_fuse_qps']:.0f} q/s" for m in ("weighted", "learned")
+                    if f"fusion_{m}_fuse_qps" in out)
+        + f"; search + fuse ({settings.method}) {out['fusion_end_to_end_qps']:.0f} q/s"
+    )
+    return out
+
+
 def measure_faiss_scale(n_docs: int, dim: int, n_queries: int, k: int, seed: int = 0) -> dict[str, Any]:
     """FAISS search alone at a realistic scale (random unit vectors, e.g. 100k x 1024 as Qwen3-Embedding-0.6B
     gives): batched search of all queries vs one ``search`` call per query, same index, same queries."""
@@ -356,6 +459,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results.update(measure_lucene(doc_ids, corpus_tokens, query_tokens, tokenizer, corpus_hash, args.k))
     if results["lucene_qps"]:
         results["ours_vs_lucene_ratio"] = round(results["ours_bm25_qps"] / results["lucene_qps"], 2)
+    ngram, ngram_results = measure_ngram(doc_ids, texts, corpus_hash, queries, args.k, args.repeats)
+    results.update(ngram_results)
+    results["ngram_vs_ours_bm25"] = round(results["ngram_bm25_qps"] / results["ours_bm25_qps"], 2)
+    text_ratio = results["ngram_bm25_text_qps"] / results["ours_bm25_text_qps"]
+    results["ngram_vs_ours_bm25_text"] = round(text_ratio, 2)
+    results.update(
+        measure_fusion(corpus_dir, doc_ids, texts, corpus_hash, queries, {"bm25": ours, "bm25_ngram": ngram},
+                       args.repeats, args.skip_dense)
+    )
     if not args.skip_dense:
         results.update(measure_dense(doc_ids, texts, corpus_hash, queries, args.k))
         results.update(measure_faiss_scale(args.faiss_docs, 1024, 200, args.k))

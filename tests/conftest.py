@@ -36,6 +36,32 @@ def tiny_qwen3_dir(disc_corpus: list[tuple[str, str]], tmp_path_factory: pytest.
     return build_tiny_qwen3(lines, tmp_path_factory.mktemp("tiny_qwen3") / "model")
 
 
+def _corpus_lines(disc_corpus: list[tuple[str, str]], n: int = 400) -> list[str]:
+    return [line.strip() for _, text in disc_corpus for line in text.splitlines() if line.strip()][:n]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_reranker_dir(
+    disc_corpus: list[tuple[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A tiny random Qwen3-Reranker-style causal LM (``yes``/``no`` single tokens), built once per session."""
+    from finrag_pipelines.rerank.tiny_models import build_tiny_qwen3_reranker
+
+    folder = tmp_path_factory.mktemp("tiny_qwen3_rr") / "model"
+    return build_tiny_qwen3_reranker(_corpus_lines(disc_corpus), folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_reranker_dir(
+    disc_corpus: list[tuple[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A tiny random BERT cross-encoder (one label), built once per session."""
+    from finrag_pipelines.rerank.tiny_models import build_tiny_bert_cross_encoder
+
+    folder = tmp_path_factory.mktemp("tiny_bert_rr") / "model"
+    return build_tiny_bert_cross_encoder(_corpus_lines(disc_corpus), folder)
+
+
 @pytest.fixture(scope="session")
 def lucene_java() -> object:
     """The Lucene backend's Java classes (the JVM starts once per test session, ~3-8 s).

@@ -171,6 +171,92 @@ def test_a_failed_preflight_or_bad_settings_stop_the_run_before_anything_starts(
     assert factory.built == [] and not (tmp_path / "llm_server").exists()
 
 
+# ----------------------------------------------------- next to RunStopHooks, in either order of settings.HOOKS
+
+
+class FakeServer:
+    """What the managed hooks use of a server, recording start and stop."""
+
+    base_url = "http://127.0.0.1:1/v1"
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def start(self) -> FakeServer:
+        self.events.append("start")
+        return self
+
+    def stop(self, reason: str) -> None:
+        self.events.append(f"stop: {reason}")
+
+
+def _copy(x: Any) -> Any:
+    return x
+
+
+def hook_manager(tmp_path: Path, order: str, events: list[str], check: Any = None) -> Any:
+    """A Kedro hook manager with the project's two hooks registered as ``settings.HOOKS`` lists them (or
+    reversed); a missing ``corpus`` is made by the registered ``prep`` pipeline."""
+    from kedro.framework.hooks.manager import _create_hook_manager, _register_hooks
+
+    from finrag_pipelines import settings
+    from finrag_pipelines.hooks import RunStopHooks
+
+    assert [type(h).__name__ for h in settings.HOOKS] == ["RunStopHooks", "ManagedLLMServerHooks"]
+    registry = {"prep": Pipeline([Node(_copy, "raw", "corpus", name="prep")])}
+    managed = ManagedLLMServerHooks(lambda *args: FakeServer(events), check=check or (lambda config: None))
+    hooks = [RunStopHooks(registry=lambda: registry), managed]
+    manager = _create_hook_manager()
+    _register_hooks(manager, hooks if order == "settings" else hooks[::-1])
+    return manager
+
+
+USES_CORPUS = Pipeline([Node(lambda corpus, llm: corpus, ["corpus", "params:llm"], "answer", name="ask")])
+
+
+@pytest.mark.parametrize("order", ["settings", "reversed"])
+def test_a_run_missing_upstream_artefacts_stops_before_its_managed_server_starts(tmp_path, order):
+    from finrag_pipelines.hooks import RunStopped
+
+    events: list[str] = []
+    manager = hook_manager(tmp_path, order, events)
+    catalog = catalog_for(tmp_path, llm_settings())
+    catalog["corpus"] = MemoryDataset()  # empty: not made yet
+    with pytest.raises(RunStopped, match=r"needs corpus \(made by prep\)"):
+        manager.hook.before_pipeline_run(run_params={}, pipeline=USES_CORPUS, catalog=catalog)
+    assert events == []
+    catalog["corpus"] = "made"
+    manager.hook.before_pipeline_run(run_params={}, pipeline=USES_CORPUS, catalog=catalog)
+    assert events == ["start"] and catalog.load("params:llm").base_url == FakeServer.base_url
+
+
+@pytest.mark.parametrize("order", ["settings", "reversed"])
+def test_a_failed_preflight_and_a_node_configuration_error_stop_in_one_line_after_the_server_stops(
+    tmp_path, order
+):
+    from finrag_pipelines.errors import ConfigurationError
+    from finrag_pipelines.hooks import RunStopped
+
+    def no_sglang(config: Any) -> None:
+        raise ManagedServerError("llm_server.python cannot import sglang;\n install it there")
+
+    events: list[str] = []
+    catalog = catalog_for(tmp_path, llm_settings())
+    catalog["corpus"] = "made"
+    manager = hook_manager(tmp_path, order, events, check=no_sglang)
+    with pytest.raises(RunStopped) as stopped:
+        manager.hook.before_pipeline_run(run_params={}, pipeline=USES_CORPUS, catalog=catalog)
+    assert stopped.value.message == "llm_server.python cannot import sglang; install it there"
+    assert isinstance(stopped.value.__cause__, ConfigurationError) and events == []
+
+    manager = hook_manager(tmp_path, order, events)
+    manager.hook.before_pipeline_run(run_params={}, pipeline=USES_CORPUS, catalog=catalog)
+    error = ConfigurationError("a node's setting is wrong")
+    with pytest.raises(RunStopped, match="a node's setting is wrong"):
+        manager.hook.on_pipeline_error(error=error, run_params={}, pipeline=USES_CORPUS, catalog=catalog)
+    assert events == ["start", "stop: run failed: ConfigurationError"]  # stopped before the one-line stop
+
+
 # ------------------------------------------------------------------------------- a real `kedro run`
 
 ENV = {
@@ -229,6 +315,16 @@ def test_kedro_run_translates_through_its_managed_server_and_stops_it(project):
     assert personas  # the run finished its pipeline; the translations came from the managed server:
     journal = (project / "data/02_intermediate/llm_journal.jsonl").read_text(encoding="utf-8")
     assert ANSWER in journal and '"stub-qwen3"' in journal
+
+
+@pytest.mark.slow
+def test_kedro_run_whose_managed_server_cannot_start_stops_in_one_line(project):
+    argv = [*RUN[:-1], RUN[-1] + ",llm_server.module=sglang_is_not_installed_here"]
+    done = subprocess.run(argv, cwd=project, env=ENV, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and "sglang_is_not_installed_here' is not importable" in last
+    assert not list((project / "data/08_reporting/llm_server").glob("*.log"))  # nothing was launched
 
 
 @pytest.mark.slow

@@ -13,8 +13,10 @@ from kedro.framework.startup import bootstrap_project
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_RETRIEVERS = {"bm25", "bm25_plain", "dense", "hybrid_rrf", "hybrid_weighted"}
+BASE_RETRIEVERS |= {"bm25_ngram", "fusion_weighted", "fusion_learned", "fusion"}  # n-grams, fusion
 FINETUNED_RETRIEVERS = {"dense_pretrained", "dense_finetuned", "hybrid_rrf_finetuned", "hybrid_weighted_finetuned"}
 RETRIEVERS = BASE_RETRIEVERS | FINETUNED_RETRIEVERS
+RERANK_RETRIEVERS = {f"{r}_rerank{s}" for r in ("bm25", "hybrid_weighted") for s in ("", "_finetuned")}
 METRIC_KEYS = {"top1", "top3", "top5", "top10", "mrr@10", "recall@10", "ndcg@10", "n_queries"}
 
 
@@ -51,19 +53,42 @@ def test_default_pipeline_runs_end_to_end_and_resumes(project):
     distill = json.loads((project / "data/08_reporting/disc_finllm/distill_report.json").read_text())
     assert distill["backend"] == "keyword" and distill["kept"] > 50 and distill["failed_documents"] == 0
     assert json.loads((project / "data/08_reporting/personas/persona_index_report.json").read_text())
-    for index in ("bm25", "bm25_plain", "dense_base", "dense_pretrained", "dense_finetuned"):
+    for index in ("bm25", "bm25_plain", "bm25_ngram", "dense_base", "dense_pretrained", "dense_finetuned"):
         assert json.loads((project / f"data/06_models/disc_finllm/{index}/meta.json").read_text())["corpus_hash"]
+    fusion = json.loads((project / "data/07_model_output/disc_finllm/fusion_settings.json").read_text())
+    assert fusion["method"] in ("weighted", "learned") and fusion["selection"]["n_tune_queries"] > 0
+    vocabulary = json.loads((project / "data/08_reporting/disc_finllm/vocabulary_ablation.json").read_text())
+    assert vocabulary["decision"] in vocabulary["variants"] and "## First-stage fusion" in report
     # the chain went corpus → queries → negatives → fine-tune → index → evaluation
     finetune = json.loads((project / "data/08_reporting/embedding_finetune/finetune_report.json").read_text())
     assert finetune["steps"] == 3 and finetune["status"] == "finished"
     comparisons = json.loads((project / "data/08_reporting/disc_finllm/retrieval_comparisons.json").read_text())
     assert {("dense_finetuned", "dense_pretrained"), ("dense_finetuned", "dense")} <= {(c["a"], c["b"]) for c in comparisons}
-    assert all("mean_diff" in c for c in comparisons)
+    # reranker_finetune is not in the default chain: the rerank stage has no model yet and says so
+    reranked = [c for c in comparisons if "_rerank" in c["a"] + c["b"]]
+    assert reranked and all(c["status"] == "skipped" and "reranker" in c["reason"] for c in reranked)
+    # the Lucene twin is off (index_build.lucene.compare: false): its comparison is skipped with the reason
+    lucene = [c for c in comparisons if "bm25_lucene" in (c["a"], c["b"])]
+    assert lucene and all(c["status"] == "skipped" and "lucene.compare" in c["reason"] for c in lucene)
+    assert all("mean_diff" in c for c in comparisons if c not in reranked and c not in lucene)
     # then the evaluation questions were answered offline: extractive single_shot, LLM systems not evaluated
     answers = json.loads((project / "data/08_reporting/rag/answer_metrics.json").read_text())
     assert "single_shot" in answers and "agent" not in answers
     assert answers["single_shot"]["search_recall"] > 0.5 and answers["single_shot"]["failed"] == 0
     assert "not evaluated" in (project / "data/08_reporting/rag/answer_report.md").read_text()
+    # reports, index meta.json files and the embedding cache name paths relative to the project, never the machine's
+    written = [
+        *(project / "data/08_reporting").glob("retrieval_*"),
+        *(project / "data/08_reporting").glob("*/*.json"),
+        *(project / "data/06_models").glob("*/*/meta.json"),
+        *(project / "data/04_feature/embedding_cache").glob("*/encoder.json"),
+    ]
+    written = [p for p in written if p.suffix != ".png"]
+    assert len(written) > 15
+    roots = {str(project), str(project.resolve())}
+    leaks = [str(p) for p in written if any(r in p.read_text(encoding="utf-8") for r in roots)]
+    assert not leaks, f"absolute project paths in {leaks}"
+    assert "data/06_models/embedding_finetuned/merged" in report
 
     # a second run finds every document vector in the embedding cache: no new shard is written
     cache = project / "data/04_feature/embedding_cache"
@@ -72,6 +97,18 @@ def test_default_pipeline_runs_end_to_end_and_resumes(project):
     with KedroSession.create(project_path=project, env="test") as session:
         session.run(pipeline_names=["index_build"])
     assert sorted(p for p in cache.rglob("*") if p.is_file()) == shards
+
+    # the rerank stage: reranker_finetune builds a tiny base reranker and trains it on the mined rows;
+    # evaluation then reranks bm25 and hybrid_weighted with both and compares them
+    with KedroSession.create(project_path=project, env="test") as session:
+        session.run(pipeline_names=["reranker_finetune", "evaluation"])
+    metrics = json.loads((project / "data/08_reporting/retrieval_metrics.json").read_text())
+    assert set(metrics) == RETRIEVERS | RERANK_RETRIEVERS
+    reports = project / "data/08_reporting"
+    comparisons = json.loads((reports / "disc_finllm/retrieval_comparisons.json").read_text())
+    assert all("mean_diff" in c for c in comparisons if "bm25_lucene" not in (c["a"], c["b"]))
+    report = json.loads((reports / "reranker_finetune/reranker_finetune_report.json").read_text())
+    assert report["steps"] == 3 and report["rows"]["dropped_query_too_long"] == 0
 
 
 @pytest.mark.slow

@@ -10,7 +10,9 @@ created on demand and reused while ``deploy/airflow/requirements.txt`` and the P
 
 The venv is ``$FINRAG_AIRFLOW_VENV``, default ``${XDG_CACHE_HOME:-~/.cache}/finrag/airflow-venv``. It holds
 Airflow, kedro-airflow and the project's light runtime dependencies, not the project itself: commands run
-with ``PYTHONPATH=<repo>/src``, so the venv never goes stale when the code changes.
+with ``PYTHONPATH=<repo>/src``, so the venv never goes stale when the code changes. It is installed from PyPI
+with ``constraints-py<X.Y>.txt`` (the exact versions last tested on that Python), so every machine builds the
+same environment.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 REQUIREMENTS = HERE / "requirements.txt"
+# exact versions per Python minor version (pip freeze of a venv the test passed with)
+CONSTRAINTS = "constraints-py{version}.txt"
 TEMPLATE = HERE / "dag_template.j2"
 PACKAGE_NAME = "finrag_pipelines"
 DEFAULT_KEDRO_ENV = "local"  # kedro-airflow leaves the env out of the file name for this one
@@ -50,11 +54,22 @@ def venv_dir() -> Path:
     return cache / "finrag" / "airflow-venv"
 
 
+def _python_version(python: str, spec: str = "sys.version") -> str:
+    return subprocess.run(
+        [python, "-c", f"import sys; print({spec})"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def constraints_file(python: str = sys.executable) -> Path | None:
+    """The pinned versions for ``python``'s minor version, or ``None`` when none were recorded for it."""
+    path = HERE / CONSTRAINTS.format(version=_python_version(python, "'%d.%d' % sys.version_info[:2]"))
+    return path if path.is_file() else None
+
+
 def _stamp(python: str) -> str:
-    version = subprocess.run(
-        [python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True
-    ).stdout
-    return hashlib.sha256(REQUIREMENTS.read_bytes() + version.encode()).hexdigest()
+    constraints = constraints_file(python)
+    pinned = constraints.read_bytes() if constraints else b""
+    return hashlib.sha256(REQUIREMENTS.read_bytes() + pinned + _python_version(python).encode()).hexdigest()
 
 
 def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -95,7 +110,14 @@ def ensure_venv(python: str = sys.executable, venv: Path | None = None) -> Path:
         (venv / _OWNED).touch()
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         _run([*pip, "--upgrade", "pip"])
-        _run([*pip, "-r", str(REQUIREMENTS)], timeout=1800)
+        constraints = constraints_file(python)
+        if constraints is None:
+            logger.warning(
+                "no %s for this Python: Airflow's dependencies resolve to today's PyPI versions (untested)",
+                CONSTRAINTS.format(version=_python_version(python, "'%d.%d' % sys.version_info[:2]")),
+            )
+        pinned = ["-c", str(constraints)] if constraints else []
+        _run([*pip, "-r", str(REQUIREMENTS), *pinned], timeout=1800)
         stamp_file.write_text(stamp + "\n")
         return venv
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    finrag-serve --env demo --host 127.0.0.1 --port 8000 [--method hybrid] [--alpha 0.3] [--token-env VAR]
+    finrag-serve --env demo --host 127.0.0.1 --port 8000 [--method fusion] [--alpha 0.3] [--token-env VAR]
     python -m finrag_pipelines.serve --env demo
 
 Settings come from the ``serving`` parameters group (``conf/base/parameters_serving.yml``); the flags
@@ -21,9 +21,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from finrag_pipelines.retrieval.first_stage import FusionSettings
 from finrag_pipelines.retrieval.types import IndexMismatchError, Unavailable
 from finrag_pipelines.serving.backend import SearchBackend, tuned_alpha
-from finrag_pipelines.serving.settings import METHODS, ServingConfigError, ServingSettings, load_settings
+from finrag_pipelines.serving.settings import (
+    AUTO,
+    METHODS,
+    ServingConfigError,
+    ServingSettings,
+    load_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +77,18 @@ def load_from_project(
         bm25 = catalog.load(names.bm25_index)
         dense = catalog.load(names.dense_index)
         encoder = catalog.load(names.encoder) if not isinstance(dense, Unavailable) else None
-        for what, obj in (("bm25 index", bm25), ("dense index", dense), ("encoder", encoder)):
+        reranker = catalog.load(names.reranker) if settings.rerank.enabled else None
+        loaded = (("bm25 index", bm25), ("dense index", dense), ("encoder", encoder), ("reranker", reranker))
+        for what, obj in loaded:
             if isinstance(obj, Unavailable):
                 logger.warning("serving: %s not served: %s", what, obj.reason)
         bm25 = None if isinstance(bm25, Unavailable) else bm25
+        if isinstance(reranker, Unavailable):
+            if settings.rerank.default:
+                raise ValueError(
+                    f"serving.rerank.default is true but the reranker is unavailable: {reranker.reason}"
+                )
+            reranker = None
         if isinstance(dense, Unavailable) or isinstance(encoder, Unavailable):
             dense, encoder = None, None
         if settings.alpha == "tuned":
@@ -83,6 +98,9 @@ def load_from_project(
                 alpha, source = 0.5, "unused (hybrid unavailable)"
         else:
             alpha, source = float(settings.alpha), "conf (serving.alpha)"
+        lexical, vectors, fusion = load_fusion_parts(
+            catalog, settings, has_bm25=bm25 is not None, has_dense=dense is not None
+        )
     backend = SearchBackend(
         doc_ids=list(corpus["doc_id"]),
         titles=list(corpus["title"].fillna("")),
@@ -95,8 +113,62 @@ def load_from_project(
         alpha_source=source,
         fusion_depth=settings.fusion_depth,
         encode_batch_size=settings.encode_batch_size,
+        parent_ids=list(corpus["parent_id"]) if "parent_id" in corpus.columns else None,
+        reranker=reranker,
+        rerank_depth=settings.rerank.depth,
+        rerank_default=settings.rerank.default,
+        lexical=lexical,
+        vectors=vectors,
+        fusion=fusion,
     )
     return backend, settings
+
+
+def load_fusion_parts(
+    catalog: Any, settings: ServingSettings, *, has_bm25: bool, has_dense: bool
+) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]], FusionSettings | None]:
+    """The n-gram index, evaluation's fusion settings and the further indexes those settings name.
+
+    What was never built is left out with a warning (its method is then unavailable); an index that exists
+    but does not match the corpus or its encoder stops the server (the backend checks it).
+
+    Returns:
+        ``(lexical indexes by name, (vector index, encoder) by name, fusion settings or None)``.
+    """
+    names = settings.datasets
+    lexical: dict[str, Any] = {}
+    vectors: dict[str, tuple[Any, Any]] = {}
+    if catalog.exists(names.bm25_ngram_index):
+        lexical["bm25_ngram"] = catalog.load(names.bm25_ngram_index)
+    else:
+        logger.warning("serving: bm25_ngram not served: no %s (run index_build)", names.bm25_ngram_index)
+    if not catalog.exists(names.fusion_settings):
+        logger.warning("serving: fusion not served: no %s (run evaluation)", names.fusion_settings)
+        return lexical, vectors, None
+    fusion = FusionSettings.from_dict(catalog.load(names.fusion_settings), names.fusion_settings)
+    missing: list[str] = []
+    served = {"bm25": has_bm25, "dense": has_dense, "bm25_ngram": "bm25_ngram" in lexical}
+    for name in fusion.retrievers:
+        if name in served:
+            missing += [] if served[name] else [f"{name} (not served here)"]
+            continue
+        entry = names.fusion_indexes.get(name)
+        index = catalog.load(entry) if entry and catalog.exists(entry) else None
+        if index is None or isinstance(index, Unavailable):
+            missing.append(f"{name} ({entry or 'not in serving.datasets.fusion_indexes'})")
+        elif name in names.fusion_encoders:
+            encoder = catalog.load(names.fusion_encoders[name])
+            if isinstance(encoder, Unavailable):
+                missing.append(f"{name}: {encoder.reason}")
+            else:
+                vectors[name] = (index, encoder)
+        else:
+            lexical[name] = index
+    if missing:
+        logger.warning("serving: fusion not served: its settings need %s", "; ".join(missing))
+        return lexical, vectors, None
+    logger.info("serving: fusion (%s over %s, %s)", fusion.method, list(fusion.retrievers), fusion.source)
+    return lexical, vectors, fusion
 
 
 def resolve_token(var: str | None) -> str | None:
@@ -119,7 +191,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--project-dir", type=Path, default=None, help="Kedro project root (default: found from cwd)")
     parser.add_argument("--host", default=None, help="bind address (serving.host)")
     parser.add_argument("--port", type=int, default=None, help="TCP port (serving.port)")
-    parser.add_argument("--method", choices=METHODS, default=None, help="default method (serving.method)")
+    parser.add_argument(
+        "--method", choices=(*METHODS, AUTO), default=None, help="default method (serving.method)"
+    )
     parser.add_argument("--alpha", default=None, help="hybrid dense weight in [0, 1] or 'tuned' (serving.alpha)")
     parser.add_argument("--token-env", default=None, help="env var holding the bearer token (serving.token_env)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from kedro.config import OmegaConfigLoader
-
+from finrag_pipelines.config_loader import LayeredConfigLoader
+from finrag_pipelines.hooks import RunStopHooks
 from finrag_pipelines.managed_llm import ManagedLLMServerHooks
 
+# a run whose upstream artefacts are missing, or that is misconfigured, stops in one line (hooks.py); its
+# upstream check runs before any other hook (tryfirst), so a run that cannot start starts no managed server.
 # llm.server: managed — the run starts its LLM server, routes params:llm to it and stops it (managed_llm.py)
-HOOKS = (ManagedLLMServerHooks(),)
+HOOKS = (RunStopHooks(), ManagedLLMServerHooks())
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# OmegaConfigLoader, plus `extends: <env>` in conf/<env>/env.yml (test and milvus extend demo; conf/README.md)
+CONFIG_LOADER_CLASS = LayeredConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
-    # environments override single keys (e.g. demo changes only the encoder), not whole pipeline groups
-    # globals.yml replaces whole top-level keys per environment (an encoder is swapped, not merged)
-    "merge_strategy": {"parameters": "soft"},
+    # an environment changes single keys (demo: the encoder roles, a few training sizes), not whole groups;
+    # catalog and credentials entries are replaced whole
+    "merge_strategy": {"parameters": "soft", "globals": "soft"},
     "custom_resolvers": {
         # ${basename:some/folder} -> "folder": used to keep artefacts of different BEIR sets apart
         "basename": lambda path: PurePath(str(path).rstrip("/")).name,

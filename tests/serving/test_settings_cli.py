@@ -19,7 +19,8 @@ def _conf() -> dict:
 
 def test_project_settings_are_valid() -> None:
     settings = load_settings(_conf())
-    assert settings.method == "hybrid" and settings.host == "127.0.0.1"
+    # auto: fusion when evaluation wrote fusion settings, else hybrid (the default before fusion existed)
+    assert settings.method == "auto" and settings.host == "127.0.0.1"
 
 
 @pytest.mark.parametrize(
@@ -86,7 +87,7 @@ def test_demo_project_serves(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.skip("demo artefacts missing; run `kedro run --env demo` first")
     monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
     backend, settings = load_from_project(_REPO, "demo", {"method": "hybrid"})
-    assert backend.methods == ("dense", "bm25", "hybrid")
+    assert backend.methods[:3] == ("dense", "bm25", "hybrid")  # + bm25_ngram, fusion once built
     assert backend.alpha_source.startswith("tuned")
     with ServerThread(create_app(backend, settings)) as server:
         assert httpx.get(f"{server.url}/health").status_code == 200

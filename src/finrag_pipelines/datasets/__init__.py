@@ -17,8 +17,10 @@ _WHERE = {
     "CredentialsDataset": "llm",
     "ResponseJournalDataset": "llm",
     "ModelDirectoryDataset": "models",
+    "RerankerDataset": "rerankers",
     "MilvusDenseIndexDataset": "milvus",
     "MilvusBM25IndexDataset": "milvus",
+    "FixedFusionSettingsDataset": "fusion",
 }
 __all__ = sorted(_WHERE)
 

@@ -40,6 +40,11 @@ class EncoderDataset(AbstractDataset[None, "Encoder | Unavailable"]):
             self._config["model_path"] = model_path
         self._optional = bool(optional)
 
+    @property
+    def optional(self) -> bool:
+        """Whether a model folder that does not exist yet loads as ``Unavailable`` (a run does not need it)."""
+        return self._optional
+
     def load(self) -> "Encoder | Unavailable":
         path = self._config.get("model_path")
         if self._optional and self._config.get("kind") == "hf" and path and not (Path(path) / "config.json").is_file():

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from finrag_pipelines.project_paths import portable_values
+
 if TYPE_CHECKING:
     from finrag_pipelines.embedding.encoders import Encoder
 
@@ -168,7 +170,7 @@ class EmbeddingStore:
         if describe is not None and not (folder.parent / "encoder.json").exists():
             _atomic_write(
                 folder.parent / "encoder.json",
-                json.dumps(dict(describe), ensure_ascii=False, indent=2).encode("utf-8"),
+                json.dumps(portable_values(dict(describe)), ensure_ascii=False, indent=2).encode("utf-8"),
             )
         body = (
             _HEADER.pack(_MAGIC, matrix.shape[1], matrix.shape[0]) + digests + matrix.astype("<f4").tobytes()

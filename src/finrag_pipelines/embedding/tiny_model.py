@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +58,7 @@ def build_tiny_qwen3(
         ValueError: If ``texts`` is empty or a size is invalid.
     """
     import torch
-    from tokenizers import (
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+    from transformers import Qwen3Config, Qwen3Model
 
     corpus = [text for text in texts if isinstance(text, str) and text.strip()]
     if not corpus:
@@ -84,39 +74,10 @@ def build_tiny_qwen3(
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
 
-    # Qwen2's normaliser and pre-tokenizer, so the saved tokenizer loads identically as Qwen2Tokenizer
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(corpus, trainer)
-    eot_id = tokenizer.token_to_id("<|endoftext|>")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A:0 <|endoftext|>:0",
-        pair="$A:0 <|endoftext|>:0 $B:1 <|endoftext|>:1",
-        special_tokens=[("<|endoftext|>", eot_id)],
-    )
-    hf_tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-        model_max_length=32768,
-        chat_template=CHAT_TEMPLATE,
-    )
+    hf_tokenizer = build_tiny_qwen_tokenizer(corpus, vocab_size)
     hf_tokenizer.save_pretrained(str(folder))
     _set_tokenizer_class(folder / "tokenizer_config.json", "Qwen2Tokenizer")
+    eot_id = hf_tokenizer.convert_tokens_to_ids("<|endoftext|>")
 
     config = Qwen3Config(
         vocab_size=len(hf_tokenizer),
@@ -148,6 +109,67 @@ def build_tiny_qwen3(
         seed,
     )
     return folder
+
+
+def build_tiny_qwen_tokenizer(
+    corpus: Sequence[str], vocab_size: int, *, append_end_of_text: bool = True
+) -> Any:
+    """A byte-level BPE tokenizer with Qwen2's normaliser and pre-tokenizer, trained on ``corpus``.
+
+    Args:
+        corpus: Training texts.
+        vocab_size: Target vocabulary size, special tokens included.
+        append_end_of_text: Append ``<|endoftext|>`` to every text (as Qwen3-Embedding's tokenizer does);
+            False for a causal LM such as Qwen3-Reranker, whose tokenizer appends nothing.
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` with pad ``<|endoftext|>``, eos ``<|im_end|>`` and a chat template.
+    """
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    # Qwen2's normaliser and pre-tokenizer, so the saved tokenizer loads identically as Qwen2Tokenizer
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(list(corpus), trainer)
+    if append_end_of_text:
+        eot_id = tokenizer.token_to_id("<|endoftext|>")
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="$A:0 <|endoftext|>:0",
+            pair="$A:0 <|endoftext|>:0 $B:1 <|endoftext|>:1",
+            special_tokens=[("<|endoftext|>", eot_id)],
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        model_max_length=32768,
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 def _set_tokenizer_class(config_path: Path, class_name: str) -> None:

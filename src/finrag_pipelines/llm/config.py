@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from finrag_pipelines.errors import ConfigurationError
+
 logger = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("openai", "keyword")
@@ -21,15 +23,15 @@ BACKENDS: tuple[str, ...] = ("openai", "keyword")
 ``keyword``: an offline, deterministic baseline that never calls an LLM (the pipeline implements it)."""
 
 SERVERS: tuple[str, ...] = ("external", "managed")
-"""``external``: ``base_url`` is a server someone runs. ``managed``: the run starts one (``llm_server`` in conf,
-:mod:`finrag_pipelines.llm.managed_server`) and points ``base_url`` at it."""
+"""``external``: ``base_url`` is a server someone runs. ``managed``: the run starts one (``llm_server`` in
+conf, :mod:`finrag_pipelines.llm.managed_server`) and points ``base_url`` at it."""
 
 API_KEY_ENV = "FINRAG_LLM_API_KEY"
 """Environment variable read by :func:`resolve_api_key` when the credentials hold no key."""
 
 
-class LLMConfigError(ValueError):
-    """An ``llm`` setting is missing, unknown or out of range."""
+class LLMConfigError(ConfigurationError):
+    """An ``llm`` setting is missing, unknown or out of range, or does not suit the pipeline that uses it."""
 
 
 def _is_int(value: Any) -> bool:

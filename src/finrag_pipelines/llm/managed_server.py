@@ -45,6 +45,7 @@ from pydantic import Field
 from typing_extensions import Self
 
 from finrag_pipelines.config import StrictModel
+from finrag_pipelines.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,11 @@ print(json.dumps(out))
 """
 
 
-class ManagedServerError(RuntimeError):
-    """The managed LLM server cannot start, did not become healthy, or left processes behind."""
+class ManagedServerError(ConfigurationError):
+    """The managed LLM server cannot start, did not become healthy, or left processes behind.
+
+    A :class:`~finrag_pipelines.errors.ConfigurationError`: ``kedro run`` stops with its message in one line.
+    """
 
 
 class ManagedServerConfig(StrictModel):

@@ -13,8 +13,8 @@ or, as a separate process (prints one JSON line with ``base_url`` and ``port`` o
     python -m finrag_pipelines.llm.stub_server --port 0 --delay-ms 200 --content '你好'
 
 The server binds 127.0.0.1 only. It answers ``POST /v1/chat/completions``, ``GET /v1/models`` and
-``GET /health``; the reply to each request comes from a ``behaviour(body, n) -> Reply`` callable, where ``n`` counts
-requests from 0. Delays are ``await asyncio.sleep``, so slow replies do not hold up others.
+``GET /health``; the reply to each request comes from a ``behaviour(body, n) -> Reply`` callable, where ``n``
+counts requests from 0. Delays are ``await asyncio.sleep``, so slow replies do not hold up others.
 
 It speaks OpenAI function calling: a :class:`Reply` with ``tool_calls`` (see :func:`tool_call`) answers
 with ``message.tool_calls`` and ``finish_reason: tool_calls``, and every request's messages are checked the

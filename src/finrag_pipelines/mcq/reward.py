@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from finrag_pipelines.errors import ConfigurationError
 from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.llm.judge import ask_judge as judge_reasoning
 from finrag_pipelines.llm.judge import parse_judge_score  # noqa: F401 - re-exported (tests, evaluation)
@@ -69,7 +70,7 @@ JUDGE_TEMPLATE = (
 )
 
 
-class RewardConfigError(ValueError):
+class RewardConfigError(ConfigurationError):
     """The reward configuration is missing or invalid."""
 
 

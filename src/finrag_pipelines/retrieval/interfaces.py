@@ -38,7 +38,7 @@ import numpy as np
 
 from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.retrieval.types import Retriever, Run
-from finrag_pipelines.text.tokenize import FinanceTokenizer
+from finrag_pipelines.text.tokenizers import Tokenizer
 
 
 class IndexCapabilityError(TypeError):
@@ -68,7 +68,7 @@ class LexicalIndex(Retriever, Protocol):
         ...
 
     @property
-    def tokenizer(self) -> FinanceTokenizer:
+    def tokenizer(self) -> Tokenizer:
         """The tokenizer the documents were tokenised with; queries must be tokenised with it too."""
         ...
 

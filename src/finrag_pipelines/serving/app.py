@@ -2,13 +2,16 @@
 
 ``POST /retrieve``::
 
-    {"queries": ["...", ...], "topk": 3, "return_scores": true, "method": "hybrid", "alpha": 0.3}
+    {"queries": ["...", ...], "topk": 3, "return_scores": true, "method": "hybrid", "alpha": 0.3,
+     "rerank": true}
     -> {"result": [[{"document": {"id": "...", "contents": "title\\ntext"}, "score": 1.23}, ...], ...]}
 
 one list per query, in query order. As in Search-R1's ``retrieval_server.py``, ``topk`` may be omitted
 (the server's default), ``return_scores`` defaults to false, and without scores each hit is the
-document itself (``{"id", "contents"}``). ``method`` and ``alpha`` are extensions; other extra fields
-are ignored, as Search-R1 does.
+document itself (``{"id", "contents"}``). ``method``, ``alpha`` and ``rerank`` (the server's reranker
+reorders the first-stage hits; its relevance probability becomes the score) are extensions; other extra
+fields are ignored, as Search-R1 does. When the corpus is split into passages, each document also carries
+``doc_id``, the document the passage (``id`` = ``<doc_id>#<k>``) belongs to.
 
 ``GET /health``: 503 until the backend is warmed up, then 200. ``GET /info``: encoder, instruction,
 index metadata, methods, limits and batching counters.
@@ -63,8 +66,9 @@ class RetrieveRequest(BaseModel):
     queries: list[StrictStr] = Field(min_length=1)
     topk: StrictInt | None = None
     return_scores: StrictBool = False
-    method: Literal["dense", "bm25", "hybrid"] | None = None
+    method: Literal["dense", "bm25", "hybrid", "bm25_ngram", "fusion"] | None = None
     alpha: StrictFloat | StrictInt | None = None
+    rerank: StrictBool | None = None
 
     @field_validator("queries")
     @classmethod
@@ -122,14 +126,26 @@ def _validation_error(exc: ValidationError) -> JSONResponse:
     return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
 
-def format_results(results: list[list[Passage]], return_scores: bool) -> list[list[dict[str, Any]]]:
-    """Search-R1's ``result`` list: ``{"document": {...}, "score"}`` per hit, or the bare document."""
+def _document(p: Passage, passages: bool) -> dict[str, Any]:
+    if passages:
+        return {"id": p.doc_id, "doc_id": p.parent_id or p.doc_id, "contents": p.contents}
+    return {"id": p.doc_id, "contents": p.contents}
+
+
+def format_results(
+    results: list[list[Passage]], return_scores: bool, passages: bool = False
+) -> list[list[dict[str, Any]]]:
+    """Search-R1's ``result`` list: ``{"document": {...}, "score"}`` per hit, or the bare document.
+
+    Args:
+        passages: The corpus is split into passages: each document also names its ``doc_id``.
+    """
     if return_scores:
         return [
-            [{"document": {"id": p.doc_id, "contents": p.contents}, "score": p.score} for p in hits]
+            [{"document": _document(p, passages), "score": p.score} for p in hits]
             for hits in results
         ]
-    return [[{"id": p.doc_id, "contents": p.contents} for p in hits] for hits in results]
+    return [[_document(p, passages) for p in hits] for hits in results]
 
 
 async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
@@ -241,6 +257,8 @@ def create_app(
         started = time.perf_counter()
         try:  # warm-up: lazy model loading and thread pools happen before the first real request
             warm = [backend.job(["warm-up"], 1, method) for method in backend.methods]
+            if backend.can_rerank:  # loads the reranker's weights before the first request
+                warm.append(backend.job(["warm-up"], 1, backend.default_method, rerank=True))
             await batcher.run_in_worker(backend.search_jobs, warm)
         except Exception:
             logger.exception("serving: warm-up search failed; /health stays 503")
@@ -304,6 +322,7 @@ def create_app(
                 settings.default_topk if parsed.topk is None else parsed.topk,
                 parsed.method,
                 None if parsed.alpha is None else float(parsed.alpha),
+                parsed.rerank,
             )
         except SearchRequestError as exc:
             return _error(422, exc.field, exc.message)
@@ -315,6 +334,6 @@ def create_app(
         except RetrievalError as exc:
             logger.error("serving: retrieval failed: %s", exc)
             return _error(500, "retrieval", str(exc))
-        return JSONResponse({"result": format_results(results, parsed.return_scores)})
+        return JSONResponse({"result": format_results(results, parsed.return_scores, backend.has_passages)})
 
     return app

@@ -12,8 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-Method = Literal["dense", "bm25", "hybrid"]
-METHODS: tuple[str, ...] = ("dense", "bm25", "hybrid")
+Method = Literal["dense", "bm25", "hybrid", "bm25_ngram", "fusion"]
+METHODS: tuple[str, ...] = ("dense", "bm25", "hybrid", "bm25_ngram", "fusion")
+AUTO = "auto"
+"""``serving.method: auto``: ``fusion`` when evaluation produced fusion settings, else the first of
+``hybrid``, ``bm25``, ``dense`` that the server has."""
+AUTO_ORDER: tuple[str, ...] = ("fusion", "hybrid", "bm25", "dense")
 
 
 class _Strict(BaseModel):
@@ -44,6 +48,27 @@ class CatalogNames(_Strict):
     encoder: str
     corpus: str
     fusion_weight: str
+    reranker: str
+    bm25_ngram_index: str
+    fusion_settings: str
+    fusion_indexes: dict[str, str] = Field(
+        description="other index entries fusion settings may name (bm25_plain, dense_finetuned)"
+    )
+    fusion_encoders: dict[str, str] = Field(description="the query encoder entry of each vector index above")
+
+
+class RerankSettings(_Strict):
+    """The optional rerank step: a cross-encoder reorders the first ``depth`` hits of any method."""
+
+    enabled: bool
+    default: bool
+    depth: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _default_needs_enabled(self) -> RerankSettings:
+        if self.default and not self.enabled:
+            raise ValueError("rerank.default: true needs rerank.enabled: true")
+        return self
 
 
 class ServingSettings(_Strict):
@@ -52,7 +77,7 @@ class ServingSettings(_Strict):
     Attributes:
         host: Bind address.
         port: TCP port.
-        method: Default retriever for requests that name none.
+        method: Default retriever for requests that name none, or ``auto`` (:data:`AUTO`).
         alpha: Default dense weight of ``hybrid`` (convex min-max weighted sum), or ``"tuned"`` for the
             weight the evaluation pipeline tuned (catalog ``fusion_weight``).
         default_topk: Hits per query when a request sends no ``topk``.
@@ -61,12 +86,13 @@ class ServingSettings(_Strict):
         token_env: Name of the environment variable holding the bearer token, or ``None`` (no auth).
         limits: Request limits.
         batcher: Micro-batching settings.
+        rerank: The optional rerank step.
         datasets: Catalog entry names.
     """
 
     host: str = Field(min_length=1)
     port: int = Field(ge=0, le=65535)
-    method: Method
+    method: Method | Literal["auto"]
     alpha: float | Literal["tuned"]
     default_topk: int = Field(ge=1)
     fusion_depth: int = Field(ge=1)
@@ -74,6 +100,7 @@ class ServingSettings(_Strict):
     token_env: str | None
     limits: Limits
     batcher: BatcherSettings
+    rerank: RerankSettings
     datasets: CatalogNames
 
     @field_validator("alpha")

@@ -112,6 +112,9 @@ class FinanceTokenizer:
         n_jobs: Worker processes :meth:`tokenize_many` may use for large inputs (1 = never).
         search_mode: Also emit the dictionary sub-words of long Chinese words (jieba's search mode).
         segmenter: ``"auto"`` (jieba_next if installed, else jieba), ``"jieba"`` or ``"jieba_next"``.
+        user_dicts: User dictionaries given as text (e.g. a mined vocabulary), after those of
+            ``user_dict_paths``; each keeps its ``source`` (provenance) in :meth:`describe` and in the saved
+            folder.
 
     Raises:
         TokenizerConfigError: On a bad setting, a missing or malformed dictionary / stopword file.
@@ -130,6 +133,7 @@ class FinanceTokenizer:
         n_jobs: int = 1,
         search_mode: bool = False,
         segmenter: str = "auto",
+        user_dicts: Sequence[TextResource] = (),
     ) -> None:
         for setting, value in (
             ("use_finance_dict", use_finance_dict),
@@ -140,10 +144,15 @@ class FinanceTokenizer:
             if not isinstance(value, bool):
                 raise TokenizerConfigError(f"{setting} must be true or false, got {value!r}.")
         finance = finance_dictionary() if use_finance_dict else None
+        if isinstance(user_dicts, TextResource) or not all(isinstance(r, TextResource) for r in user_dicts):
+            raise TokenizerConfigError(
+                "user_dicts must be a list of TextResource (dictionary texts with their source), got "
+                f"{user_dicts!r:.80}."
+            )
         user_dicts = [
             read_file(p, f"user_dict_paths[{i}]")
             for i, p in enumerate(string_list(user_dict_paths, "user_dict_paths"))
-        ]
+        ] + list(user_dicts)
         stop_res = stopword_list(stopwords)
         self._setup(
             finance=finance,
@@ -384,6 +393,28 @@ class FinanceTokenizer:
             True for domain terms.
         """
         return token in self._domain_terms
+
+    def is_dictionary_word(self, word: str) -> bool:
+        """Whether jieba's dictionary (with this tokenizer's domain words loaded) already holds ``word``.
+
+        Args:
+            word: A word (NFKC-normalised here).
+
+        Returns:
+            True for a word of jieba's dictionary, the finance dictionary, a user dictionary or extra words.
+        """
+        word = nfkc(word)
+        if self._norm(word) in self._domain_terms:
+            return True
+        return int(self._ensure_segmenter().FREQ.get(word) or 0) > 0
+
+    def dictionary_cut(self, text: str) -> list[str]:
+        """jieba's dictionary-only cut (no HMM) of ``text`` with this tokenizer's domain words loaded.
+
+        Unlike :meth:`tokenize`, nothing is dropped, lowercased or protected: it shows how the dictionary
+        alone splits a string (e.g. whether a mined term is just two known words).
+        """
+        return list(self._ensure_segmenter().cut(nfkc(text), HMM=False))
 
     @property
     def domain_terms(self) -> frozenset[str]:

@@ -2,11 +2,15 @@
 
 The pieces, each usable on its own:
 
-* :class:`SwiftEmbeddingConfig`: every training knob, read from conf (no defaults hidden here).
-* :func:`build_sft_command`: the exact ``swift sft`` argv and the environment knobs it needs.
+* :class:`SwiftTrainConfig`: the knobs every ``swift sft`` run shares; :class:`SwiftEmbeddingConfig` adds
+  InfoNCE's (the reranker's are in :mod:`~finrag_pipelines.training.swift_reranker`). Read from conf (no
+  defaults hidden here).
+* :func:`swift_sft_argv`, :func:`build_sft_command`: the exact ``swift sft`` argv and the environment knobs;
+  :func:`swift_kernels`: flash-attn 2 or sdpa (``--attn_impl``) and Liger (``--use_liger_kernel``) for a run.
 * :func:`run_swift`: :func:`~finrag_pipelines.training.runs.run_logged` reading swift's step lines
   (``{'loss': …, 'global_step/max_steps': '3/5'}``) for the log and the progress bar.
-* :func:`train_embedding`: command, run, checkpoint, merge and manifest in order, with resume and skip
+* :func:`train_swift` (:func:`train_embedding`): command, run, checkpoint, merge and manifest in order, with
+  resume and skip
   (run bookkeeping in :mod:`~finrag_pipelines.training.runs`, checkpoints and merging in
   :mod:`~finrag_pipelines.training.checkpoints`).
 
@@ -24,7 +28,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, Protocol, get_args
 
 from pydantic import BeforeValidator, StrictBool, StrictInt, StrictStr, model_validator
 
@@ -99,8 +103,8 @@ _POSITIVE = "must be an int >= 1"
 _BOOL = "must be true or false"
 
 
-class SwiftEmbeddingConfig(TrainerConfig):
-    """ms-swift embedding training settings; build it from conf with :meth:`from_params`.
+class SwiftTrainConfig(TrainerConfig):
+    """The settings every ``swift sft`` run of this project shares (embedding, reranker); see the subclasses.
 
     Every field except ``extra_args`` is required: the defaults live in ``conf/``, not here.
     ``max_steps`` None or -1 means "train ``num_train_epochs`` epochs". ``extra_args`` holds more
@@ -134,9 +138,6 @@ class SwiftEmbeddingConfig(TrainerConfig):
     nproc_per_node: StrictInt = setting(_POSITIVE, ge=1)
     deepspeed: DeepspeedStage | None = setting(f"must be one of {DEEPSPEED_STAGES}")
     use_liger_kernel: StrictBool = setting(_BOOL)
-    infonce_temperature: Number = setting("must be a number > 0", gt=0)
-    infonce_use_batch: StrictBool = setting(_BOOL)
-    infonce_mask_fake_negative: StrictBool = setting(_BOOL)
     dataloader_num_workers: StrictInt = setting("must be an int >= 0", ge=0)
     seed: StrictInt = setting("must be an int")
     extra_args: Annotated[dict[StrictStr, Any], BeforeValidator(_empty_mapping_if_none)] = setting(
@@ -144,7 +145,7 @@ class SwiftEmbeddingConfig(TrainerConfig):
     )
 
     @model_validator(mode="after")
-    def _check_lora_and_extra_args(self) -> SwiftEmbeddingConfig:
+    def _check_lora_and_extra_args(self) -> SwiftTrainConfig:
         need = self.need
         if self.tuner_type == "lora":
             need(self.lora_rank >= 1, "lora_rank", "must be an int >= 1 for LoRA")
@@ -155,7 +156,7 @@ class SwiftEmbeddingConfig(TrainerConfig):
                 "target_modules",
                 "must be a non-empty list of module names, e.g. [q_proj, v_proj]",
             )
-        managed = sorted(set(self.extra_args) & _MANAGED_ARGS)
+        managed = sorted(set(self.extra_args) & self.managed_args())
         need(not managed, "extra_args", f"may not set {managed}: they have their own settings")
         need(
             all(k and not k.startswith("-") for k in self.extra_args),
@@ -164,11 +165,24 @@ class SwiftEmbeddingConfig(TrainerConfig):
         )
         return self
 
+    @classmethod
+    def managed_args(cls) -> frozenset[str]:
+        """``swift sft`` arguments the launcher sets itself, which ``extra_args`` may not override."""
+        return _MANAGED_ARGS
+
+
+class SwiftEmbeddingConfig(SwiftTrainConfig):
+    """ms-swift embedding training settings (InfoNCE); build it from conf with :meth:`from_params`."""
+
+    infonce_temperature: Number = setting("must be a number > 0", gt=0)
+    infonce_use_batch: StrictBool = setting(_BOOL)
+    infonce_mask_fake_negative: StrictBool = setting(_BOOL)
+
 
 # ---------------------------------------------------------------------------------------------- hardware
 
 
-def check_hardware(config: SwiftEmbeddingConfig, gpus: int | None = None) -> None:
+def check_hardware(config: SwiftTrainConfig, gpus: int | None = None) -> None:
     """Fail fast when conf asks for something this machine cannot do.
 
     Args:
@@ -206,57 +220,33 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def swift_kernels(config: SwiftEmbeddingConfig, gpus: int | None = None) -> KernelChoice:
-    """flash-attn 2 / sdpa and Liger on / off for this ``swift sft`` run
-    (:func:`~finrag_pipelines.kernels.choose_kernels`; ``torch_dtype: auto`` leaves the dtype to swift)."""
+def swift_kernels(
+    config: SwiftTrainConfig, gpus: int | None = None, *, what: str = "ms-swift"
+) -> KernelChoice:
+    """flash-attn 2 / sdpa and Liger on / off for this ``swift sft`` run (embedding or reranker;
+    :func:`~finrag_pipelines.kernels.choose_kernels`; ``torch_dtype: auto`` leaves the dtype to swift)."""
     gpus = gpu_count() if gpus is None else gpus
     dtype = None if config.torch_dtype == "auto" else config.torch_dtype
-    return choose_kernels("ms-swift embedding", gpu=gpus > 0, dtype=dtype, liger=config.use_liger_kernel)
+    return choose_kernels(what, gpu=gpus > 0, dtype=dtype, liger=config.use_liger_kernel)
 
 
-def build_sft_command(
-    config: SwiftEmbeddingConfig,
+def swift_sft_argv(
+    config: SwiftTrainConfig,
     model_dir: str | Path,
+    task_args: Sequence[str],
     train_file: str | Path,
     dev_file: str | Path | None,
     output_dir: str | Path,
     *,
+    kernels: KernelChoice,
     resume_from: str | Path | None = None,
-    gpus: int | None = None,
     swift_bin: str | None = None,
-    kernels: KernelChoice | None = None,
-) -> tuple[list[str], dict[str, str]]:
-    """Build the ``swift sft`` command for InfoNCE embedding training.
-
-    Args:
-        config: Training settings.
-        model_dir: Local base model folder (Qwen3-Embedding layout).
-        train_file: Training JSONL in the ms-swift embedding format.
-        dev_file: Validation JSONL, or ``None`` for none.
-        output_dir: Where swift writes ``v<N>-<timestamp>/checkpoint-<step>``.
-        resume_from: A checkpoint to resume from (``--resume_from_checkpoint``).
-        gpus: GPUs available (``None``: ask torch). With 0, ``CUDA_VISIBLE_DEVICES`` is set to ''.
-        swift_bin: The ``swift`` executable (default: :func:`swift_executable`).
-        kernels: The attention kernel (``--attn_impl``) and Liger (``--use_liger_kernel true`` only when on);
-            default: :func:`swift_kernels` on this machine.
-
-    Returns:
-        ``(argv, env)``: env holds only the variables to add to the current environment.
-
-    Raises:
-        TrainingError: If a setting needs a GPU this machine lacks.
-    """
-    gpus = gpu_count() if gpus is None else gpus
-    check_hardware(config, gpus)
-    kernels = swift_kernels(config, gpus) if kernels is None else kernels
-    argv = [
-        swift_bin or swift_executable(), "sft",
-        "--model", str(model_dir),
-        "--model_type", "qwen3_emb",
-        "--task_type", "embedding",
-        "--loss_type", "infonce",
-        "--tuner_type", config.tuner_type,
-    ]  # fmt: skip
+) -> list[str]:
+    """The ``swift sft`` argv of any task: model, ``task_args`` (model type, task, loss, ...), the shared
+    settings of ``config``, the attention kernel (``--attn_impl``) and Liger (``--use_liger_kernel true`` only
+    when on) of ``kernels``, and ``extra_args``."""
+    argv = [swift_bin or swift_executable(), "sft", "--model", str(model_dir), *task_args,
+            "--tuner_type", config.tuner_type]  # fmt: skip
     if config.tuner_type == "lora":
         argv += [
             "--lora_rank", _fmt(config.lora_rank),
@@ -306,17 +296,64 @@ def build_sft_command(
             continue
         values = value if isinstance(value, (list, tuple)) else [value]
         argv += [f"--{key}", *(_fmt(v) for v in values)]
+    return argv
 
-    env = {
-        "INFONCE_TEMPERATURE": _fmt(config.infonce_temperature),
-        "INFONCE_USE_BATCH": _fmt(config.infonce_use_batch),
-        "INFONCE_MASK_FAKE_NEGATIVE": _fmt(config.infonce_mask_fake_negative),
-        "HF_HUB_OFFLINE": "1",
-    }
+
+def device_env(config: SwiftTrainConfig, gpus: int) -> dict[str, str]:
+    """Environment for processes and devices: offline hub, ``NPROC_PER_NODE``, no CUDA on a CPU machine."""
+    env = {"HF_HUB_OFFLINE": "1"}
     if config.nproc_per_node > 1:
         env["NPROC_PER_NODE"] = str(config.nproc_per_node)
     if gpus == 0:
         env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def build_sft_command(
+    config: SwiftEmbeddingConfig,
+    model_dir: str | Path,
+    train_file: str | Path,
+    dev_file: str | Path | None,
+    output_dir: str | Path,
+    *,
+    resume_from: str | Path | None = None,
+    gpus: int | None = None,
+    swift_bin: str | None = None,
+    kernels: KernelChoice | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Build the ``swift sft`` command for InfoNCE embedding training.
+
+    Args:
+        config: Training settings.
+        model_dir: Local base model folder (Qwen3-Embedding layout).
+        train_file: Training JSONL in the ms-swift embedding format.
+        dev_file: Validation JSONL, or ``None`` for none.
+        output_dir: Where swift writes ``v<N>-<timestamp>/checkpoint-<step>``.
+        resume_from: A checkpoint to resume from (``--resume_from_checkpoint``).
+        gpus: GPUs available (``None``: ask torch). With 0, ``CUDA_VISIBLE_DEVICES`` is set to ''.
+        swift_bin: The ``swift`` executable (default: :func:`swift_executable`).
+        kernels: Attention kernel and Liger; default: :func:`swift_kernels` on this machine.
+
+    Returns:
+        ``(argv, env)``: env holds only the variables to add to the current environment.
+
+    Raises:
+        TrainingError: If a setting needs a GPU this machine lacks.
+    """
+    gpus = gpu_count() if gpus is None else gpus
+    check_hardware(config, gpus)
+    kernels = swift_kernels(config, gpus, what="ms-swift embedding") if kernels is None else kernels
+    task = ["--model_type", "qwen3_emb", "--task_type", "embedding", "--loss_type", "infonce"]
+    argv = swift_sft_argv(
+        config, model_dir, task, train_file, dev_file, output_dir,
+        kernels=kernels, resume_from=resume_from, swift_bin=swift_bin,
+    )  # fmt: skip
+    env = {
+        "INFONCE_TEMPERATURE": _fmt(config.infonce_temperature),
+        "INFONCE_USE_BATCH": _fmt(config.infonce_use_batch),
+        "INFONCE_MASK_FAKE_NEGATIVE": _fmt(config.infonce_mask_fake_negative),
+        **device_env(config, gpus),
+    }
     return argv, env
 
 
@@ -375,25 +412,46 @@ def run_swift(
 # ------------------------------------------------------------------------------------------- orchestrator
 
 
-def train_embedding(
-    config: SwiftEmbeddingConfig,
+class CommandBuilder(Protocol):
+    """Builds ``(argv, env)`` of one ``swift sft`` run (e.g. :func:`build_sft_command`)."""
+
+    def __call__(
+        self,
+        config: Any,
+        model_dir: str | Path,
+        train_file: str | Path,
+        dev_file: str | Path | None,
+        output_dir: str | Path,
+        *,
+        resume_from: str | Path | None = None,
+        kernels: KernelChoice | None = None,
+    ) -> tuple[list[str], dict[str, str]]: ...
+
+
+def train_swift(
+    config: SwiftTrainConfig,
+    build_command: CommandBuilder,
     model_dir: str | Path,
     train_file: str | Path,
     dev_file: str | Path | None,
     work_dir: str | Path,
     merged_dir: str | Path,
     *,
+    what: str,
     progress: bool = True,
 ) -> Path:
-    """Train, resume or skip, then merge: the whole embedding fine-tuning step.
+    """Train, resume or skip, then merge: one ms-swift fine-tuning step (embedding, reranker).
 
     ``work_dir`` holds swift's runs (``runs/<data hash>-<config hash>/``), ``train.log`` and
     ``manifest.json`` (also copied into ``merged_dir`` as ``training_manifest.json``). A finished run with
     the same data, config and base model is not retrained (only re-merged if ``merged_dir`` is gone); an
     unfinished one with the same hashes resumes from its last checkpoint (``--resume_from_checkpoint``).
 
+    Args:
+        what: What is trained, for the log (e.g. "embedding model").
+
     Returns:
-        ``merged_dir``, a plain model folder loadable by ``HFEncoder``.
+        ``merged_dir``, a plain model folder.
     """
     work_dir, merged_dir = Path(work_dir), Path(merged_dir)
     run = TrainingRun(
@@ -401,7 +459,7 @@ def train_embedding(
     )
     runs_dir = work_dir / "runs" / run.key
     if run.is_up_to_date(merged_dir):
-        logger.info("embedding model in %s is up to date (%s); not retraining", merged_dir, run.manifest_path)
+        logger.info("%s in %s is up to date (%s); not retraining", what, merged_dir, run.manifest_path)
         return merged_dir
     previous = run.previous()
     finished = (
@@ -419,8 +477,8 @@ def train_embedding(
         logger.info("resuming an unfinished run of the same data and config from %s", resume_from)
     except FileNotFoundError:
         resume_from = None
-    kernels = swift_kernels(config)
-    argv, env = build_sft_command(
+    kernels = swift_kernels(config, what=f"ms-swift {what}")
+    argv, env = build_command(
         config, model_dir, train_file, dev_file, runs_dir, resume_from=resume_from, kernels=kernels
     )
     run.start(argv, env, kernels=kernels.to_dict())
@@ -429,3 +487,24 @@ def train_embedding(
     merge_swift_checkpoint(checkpoint, merged_dir, log_path=run.log_path)
     run.finish(merged_dir, checkpoint=checkpoint)
     return merged_dir
+
+
+def train_embedding(
+    config: SwiftEmbeddingConfig,
+    model_dir: str | Path,
+    train_file: str | Path,
+    dev_file: str | Path | None,
+    work_dir: str | Path,
+    merged_dir: str | Path,
+    *,
+    progress: bool = True,
+) -> Path:
+    """The whole embedding fine-tuning step (:func:`train_swift` with :func:`build_sft_command`).
+
+    Returns:
+        ``merged_dir``, a plain model folder loadable by ``HFEncoder``.
+    """
+    return train_swift(
+        config, build_sft_command, model_dir, train_file, dev_file, work_dir, merged_dir,
+        what="embedding model", progress=progress,
+    )  # fmt: skip

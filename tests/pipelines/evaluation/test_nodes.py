@@ -228,7 +228,7 @@ def test_report_shows_the_lucene_twin_its_settings_and_its_difference_to_bm25():
     dense = {"status": "unavailable", "reason": "none"}
     status = {"bm25": "evaluated", "bm25_lucene": "evaluated"}
     text = nodes.write_report(metrics, comps, status, weight, weight, splits, prep, meta, meta, dense, dense,
-                              dense, "fintruthqa", lucene)
+                              dense, "fintruthqa", bm25_lucene_index_meta=lucene)
     assert "- **bm25_lucene**: built now" in text
     assert "backend: Lucene (pyserini 1.6.0), k1 0.9, b 0.75, RM3 `None`; not applied: `{'tf_cap': 5" in text
     assert ("in Lucene (pyserini; without the tf cap and the domain-term weight) are "

@@ -64,6 +64,12 @@ def built(lucene_java, corpus, tmp_path_factory) -> DataCatalog:  # type: ignore
     catalog["params:index_build.lucene"] = LuceneParams(
         compare=True, k1=0.9, b=None, rm3=None, index_threads=1, search_threads=2
     )
+    # the mined vocabulary the ablation kept: both Lucene indexes tokenise with it, as bm25s would
+    catalog["mined_vocabulary"] = pd.DataFrame(
+        [{"term": "净息差率", "source": "statistical", "category": None, "alias_of": None, "freq": 3,
+          "score": 1.0, "status": "candidate"}]
+    )  # fmt: skip
+    catalog["vocabulary_ablation"] = {"sources_kept": ["statistical"]}
     lexical = create_pipeline().only_nodes(
         "index_build.build_bm25_index",
         "index_build.build_bm25_plain_index",
@@ -86,6 +92,8 @@ def test_backend_lucene_writes_a_lucene_folder_with_the_meta_contract(built, cor
     twin = built.load("bm25_lucene_index")
     assert isinstance(twin, LuceneBM25Index) and twin.name == "bm25_lucene"
     assert twin.meta["tokenizer_fingerprint"] == meta["tokenizer_fingerprint"]
+    assert meta["tokenizer"]["user_dict_paths"][0].startswith("mined vocabulary (statistical, 1 terms")
+    assert "净息差率" in bm25.tokenizer.tokenize("净息差率上升")
 
 
 def test_evaluation_negative_mining_and_the_server_use_it_unchanged(built, corpus):

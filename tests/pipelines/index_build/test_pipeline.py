@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,6 +22,7 @@ TOKENIZER = {"use_finance_dict": True, "user_dict_paths": [], "extra_words": [],
              "extra_stopwords": [], "lowercase": True, "hmm": True, "search_mode": True, "n_jobs": 1}
 SCORING = {"k1": 1.2, "b": 0.75, "method": "lucene", "tf_cap": 5, "domain_term_weight": 1.2}
 LUCENE_OFF = LuceneParams(compare=False, k1=None, b=None, rm3=None, index_threads=2, search_threads=2)
+ROOT = Path(__file__).resolve().parents[3]
 LOCAL = ExecutionConfig(backend="local", num_cpus=None, num_actors=1, batch_size=16, address=None, cpus_per_actor=1,
                         gpus_per_actor=0)
 
@@ -65,6 +67,7 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
     catalog["params:index_build.lucene"] = LUCENE_OFF
     catalog["params:index_build.dense"] = DenseParams(index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16)
     catalog["params:index_build.execution"] = LOCAL
+    add_ngram_and_vocabulary(catalog, corpus, tmp_path)
     SequentialRunner().run(create_pipeline(), catalog)
 
     _, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
@@ -78,6 +81,12 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
     # the Lucene twin is off by default: recorded as not built, never a half index (and Java never started)
     off = catalog.load("bm25_lucene_index")
     assert isinstance(off, Unavailable) and "index_build.lucene.compare: false" in off.reason
+
+    ngram = catalog.load("bm25_ngram_index")
+    ngram_meta = json.loads((tmp_path / "bm25_ngram" / "meta.json").read_text())
+    assert ngram_meta["tokenizer"]["kind"] == "char_ngram" and ngram_meta["tokenizer"]["n"] == 2
+    assert ngram_meta["corpus_hash"] == digest
+    assert ngram.search([texts[3][:40]], 1)[0][0].doc_id == corpus["doc_id"][3]
 
     dense = catalog.load("dense_index")
     dense_meta = json.loads((tmp_path / "dense" / "meta.json").read_text())
@@ -98,6 +107,37 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
         dense.check_compatible(corpus_hash=digest, encoder=other)
     with pytest.raises(IndexMismatchError):
         bm25.check_compatible("0" * 64)
+
+
+def add_ngram_and_vocabulary(catalog: DataCatalog, corpus: pd.DataFrame, tmp_path) -> None:
+    """The n-gram index and the mined-vocabulary step's inputs (offline LLM backend), for a whole run."""
+    import yaml
+
+    from finrag_pipelines.llm.config import LLMConfig
+    from finrag_pipelines.llm.journal import ResponseJournal
+    from finrag_pipelines.pipelines.index_build.params import NgramBM25Params, VocabularyParams
+
+    read = lambda name: yaml.safe_load((ROOT / "conf/base" / name).read_text(encoding="utf-8"))  # noqa: E731
+    conf = read("parameters_index_build.yml")["index_build"]
+    vocabulary = conf["vocabulary"]
+    vocabulary["ablation"]["split"] = {"tune_fraction": 0.5, "seed": 1}
+    vocabulary["statistical"]["min_freq"] = 2
+    queries = pd.DataFrame({"query_id": [f"q{i}" for i in range(20)],
+                            "text": [t[5:30] for t in corpus["text"][:20]]})
+    catalog["bm25_ngram_index"] = BM25IndexDataset(str(tmp_path / "bm25_ngram"))
+    catalog["eval_queries"] = queries
+    catalog["eval_qrels"] = pd.DataFrame({"query_id": queries["query_id"], "doc_id": corpus["doc_id"][:20],
+                                          "score": 1})
+    catalog["prompt_vocabulary_entities"] = yaml.safe_load(
+        (ROOT / "conf/base/prompts/vocabulary_entities.yml").read_text(encoding="utf-8")
+    )
+    catalog["llm_credentials"] = {}
+    catalog["llm_journal"] = MemoryDataset(ResponseJournal(tmp_path / "journal.jsonl"), copy_mode="assign")
+    catalog["params:llm"] = LLMConfig.from_mapping(
+        {**read("parameters.yml")["llm"], "backend": "keyword"}
+    )
+    catalog["params:index_build.bm25_ngram"] = NgramBM25Params(**conf["bm25_ngram"])
+    catalog["params:index_build.vocabulary"] = VocabularyParams(**vocabulary)
 
 
 @pytest.mark.slow
@@ -133,3 +173,26 @@ def test_dense_index_on_ray_matches_local(tmp_path, corpus, tiny_qwen3_dir):
     assert remote.doc_ids == local.doc_ids
     # execution.batch_size == dense.chunk_size: the actors see the local chunks, so the vectors are bit-identical
     assert (remote.vectors() == local.vectors()).all()
+
+
+def test_index_meta_and_cache_record_project_relative_model_paths(
+    tmp_path, corpus, tiny_qwen3_dir, monkeypatch
+):
+    """meta.json and the cache's encoder.json name a model under the project as a relative path, and the
+    index still checks against the encoder loaded from the absolute folder."""
+    from finrag_pipelines.pipelines.index_build.nodes import build_dense_index
+
+    project = tiny_qwen3_dir.parent.parent  # the model lies under the project folder Kedro runs from
+    monkeypatch.chdir(project)
+    encoder = HFEncoder(str(tiny_qwen3_dir), query_task="检索金融新闻", max_length=64, batch_size=8)
+    store = EmbeddingStore(tmp_path / "cache")
+    params = DenseParams(index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16)
+    index = build_dense_index(corpus, encoder, store, params, LOCAL)
+    FaissIndexDataset(str(tmp_path / "dense")).save(index)
+
+    relative = str(tiny_qwen3_dir.relative_to(project))
+    meta = json.loads((tmp_path / "dense" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["encoder"]["model_path"] == relative and str(project) not in json.dumps(meta)
+    cached = [json.loads(p.read_text(encoding="utf-8")) for p in (tmp_path / "cache").rglob("encoder.json")]
+    assert cached and all(c["model_path"] == relative for c in cached)
+    FaissIndexDataset(str(tmp_path / "dense")).load().check_compatible(encoder=encoder)

@@ -204,3 +204,28 @@ def test_false_negative_in_one_source_is_not_kept_from_another_nor_drawn_at_rand
 def test_no_candidates_gives_an_empty_selection():
     empty = pd.DataFrame({c: pd.Series(dtype=object) for c in mining.CANDIDATE_COLUMNS})
     assert list(run(empty).columns) == mining.SELECTION_COLUMNS and run(empty).empty
+
+
+def test_passages_of_the_positive_document_are_never_negatives():
+    texts = {**TEXTS, "d0#1": "另一段", "d0#2": "第三段", "d9#0": "别的文档"}
+    parents = {**{k: k for k in TEXTS}, "d0#1": "d0", "d0#2": "d0", "d9#0": "d9"}
+    table = cands("q", "d0", 1.0, [("d0#1", 0.9), ("d0", 1.0), ("d2", 0.4), ("d0#2", 0.3), ("d9#0", 0.2)])
+    sel = mining.select(table, {"q": {"d0"}}, texts, list(texts), rules(rank_min=1, num_negatives=5,
+                        random_negatives=30), parents=parents)  # fmt: skip
+    s = status_of(sel[sel.source == "dense"])
+    assert s["d0#1"] == s["d0#2"] == "same_document_as_positive" and s["d0"] == "positive"
+    assert s["d2"] == s["d9#0"] == "kept"
+    randoms = set(sel.loc[sel.source == "random", "candidate_id"])
+    assert randoms and not randoms & {"d0", "d0#1", "d0#2"}  # nor drawn at random
+    without = mining.select(table, {"q": {"d0"}}, texts, list(texts), rules(rank_min=1, num_negatives=5))
+    assert status_of(without)["d0#2"] == "kept"  # the rule needs the parents
+
+
+def test_reranker_flagged_candidates_are_dropped_before_sampling():
+    table = cands("q", "d0", 1.0, [("d0", 1.0), ("d1", 0.5), ("d2", 0.4), ("d3", 0.3)])
+    sel = mining.select(table, {"q": {"d0"}}, TEXTS, list(TEXTS), rules(rank_min=1, num_negatives=5,
+                        random_negatives=18), reranker_flagged={"q": {"d2", "d0"}})  # fmt: skip
+    s = status_of(sel[sel.source == "dense"])
+    assert s["d2"] == "reranker_false_negative" and s["d0"] == "positive"  # earlier rules win
+    assert s["d1"] == s["d3"] == "kept"
+    assert "d2" not in set(sel.loc[sel.source == "random", "candidate_id"])

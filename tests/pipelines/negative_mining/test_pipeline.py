@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -19,12 +20,14 @@ from finrag_pipelines.pipelines.negative_mining import create_pipeline
 from finrag_pipelines.pipelines.negative_mining.params import (
     CandidateParams,
     FormatParams,
+    RerankFilterParams,
     RuleParams,
     SplitParams,
 )
 from finrag_pipelines.retrieval.bm25.index import BM25Index
 from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex
+from finrag_pipelines.retrieval.types import Unavailable
 from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 
@@ -84,12 +87,15 @@ def catalog_for(tmp_path, corpus, queries, encoder, store, dense, bm25, relative
             "base_encoder": MemoryDataset(encoder, copy_mode="assign"),
             "embedding_store": MemoryDataset(store, copy_mode="assign"),
             "bm25_index": MemoryDataset(bm25, copy_mode="assign"),
+            "reranker": MemoryDataset(Unavailable("reranker", "no reranker configured"), copy_mode="assign"),
             "infonce_train": PandasJSONDataset(filepath=str(tmp_path / "infonce_train.jsonl"), **JSONL),
             "infonce_dev": PandasJSONDataset(filepath=str(tmp_path / "infonce_dev.jsonl"), **JSONL),
             "mining_stats": JSONDataset(filepath=str(tmp_path / "mining_stats.json")),
             **{
                 name: ParquetDataset(filepath=str(tmp_path / f"{name}.parquet"))
-                for name in ("mining_query_split", "mining_selection", "infonce_row_ids")
+                for name in (
+                    "mining_query_split", "mining_selection", "infonce_row_ids", "mining_rerank_scores"
+                )
             },
         }
     )
@@ -108,6 +114,7 @@ def catalog_for(tmp_path, corpus, queries, encoder, store, dense, bm25, relative
         seed=13,
     )
     catalog["params:negative_mining.format"] = FormatParams(query_task=TASK)
+    catalog["params:negative_mining.rerank_filter"] = RerankFilterParams(**CONF["rerank_filter"])
     catalog["params:negative_mining.floor"] = FloorParams(**CONF["floor"])
     catalog["params:negative_mining.execution"] = ExecutionConfig(**yaml.safe_load(
         (ROOT / "conf/base/parameters_negative_mining.yml").read_text(encoding="utf-8"))["negative_mining"]["execution"])
@@ -189,3 +196,68 @@ def test_a_mining_run_that_keeps_no_hard_negative_fails_on_its_floor(tmp_path, s
     assert stats["queries_without_hard_negative"] == 40 and stats["floor"]["passed"] is False
     assert not (tmp_path / "infonce_train.jsonl").exists()
     assert not (tmp_path / "infonce_row_ids.parquet").exists()
+
+
+class MarkerReranker:
+    """A cross-encoder stand-in: scores a pair by shared characters; counts the pairs it is asked."""
+
+    name = "marker"
+    fingerprint = "f"
+
+    def __init__(self):
+        self.pairs = 0
+
+    def describe(self):
+        return {"kind": "marker"}
+
+    def score_pairs(self, queries, passages):
+        self.pairs += len(queries)
+        shared = [len(set(q) & set(p)) / max(1, len(set(q))) for q, p in zip(queries, passages)]
+        return np.array(shared, np.float32)
+
+
+def test_reranker_filter_drops_what_it_scores_near_the_positive(tmp_path, setup):
+    catalog = catalog_for(tmp_path, *setup)
+    reranker = MarkerReranker()
+    catalog["reranker"] = MemoryDataset(reranker, copy_mode="assign")
+    catalog["params:negative_mining.rerank_filter"] = RerankFilterParams(
+        enabled=True, relative_margin=0.3, chunk_pairs=50
+    )
+    SequentialRunner().run(create_pipeline(), catalog)
+    scores = catalog.load("mining_rerank_scores")
+    assert reranker.pairs == len(scores) > 0 and scores["rerank_score"].between(0, 1).all()
+    selection = catalog.load("mining_selection")
+    dropped = selection[selection.status == "reranker_false_negative"].merge(
+        scores, on=["query_id", "candidate_id"]
+    )
+    assert len(dropped) > 0
+    assert (dropped["rerank_score"] > 0.7 * dropped["rerank_positive_score"]).all()
+    kept = selection[(selection.status == "kept") & (selection.source != "random")].merge(
+        scores, on=["query_id", "candidate_id"]
+    )
+    assert (kept["rerank_score"] <= 0.7 * kept["rerank_positive_score"] + 1e-6).all()
+    stats = catalog.load("mining_stats")
+    assert sum(s["reranker_false_negative"] for s in stats["status_by_source"].values()) == len(
+        selection[selection.status == "reranker_false_negative"]
+    )
+
+
+def test_an_enabled_filter_without_a_reranker_fails_and_a_disabled_one_loads_none(tmp_path, setup):
+    from finrag_pipelines.pipelines.negative_mining.nodes import score_candidates_with_reranker
+
+    corpus, queries, *_ = setup
+    candidates = pd.DataFrame(columns=["query_id", "doc_id", "candidate_id", "rank", "score", "source",
+                                       "positive_score"])  # fmt: skip
+    rules = RuleParams(rank_min=1, rank_max=5, relative_margin=0.05, near_duplicate_jaccard=0.8,
+                       near_duplicate_ngram=3, num_negatives=2, random_negatives=0, seed=1)  # fmt: skip
+    on = RerankFilterParams(enabled=True, relative_margin=0.05, chunk_pairs=10)
+    with pytest.raises(ValueError, match="no reranker configured"):
+        none = Unavailable("r", "no reranker configured")
+        score_candidates_with_reranker(candidates, queries, corpus, none, rules, on)
+
+    class Boom:
+        def __getattr__(self, name):
+            raise AssertionError("a disabled filter must not touch the reranker")
+
+    off = on.model_copy(update={"enabled": False})
+    assert score_candidates_with_reranker(candidates, queries, corpus, Boom(), rules, off).empty

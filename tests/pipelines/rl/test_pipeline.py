@@ -16,6 +16,7 @@ from kedro_datasets.pandas import ParquetDataset
 
 from finrag_pipelines.datasets.optional import OptionalParquetDataset
 from finrag_pipelines.floors import FloorError, FloorParams
+from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.mcq.records import validate_rl_rows
 from finrag_pipelines.mcq.reward import compute_score
 from finrag_pipelines.mcq.split import split_items
@@ -89,7 +90,7 @@ def run(tmp_path, splits, data, judge_enabled=False, max_prompt_length=512, task
     catalog["params:rl.tasks"] = RlTasksParams(**{**base_rl("tasks"), **(tasks or {})})
     catalog["prompt_rl_search_qa"] = prompt("rl_search_qa")
     catalog["prompt_search_qa_judge"] = prompt("search_qa_judge")
-    catalog["params:llm"] = LLM
+    catalog["params:llm"] = LLMConfig.from_mapping(LLM)  # as Kedro validates it (the `llm` group is typed)
     catalog["params:rl.floor"] = FloorParams(min_kept=1, min_share=0.5)
     SequentialRunner().run(create_pipeline(), catalog)
     return catalog

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from finrag_pipelines.pipelines.corpus_prep.params import DedupParams, FilterParams
+from finrag_pipelines.pipelines.corpus_prep.params import DedupParams, FilterParams, PassageParams
 from finrag_pipelines.text.corpus import (
     CorpusFormatError,
     SourceRow,
@@ -17,6 +17,7 @@ from finrag_pipelines.text.corpus import (
     parse_queries,
 )
 from finrag_pipelines.text.dedup import find_duplicates
+from finrag_pipelines.text.passages import split_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,40 @@ def select_corpus(corpus: pd.DataFrame, doc_status: pd.DataFrame) -> pd.DataFram
     """Keep the documents the audit marked ``kept``, in input order."""
     kept = set(doc_status.loc[doc_status["status"] == "kept", "doc_id"])
     return corpus[corpus["doc_id"].isin(kept)].reset_index(drop=True)
+
+
+def split_passages(corpus: pd.DataFrame, passages: PassageParams) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The corpus that is indexed: one row per passage, each naming its ``parent_id`` (see text/passages.py).
+
+    Disabled: the documents as they are, ``parent_id`` = ``doc_id``. Enabled: a body longer than
+    ``max_chars`` becomes passages ``<doc_id>#<k>`` with the document's title and metadata.
+    """
+    if not passages.enabled:
+        out = corpus.assign(parent_id=corpus["doc_id"], passage=0)
+        report = {"enabled": False, "documents": len(corpus), "passages": len(corpus)}
+        return out.reset_index(drop=True), report
+    rows, stats = split_corpus(
+        [str(d) for d in corpus["doc_id"]],
+        [str(t) for t in corpus["text"]],
+        passages.max_chars,
+        passages.overlap_chars,
+    )
+    table = pd.DataFrame(rows, columns=["doc_id", "parent_id", "text", "passage"])
+    meta = corpus.drop(columns=["text"]).rename(columns={"doc_id": "parent_id"})
+    out = table.merge(meta, on="parent_id", how="left", validate="many_to_one")
+    out = out[[*CORPUS_COLUMNS, "parent_id", "passage"]]
+    report = {"enabled": True, "max_chars": passages.max_chars, "overlap_chars": passages.overlap_chars,
+              **stats.to_dict()}
+    logger.info(
+        "corpus_prep: %d documents -> %d passages (%d documents split; %d table rows over max_chars "
+        "kept whole, %d sentences cut at max_chars)",
+        stats.documents,
+        stats.passages,
+        stats.documents_split,
+        stats.oversized_table_rows,
+        stats.hard_cut_units,
+    )
+    return out, report
 
 
 def prepare_queries(queries_raw: list[SourceRow]) -> pd.DataFrame:

@@ -17,7 +17,18 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                 "corpus_doc_status",
                 name="screen_documents",
             ),
-            Node(nodes.select_corpus, ["corpus_normalised", "corpus_doc_status"], "corpus", name="select_corpus"),
+            Node(
+                nodes.select_corpus,
+                ["corpus_normalised", "corpus_doc_status"],
+                "corpus_documents",
+                name="select_corpus",
+            ),
+            Node(
+                nodes.split_passages,
+                ["corpus_documents", "params:corpus_prep.passages"],
+                ["corpus", "corpus_passage_stats"],
+                name="split_passages",
+            ),
             Node(nodes.prepare_queries, "queries_raw", "eval_queries", name="prepare_queries"),
             Node(
                 nodes.prepare_qrels,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
@@ -21,13 +20,16 @@ from finrag_pipelines.pipelines.evaluation.params import (
     SplitParams,
 )
 from finrag_pipelines.pipelines.evaluation.report import plot_metrics, render_markdown
+from finrag_pipelines.project_paths import portable_text
 from finrag_pipelines.retrieval.dense import DenseRetriever
 from finrag_pipelines.retrieval.fusion import rrf, weighted_sum
 from finrag_pipelines.retrieval.interfaces import LexicalIndex, VectorIndex
 from finrag_pipelines.retrieval.metrics import metric_names, paired_bootstrap, query_metrics
 from finrag_pipelines.retrieval.runs import frame_to_run, run_to_frame, unavailable_frame, unavailable_reason
-from finrag_pipelines.retrieval.types import RetrievalError, Retriever, Run, Unavailable
+from finrag_pipelines.retrieval.splits import assign_splits
+from finrag_pipelines.retrieval.types import Hit, RetrievalError, Retriever, Run, Unavailable
 from finrag_pipelines.text.corpus import indexable
+from finrag_pipelines.text.passages import document_ranking
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +37,10 @@ logger = logging.getLogger(__name__)
 def split_queries(eval_queries: pd.DataFrame, split: SplitParams) -> pd.DataFrame:
     """Assign each query to ``tune`` or ``report`` by a seeded hash of its id (stable under reordering)."""
 
-    def unit(qid: str) -> float:
-        digest = hashlib.sha256(f"{split.seed}:{qid}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
-
     splits = pd.DataFrame(
         {
             "query_id": eval_queries["query_id"],
-            "split": ["tune" if unit(q) < split.tune_fraction else "report" for q in eval_queries["query_id"]],
+            "split": assign_splits(eval_queries["query_id"], split.tune_fraction, split.seed),
         }
     )
     logger.info("evaluation: query splits %s", splits["split"].value_counts().to_dict())
@@ -136,6 +134,21 @@ def _unavailable(*runs: pd.DataFrame) -> str | None:
     return next((r for r in map(unavailable_reason, runs) if r), None)
 
 
+def passage_parents(corpus: pd.DataFrame | None) -> dict[str, str] | None:
+    """Passage id → document id when the corpus holds passages (corpus_prep.passages), else ``None``."""
+    if corpus is None or "parent_id" not in corpus.columns:
+        return None
+    ids, parents = corpus["doc_id"].astype(str), corpus["parent_id"].astype(str)
+    return None if (ids == parents).all() else dict(zip(ids, parents))
+
+
+def ranked_documents(hits: list[Hit], parents: dict[str, str] | None) -> list[str]:
+    """The document ids a ranked list is scored on: relevance is judged per document, so a passage run counts
+    each document once, at its best passage's rank (the max over its passages)."""
+    ids = [h.doc_id for h in hits]
+    return ids if parents is None else document_ranking(ids, parents)
+
+
 def _relevance(qrels: pd.DataFrame) -> dict[str, dict[str, int]]:
     rel: dict[str, dict[str, int]] = {}
     for qid, did, grade in zip(qrels["query_id"], qrels["doc_id"], qrels["score"]):
@@ -152,6 +165,7 @@ def tune_fusion_weight(
     query_splits: pd.DataFrame,
     fusion: FusionParams,
     metrics: MetricParams,
+    corpus: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Pick the dense weight of the weighted hybrid on the ``tune`` split only (never on ``report``).
 
@@ -177,10 +191,13 @@ def tune_fusion_weight(
     if fusion.tune_metric not in metric_names(metrics.ks, metrics.cutoff):
         raise ValueError(f"fusion.tune_metric {fusion.tune_metric!r} is not one of {metric_names(metrics.ks, metrics.cutoff)}")
     grid = []
+    parents = passage_parents(corpus)
     for weight in fusion.weight_grid:
         fused = _weighted(dense_run, bm25_run, qids, weight, fusion)
         scores = [
-            query_metrics([h.doc_id for h in hits], relevance[q], metrics.ks, metrics.cutoff)[fusion.tune_metric]
+            query_metrics(ranked_documents(hits, parents), relevance[q], metrics.ks, metrics.cutoff)[
+                fusion.tune_metric
+            ]
             for q, hits in zip(qids, fused)
         ]
         grid.append({"dense_weight": float(weight), fusion.tune_metric: float(np.mean(scores))})
@@ -205,12 +222,22 @@ def fuse_weighted(
 
 
 def score_runs(
-    eval_queries: pd.DataFrame, eval_qrels: pd.DataFrame, query_splits: pd.DataFrame, metrics: MetricParams, **runs: pd.DataFrame
+    eval_queries: pd.DataFrame,
+    eval_qrels: pd.DataFrame,
+    query_splits: pd.DataFrame,
+    metrics: MetricParams,
+    corpus: pd.DataFrame | None = None,
+    **runs: pd.DataFrame,
 ) -> pd.DataFrame:
     """Per-query metrics of every run: ``retriever, query_id, split, <metrics>``.
 
-    Queries without any relevant document cannot be scored; they are left out and counted.
+    Queries without any relevant document cannot be scored; they are left out and counted. When the corpus
+    holds passages, each run is scored as a document run (a document at its best passage's rank).
     """
+    parents = passage_parents(corpus)
+    if parents is not None:
+        logger.info("evaluation: %d passages of %d documents; runs scored per document", len(parents),
+                    len(set(parents.values())))
     relevance = _relevance(eval_qrels)
     qids = [q for q in eval_queries["query_id"] if q in relevance]
     skipped = len(eval_queries) - len(qids)
@@ -223,7 +250,8 @@ def score_runs(
             logger.warning("evaluation: %s not scored: %s", name, unavailable_reason(frame))
             continue
         for qid, hits in zip(qids, frame_to_run(frame, qids)):
-            scores = query_metrics([h.doc_id for h in hits], relevance[qid], metrics.ks, metrics.cutoff)
+            ranked = ranked_documents(hits, parents)
+            scores = query_metrics(ranked, relevance[qid], metrics.ks, metrics.cutoff)
             rows.append({"retriever": name, "query_id": qid, "split": split_of[qid], **scores})
     return pd.DataFrame(rows)
 
@@ -291,10 +319,17 @@ def write_report(
     dense_pretrained_index_meta: dict[str, Any],
     dense_finetuned_index_meta: dict[str, Any],
     dataset: str,
+    rerank_settings: dict[str, Any] | None = None,
+    fusion_settings: dict[str, Any] | None = None,
+    vocabulary_ablation: dict[str, Any] | None = None,
+    bm25_ngram_index_meta: dict[str, Any] | None = None,
     bm25_lucene_index_meta: dict[str, Any] | None = None,
 ) -> str:
-    """The markdown report (metrics, bootstrap differences, fusion tuning, index provenance)."""
-    return render_markdown(
+    """The markdown report (metrics, bootstrap differences, fusion tuning, rerank stage, index provenance).
+
+    Paths under the project root are written relative to it (the report travels; the machine does not).
+    """
+    return portable_text(render_markdown(
         dataset,
         retrieval_metrics,
         retrieval_comparisons,
@@ -304,9 +339,13 @@ def write_report(
         {"bm25": bm25_index_meta, "bm25_plain": bm25_plain_index_meta,
          **({"bm25_lucene": bm25_lucene_index_meta} if bm25_lucene_index_meta is not None else {}),
          "dense": dense_index_meta,
-         "dense_pretrained": dense_pretrained_index_meta, "dense_finetuned": dense_finetuned_index_meta},
+         "dense_pretrained": dense_pretrained_index_meta, "dense_finetuned": dense_finetuned_index_meta,
+         **({"bm25_ngram": bm25_ngram_index_meta} if bm25_ngram_index_meta else {})},
         retriever_status=retriever_status,
-    )
+        rerank=rerank_settings,
+        first_stage_fusion=fusion_settings,
+        vocabulary=vocabulary_ablation,
+    ))
 
 
 def plot_retrieval_metrics(retrieval_metrics: dict[str, dict[str, float]], dataset: str) -> Figure:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,3 +56,36 @@ class BootstrapParams(_Strict):
     seed: int
     metrics: list[str] = Field(min_length=1)
     comparisons: list[tuple[str, str]] = Field(min_length=1)
+
+
+class RerankParams(_Strict):
+    """The rerank stage: a reranker reorders the top ``top_n`` of first-stage runs (``<name>_rerank``)."""
+
+    retrievers: list[str] = Field(
+        description="first-stage runs that are reranked (each must be one the pipeline offers for reranking)"
+    )
+    top_n: int = Field(ge=10, description="first-stage hits reranked per query (>= the metrics cutoff)")
+    chunk_pairs: int = Field(ge=1, description="(query, passage) pairs handed to the reranker per call")
+
+
+class LearnedFusionParams(_Strict):
+    """The learned fusion: a LightGBM lambdarank model over per-candidate features, trained on ``tune``."""
+
+    enabled: bool = Field(description="train it (else only the weighted fusion is tuned)")
+    lightgbm: dict[str, Any] = Field(description="lightgbm.LGBMRanker arguments (objective: lambdarank)")
+
+
+class FirstStageFusionParams(_Strict):
+    """Fusion of several first-stage retrievers (``fusion_weighted``, ``fusion_learned`` and ``fusion``)."""
+
+    retrievers: list[str] = Field(
+        min_length=1, description="runs fused; one not evaluated (no model) is left out, with the reason"
+    )
+    views: list[str] = Field(description="lexical indexes whose tokenizers give coverage / dictionary terms")
+    depth: int = Field(ge=10, description="candidates per retriever fused, and the fused list's length")
+    tune_metric: str
+    weight_step: float = Field(gt=0, le=0.5, description="grid step over the simplex of weights")
+    cv_folds: int = Field(ge=2, description="folds of tune on which weighted and learned are compared")
+    cv_repeats: int = Field(ge=1, description="the cross-validation is repeated with this many fold seeds")
+    seed: int
+    learned: LearnedFusionParams

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from . import nodes
+from . import first_stage, nodes, rerank
 
 P = "params:evaluation."
 
@@ -21,11 +21,19 @@ DENSE = {
 }
 # hybrid suffix → the dense retriever fused with bm25
 HYBRID = {"": "dense", "_finetuned": "dense_finetuned"}
+# each first-stage run in rerank.RERANKABLE gets `<name>_rerank` (the configured reranker) and
+# `<name>_rerank_finetuned` (reranker_finetune's model)
+RERANKABLE = rerank.RERANKABLE
+RERANKERS = {"": "reranker", "_finetuned": "reranker_finetuned@reranker"}
 # bm25_lucene: index_build.bm25 in Lucene (pyserini), "not evaluated" unless index_build.lucene.compare is on
 RETRIEVERS = [
     "bm25", "bm25_plain", "bm25_lucene", *DENSE,
     *(f"hybrid_{k}{s}" for s in HYBRID for k in ("rrf", "weighted")),
+    *(f"{first}_rerank{suffix}" for first in RERANKABLE for suffix in RERANKERS),
 ]  # fmt: skip
+# lexical retriever → its index dataset
+LEXICAL = {"bm25": "bm25_index", "bm25_plain": "bm25_plain_index", "bm25_ngram": "bm25_ngram_index"}
+RETRIEVERS += ["bm25_ngram", *first_stage.FUSED]  # n-gram BM25, the first-stage fusion of several retrievers
 
 
 def _dense_nodes() -> list[Node]:
@@ -47,7 +55,8 @@ def _hybrid_nodes(suffix: str, dense: str) -> list[Node]:
              name=f"fuse_rrf{suffix}"),
         Node(
             nodes.tune_fusion_weight,
-            [f"run_{dense}", "run_bm25", "eval_queries", "eval_qrels", "query_splits", P + "fusion", P + "metrics"],
+            [f"run_{dense}", "run_bm25", "eval_queries", "eval_qrels", "query_splits", P + "fusion",
+             P + "metrics", "corpus"],
             weight,
             name=f"tune_fusion_weight{suffix}",
         ),
@@ -56,6 +65,60 @@ def _hybrid_nodes(suffix: str, dense: str) -> list[Node]:
             [f"run_{dense}", "run_bm25", "eval_queries", weight, P + "fusion"],
             f"run_hybrid_weighted{suffix}",
             name=f"fuse_weighted{suffix}",
+        ),
+    ]
+
+
+def _rerank_nodes() -> list[Node]:
+    out = []
+    for first in RERANKABLE:
+        for suffix, reranker in RERANKERS.items():
+            out.append(
+                Node(
+                    rerank.node_for(first),
+                    [f"run_{first}", reranker, "corpus", "eval_queries", P + "rerank"],
+                    f"run_{first}_rerank{suffix}",
+                    name=f"rerank_{first}{suffix}",
+                )
+            )
+    out.append(
+        Node(
+            rerank.describe_rerank,
+            [*RERANKERS.values(), P + "rerank"],
+            "rerank_settings",
+            name="describe_rerank",
+        )
+    )
+    return out
+
+
+def _first_stage_fusion_nodes() -> list[Node]:
+    """``fusion_settings`` (tuned on tune, or fixed), then ``fusion_weighted``, ``_learned``, ``fusion``."""
+    runs = {name: f"run_{name}" for name in first_stage.FUSABLE}
+    indexes = {f"{name}_index": index for name, index in LEXICAL.items()}
+    common = {"eval_queries": "eval_queries", "corpus": "corpus", **indexes, **runs}
+    fuse = {
+        "weighted": first_stage.fuse_first_stage_weighted,
+        "learned": first_stage.fuse_first_stage_learned,
+        "": first_stage.fuse_first_stage,
+    }
+    return [
+        Node(
+            first_stage.tune_first_stage_fusion,
+            {**common, "eval_qrels": "eval_qrels", "query_splits": "query_splits",
+             "fusion_settings_fixed": "fusion_settings_fixed", "params": P + "first_stage_fusion",
+             "metrics": P + "metrics"},
+            "fusion_settings",
+            name="tune_first_stage_fusion",
+        ),
+        *(
+            Node(
+                func,
+                {**common, "fusion_settings": "fusion_settings"},
+                f"run_fusion{'_' + key if key else ''}",
+                name=f"fuse_first_stage{'_' + key if key else ''}",
+            )
+            for key, func in fuse.items()
         ),
     ]
 
@@ -79,16 +142,24 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
             ),
             Node(
                 nodes.retrieve_bm25,
+                ["bm25_ngram_index", "corpus", "eval_queries", P + "retrieve"],
+                "run_bm25_ngram",
+                name="retrieve_bm25_ngram",
+            ),
+            Node(
+                nodes.retrieve_bm25,
                 ["bm25_lucene_index", "corpus", "eval_queries", P + "retrieve"],
                 "run_bm25_lucene",
                 name="retrieve_bm25_lucene",
             ),
             *_dense_nodes(),
+            *_first_stage_fusion_nodes(),
             *(node for suffix, dense in HYBRID.items() for node in _hybrid_nodes(suffix, dense)),
+            *_rerank_nodes(),
             Node(
                 nodes.score_runs,
                 {"eval_queries": "eval_queries", "eval_qrels": "eval_qrels", "query_splits": "query_splits",
-                 "metrics": P + "metrics", **runs},
+                 "metrics": P + "metrics", "corpus": "corpus", **runs},
                 "per_query_metrics",
                 name="score_runs",
             ),
@@ -116,6 +187,10 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                     "dense_pretrained_index_meta",
                     "dense_finetuned_index_meta",
                     P + "dataset_name",
+                    "rerank_settings",
+                    "fusion_settings",
+                    "vocabulary_ablation",
+                    "bm25_ngram_index_meta",
                     "bm25_lucene_index_meta",
                 ],
                 "retrieval_report",

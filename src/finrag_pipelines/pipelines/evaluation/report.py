@@ -10,6 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from finrag_pipelines.pipelines.evaluation.report_fusion import (  # noqa: E402
+    first_stage_fusion_lines,
+    vocabulary_lines,
+)
+
 
 def _fmt(value: float) -> str:
     return f"{value:.4f}"
@@ -114,6 +119,32 @@ def _finetune_lines(comparisons: Sequence[Mapping[str, Any]], index_meta: Mappin
     return lines + [""]
 
 
+def _rerank_lines(
+    rerank: Mapping[str, Any], comparisons: Sequence[Mapping[str, Any]], status: Mapping[str, str]
+) -> list[str]:
+    lines = [
+        "## Rerank stage",
+        "",
+        (
+            f"`<retriever>_rerank` reorders the top {rerank.get('top_n')} hits of each of "
+            f"{', '.join(f'`{r}`' for r in rerank.get('retrievers', [])) or 'no retriever'} by a "
+            "cross-encoder's relevance probability; `_rerank_finetuned` uses the reranker "
+            "`reranker_finetune` trained on the mined rows."
+        ),
+    ]
+    for suffix, about in rerank.get("rerankers", {}).items():
+        if about.get("status") == "unavailable":
+            lines.append(f"- `{suffix}`: not evaluated — {about.get('reason')}.")
+        else:
+            shown = ", ".join(f"{k} `{v}`" for k, v in about.items() if k != "status")
+            lines.append(f"- `{suffix}`: {shown}.")
+    by_pair = {(c["a"], c["b"], c.get("metric")): c for c in comparisons}
+    for (a, b, metric), c in by_pair.items():
+        if metric == "mrr@10" and "_rerank" in a and status.get(a) == "evaluated":
+            lines.append(f"- `{a}` is **{_verdict(c)}** `{b}` on mrr@10: {_diff_text(c)}.")
+    return lines + [""]
+
+
 def render_markdown(
     dataset: str,
     metrics: Mapping[str, Mapping[str, float]],
@@ -123,12 +154,18 @@ def render_markdown(
     prep: Mapping[str, Any],
     index_meta: Mapping[str, Mapping[str, Any]],
     retriever_status: Mapping[str, str] | None = None,
+    rerank: Mapping[str, Any] | None = None,
+    first_stage_fusion: Mapping[str, Any] | None = None,
+    vocabulary: Mapping[str, Any] | None = None,
 ) -> str:
     """The whole markdown report.
 
     Args:
         fusion_weights: The tuned (or fixed) weight of each weighted hybrid, keyed by the hybrid's name.
         retriever_status: ``"evaluated"`` or ``"not evaluated: <reason>"`` per retriever.
+        rerank: The rerank stage's settings (evaluation's ``rerank_settings``), or ``None`` for none.
+        first_stage_fusion: The ``fusion_settings`` artefact (weights, model, cross-validation), if any.
+        vocabulary: index_build's ``vocabulary_ablation``, if any.
     """
     tuned = any(w.get("grid") for w in fusion_weights.values())
     not_evaluated = {k: v for k, v in (retriever_status or {}).items() if v != "evaluated"}
@@ -178,7 +215,10 @@ def render_markdown(
     lines.append("- `hybrid_rrf` / `hybrid_rrf_finetuned`: reciprocal rank fusion of `dense` / `dense_finetuned` and `bm25` (no tuning).")
     for name, weight in fusion_weights.items():
         lines += _fusion_lines(name, "dense_finetuned" if name.endswith("_finetuned") else "dense", weight)
-    lines += ["", "## Indexes", ""]
+    if rerank is not None:
+        lines += ["", *_rerank_lines(rerank, comparisons, retriever_status or {})]
+    lines += ["", *first_stage_fusion_lines(first_stage_fusion), *vocabulary_lines(vocabulary)]
+    lines += ["## Indexes", ""]
     for name, meta in index_meta.items():
         lines += _index_lines(name, meta)
     lines += [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from finrag_pipelines.retrieval.lucene.index import LuceneConfig
 
@@ -80,3 +80,87 @@ class DenseParams(_Strict):
     hnsw_m: int = Field(ge=4)
     ef_search: int = Field(ge=1)
     chunk_size: int = Field(ge=1, description="documents encoded between two durable cache writes")
+
+
+class NgramTokenizerParams(_Strict):
+    """Character n-grams (``text/ngram.py``): no dictionary, no stopwords."""
+
+    n: int = Field(ge=1, le=8, description="window length in characters (2 = bigrams)")
+    lowercase: bool
+    split_on_punctuation: bool = Field(description="no n-gram spans whitespace, punctuation or symbols")
+    ascii_words: bool = Field(description="keep ASCII letter/digit runs (codes, numbers) whole")
+
+
+class NgramBM25Params(_Strict):
+    """The character n-gram BM25 index (a lexical index next to the word index, same normalised text)."""
+
+    name: str = Field(description="the retriever's name in logs, meta.json and the report")
+    tokenizer: NgramTokenizerParams
+    scoring: ScoringParams
+
+    @model_validator(mode="after")
+    def _no_domain_weight(self) -> NgramBM25Params:
+        if self.scoring.domain_term_weight != 1.0:
+            raise ValueError(
+                "index_build.bm25_ngram.scoring.domain_term_weight must be 1.0: an n-gram tokenizer has no "
+                "dictionary, so no n-gram is a domain term"
+            )
+        return self
+
+
+class StatisticalMiningParams(_Strict):
+    """New-word discovery over the corpus: frequency, cohesion (PMI) and left/right branching entropy."""
+
+    enabled: bool
+    max_len: int = Field(ge=2, le=8, description="longest candidate in characters")
+    min_freq: int = Field(ge=1)
+    min_cohesion: float = Field(description="smallest PMI over the split points (natural log)")
+    min_entropy: float = Field(ge=0, description="smallest left and right branching entropy (nats)")
+    max_terms: int = Field(ge=1, description="candidates kept by score before filtering")
+
+
+class LLMMiningParams(_Strict):
+    """LLM entity extraction (organisations, products, metrics, terms, stock code ↔ short name aliases)."""
+
+    enabled: bool = Field(description="ask the llm endpoint (llm.backend openai); offline: reported not run")
+    max_documents: int = Field(ge=1, description="documents asked about (a seeded sample of a larger corpus)")
+    max_doc_chars: int = Field(ge=50, description="characters of each document sent")
+    seed: int
+    temperature: float = Field(ge=0)
+    max_tokens: int = Field(ge=16)
+
+
+class VocabularyFilterParams(_Strict):
+    """Which mined terms may enter the tokenizer's user dictionary."""
+
+    min_len: int = Field(ge=2)
+    max_len: int = Field(ge=2)
+    min_llm_documents: int = Field(ge=1, description="an LLM term must come from this many documents")
+
+
+class SplitParams(_Strict):
+    """The evaluation query split (the same values as evaluation.split, from globals.query_split)."""
+
+    tune_fraction: float = Field(ge=0.0, lt=1.0)
+    seed: int
+
+
+class VocabularyAblationParams(_Strict):
+    """Mined terms are kept only if word BM25 with them beats it without them on the tune split."""
+
+    split: SplitParams
+    metric: str = Field(description="e.g. mrr@10 (name as in evaluation.metrics)")
+    min_gain: float = Field(ge=0, description="keep a variant only when it beats no mined terms by more")
+    depth: int = Field(ge=10, description="hits per query searched")
+    fixed_decision: Optional[Literal["none", "statistical", "llm", "all"]] = Field(
+        description="use this variant unmeasured (a held-out set: the dev set's decision); null = ablate"
+    )
+
+
+class VocabularyParams(_Strict):
+    """The mined-vocabulary step of index_build."""
+
+    statistical: StatisticalMiningParams
+    llm: LLMMiningParams
+    filter: VocabularyFilterParams
+    ablation: VocabularyAblationParams

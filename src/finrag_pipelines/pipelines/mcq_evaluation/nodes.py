@@ -17,7 +17,7 @@ import pandas as pd
 from finrag_pipelines.llm.batch import ChatRequest, run_chat_batch
 from finrag_pipelines.llm.batch import check_failure_rate as assert_failure_rate
 from finrag_pipelines.llm.client import client_factory
-from finrag_pipelines.llm.config import LLMConfig
+from finrag_pipelines.llm.config import LLMConfig, LLMConfigError
 from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.mcq.extract import extract_answer
 from finrag_pipelines.mcq.format import parse_options, render_prompt
@@ -51,7 +51,7 @@ def ask_eval_items(
     """Ask the endpoint every item (journal first, so a rerun asks only what has no answer yet)."""
     config = LLMConfig.from_mapping({**dataclasses.asdict(llm), **params.llm_overrides})
     if config.backend != "openai":
-        raise ValueError(
+        raise LLMConfigError(
             f"mcq_evaluation needs an OpenAI-compatible endpoint (llm.backend=openai), got {config.backend!r}; e.g. "
             "--params llm.backend=openai,llm.base_url=http://127.0.0.1:30000/v1,llm.model=<served name>"
         )

@@ -4,12 +4,16 @@ A candidate row is one retrieved document for one query from one source (``dense
 its 1-based rank in that source's list, its score and the score the same source gives the query's
 positive document. The rules, in order of precedence (the first that applies gives the status):
 
-1. ``positive``: the candidate is a positive of the query;
+1. ``positive``: the candidate is a positive of the query; ``same_document_as_positive``: a passage of a
+   positive's document (a corpus split into passages, ``<doc_id>#<k>``), never a negative;
 2. ``outside_window``: its rank, counted after removing the positive(s), is outside ``[rank_min, rank_max]``;
 3. ``false_negative``: ``score > positive_score * (1 - relative_margin)`` (NV-Retriever's 95% rule), each
    source against its own positive score; a document flagged by one source is dropped from the others too;
 4. ``near_duplicate_of_positive``: char n-gram Jaccard with the positive's text ≥ the threshold;
-5. otherwise eligible: sampled per query (``kept``) or ``not_sampled``.
+5. ``reranker_false_negative`` (when the reranker filter is on): a cross-encoder scores the pair above the
+   positive's own score times ``1 - relative_margin`` (sentence-transformers' ``mine_hard_negatives`` with a
+   cross-encoder); the reranker scores only candidates the window could keep;
+6. otherwise eligible: sampled per query (``kept``) or ``not_sampled``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ STATUSES = (
     "false_negative",
     "near_duplicate_of_positive",
     "not_sampled",
+    "same_document_as_positive",
+    "reranker_false_negative",
 )
 CANDIDATE_COLUMNS = ["query_id", "doc_id", "candidate_id", "rank", "score", "source", "positive_score"]
 SELECTION_COLUMNS = ["query_id", "candidate_id", "source", "rank", "score", "positive_score", "status"]
@@ -205,7 +211,13 @@ class NearDuplicateCheck:
         return lambda doc_id: any(self.similarity(doc_id, p) >= self._threshold for p in positives)
 
 
-_DROPPED = ("positive", "false_negative", "near_duplicate_of_positive")
+_DROPPED = (
+    "positive",
+    "false_negative",
+    "near_duplicate_of_positive",
+    "same_document_as_positive",
+    "reranker_false_negative",
+)
 
 
 def _select_query(
@@ -215,8 +227,14 @@ def _select_query(
     rules: Rules,
     is_dup: Callable[[str], bool],
     corpus_ids: Sequence[str],
+    same_document: frozenset[str] = frozenset(),
+    reranker_flagged: frozenset[str] = frozenset(),
 ) -> tuple[np.ndarray, list[str]]:
-    """Statuses of one query's candidate rows (sorted by source, rank) and its random negatives."""
+    """Statuses of one query's candidate rows (sorted by source, rank) and its random negatives.
+
+    ``same_document``: the other passages of the positives' documents; ``reranker_flagged``: candidates the
+    reranker scores too close to the positive.
+    """
     ids, sources = block["candidate_id"], block["source"]
     status = np.empty(len(ids), dtype=object)
     for source in np.unique(sources):
@@ -233,6 +251,10 @@ def _select_query(
     # a document one source flags as a likely false negative is not a negative for any source
     flagged = np.isin(ids, ids[status == "false_negative"])
     status[(status == "not_sampled") & flagged] = "false_negative"
+    if same_document:
+        status[(status != "positive") & np.isin(ids, list(same_document))] = "same_document_as_positive"
+    if reranker_flagged:
+        status[(status == "not_sampled") & np.isin(ids, list(reranker_flagged))] = "reranker_false_negative"
     eligible = {
         str(src): ids[(sources == src) & (status == "not_sampled")].tolist() for src in np.unique(sources)
     }
@@ -242,9 +264,8 @@ def _select_query(
         status[(ids == cid) & (sources == source)] = "kept"
     # random negatives avoid the positives, the chosen negatives and anything a rule dropped
     dropped = set(ids[np.isin(status, _DROPPED)].tolist())
-    extra = sample_random(
-        rules.random_negatives, corpus_ids, pos | dropped | {c for c, _ in chosen}, rng, is_dup
-    )
+    avoid = pos | dropped | same_document | reranker_flagged | {c for c, _ in chosen}
+    extra = sample_random(rules.random_negatives, corpus_ids, avoid, rng, is_dup)
     return status, extra
 
 
@@ -254,6 +275,9 @@ def select(
     texts: Mapping[str, str],
     corpus_ids: Sequence[str],
     rules: Rules,
+    *,
+    parents: Mapping[str, str] | None = None,
+    reranker_flagged: Mapping[str, set[str]] | None = None,
 ) -> pd.DataFrame:
     """Apply the rules to every query's candidates and sample its negatives.
 
@@ -263,6 +287,8 @@ def select(
         texts: Indexed text per document id.
         corpus_ids: All document ids, for the random (easy) negatives.
         rules: The rules.
+        parents: Passage id → document id for a corpus of passages (``None``: each id is a document).
+        reranker_flagged: Per query id, the candidates the reranker filter drops.
 
     Returns:
         Table with :data:`SELECTION_COLUMNS`, one row per candidate row plus one per random negative
@@ -281,13 +307,18 @@ def select(
         np.flatnonzero(np.r_[True, query_ids[1:] != query_ids[:-1]]) if len(ordered) else np.zeros(0, int)
     )
     ends = np.append(starts[1:], len(ordered)).astype(int) if len(starts) else starts
+    children: dict[str, set[str]] = {}
+    for pid, doc in (parents or {}).items():
+        children.setdefault(doc, set()).add(pid)
     for start, end in zip(starts, ends, strict=True):
         query_id = str(query_ids[start])
         pos = positives[query_id]
         block = {c: v[start:end] for c, v in columns.items()}
+        siblings = {s for p in pos for s in children.get((parents or {}).get(p, p), ())} - pos
         status[start:end], extra = _select_query(
-            query_id, block, pos, rules, check.for_positives(pos), corpus_ids
-        )
+            query_id, block, pos, rules, check.for_positives(pos), corpus_ids, frozenset(siblings),
+            frozenset((reranker_flagged or {}).get(query_id, ())),
+        )  # fmt: skip
         randoms.extend((query_id, cid) for cid in extra)
     out = ordered[["query_id", "candidate_id", "source", "rank", "score", "positive_score"]].copy()
     out["status"] = status

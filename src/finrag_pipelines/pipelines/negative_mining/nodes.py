@@ -13,10 +13,13 @@ from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.distributed import encode_with_execution
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
 from finrag_pipelines.execution import ExecutionConfig
+from finrag_pipelines.rerank.interfaces import Reranker
+from finrag_pipelines.retrieval.types import Unavailable
 from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
 from . import mining, report
 from finrag_pipelines.pipelines.negative_mining.params import (
     CandidateParams,
+    RerankFilterParams,
     FormatParams,
     RuleParams,
     SplitParams,
@@ -148,10 +151,84 @@ def mine_candidates(
     return candidates
 
 
-def select_negatives(
-    mining_candidates: pd.DataFrame, corpus: pd.DataFrame, rules: RuleParams, candidates: CandidateParams
+RERANK_SCORE_COLUMNS = ["query_id", "candidate_id", "rerank_score", "rerank_positive_score"]
+
+
+def score_candidates_with_reranker(
+    mining_candidates: pd.DataFrame,
+    distilled_queries: pd.DataFrame,
+    corpus: pd.DataFrame,
+    reranker: Reranker | Unavailable,
+    rules: RuleParams,
+    rerank_filter: RerankFilterParams,
 ) -> pd.DataFrame:
-    """Label every candidate (positive, window, 95% rule, near-duplicate) and sample the negatives."""
+    """The reranker's score of every candidate the window could keep, and of the query's positive.
+
+    Off (``rerank_filter.enabled: false``): an empty table, and no reranker is loaded.
+    """
+    if not rerank_filter.enabled:
+        dtypes = (str, str, float, float)
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(RERANK_SCORE_COLUMNS, dtypes)})
+    missing = reranker.reason if isinstance(reranker, Unavailable) else None
+    if missing:
+        raise ValueError(
+            f"negative_mining.rerank_filter.enabled is true but no reranker is available: {missing}; "
+            "configure globals rerankers.base or turn the filter off."
+        )
+    _, texts, _ = _corpus_texts(corpus)
+    query_of = dict(zip(distilled_queries["query_id"].astype(str), distilled_queries["query"].astype(str)))
+    table = mining_candidates.astype({"query_id": str, "doc_id": str, "candidate_id": str})
+    # raw ranks count the positive: rank_max + 1 covers the window's end whether or not the positive is above
+    window = table[(table["rank"] >= rules.rank_min) & (table["rank"] <= rules.rank_max + 1)]
+    window = window[window["candidate_id"] != window["doc_id"]]
+    pairs = pd.concat(
+        [
+            window[["query_id", "candidate_id"]],
+            table[["query_id", "doc_id"]].rename(columns={"doc_id": "candidate_id"}),
+        ]
+    ).drop_duplicates(ignore_index=True)
+    queries = [query_of[q] for q in pairs["query_id"]]
+    passages = [texts[c] for c in pairs["candidate_id"]]
+    scores = np.empty(len(pairs), dtype=np.float32)
+    for start in range(0, len(pairs), rerank_filter.chunk_pairs):
+        end = start + rerank_filter.chunk_pairs
+        scores[start:end] = reranker.score_pairs(queries[start:end], passages[start:end])
+    pairs["rerank_score"] = scores
+    positive = table.drop_duplicates("query_id").set_index("query_id")["doc_id"]
+    own = pairs.set_index(["query_id", "candidate_id"])["rerank_score"]
+    pairs["rerank_positive_score"] = [float(own[(q, positive[q])]) for q in pairs["query_id"]]
+    logger.info(
+        "negative_mining: reranker %s scored %d (query, candidate) pairs of %d queries",
+        reranker.name, len(pairs), pairs["query_id"].nunique(),
+    )  # fmt: skip
+    return pairs[RERANK_SCORE_COLUMNS]
+
+
+def _reranker_flagged(scores: pd.DataFrame, rerank_filter: RerankFilterParams) -> dict[str, set[str]]:
+    if not rerank_filter.enabled or scores.empty:
+        return {}
+    line = scores["rerank_positive_score"] * (1.0 - rerank_filter.relative_margin)
+    hit = scores[scores["rerank_score"] > line]  # the positive itself is labelled before this rule applies
+    return hit.groupby("query_id")["candidate_id"].agg(lambda s: set(s.astype(str))).to_dict()
+
+
+def _parents(corpus: pd.DataFrame) -> dict[str, str] | None:
+    if "parent_id" not in corpus.columns:
+        return None
+    ids, parents = corpus["doc_id"].astype(str), corpus["parent_id"].astype(str)
+    return None if (ids == parents).all() else dict(zip(ids, parents))
+
+
+def select_negatives(
+    mining_candidates: pd.DataFrame,
+    corpus: pd.DataFrame,
+    rules: RuleParams,
+    candidates: CandidateParams,
+    mining_rerank_scores: pd.DataFrame | None = None,
+    rerank_filter: RerankFilterParams | None = None,
+) -> pd.DataFrame:
+    """Label every candidate (positive, other passages of its document, window, 95% rule, near-duplicate,
+    reranker filter) and sample the negatives."""
     ids, texts, _ = _corpus_texts(corpus)
     if candidates.depth < rules.rank_max + 1:
         logger.warning(
@@ -162,7 +239,10 @@ def select_negatives(
     positives = mining_candidates.groupby("query_id")["doc_id"].agg(lambda s: set(s.astype(str))).to_dict()
     share = candidates.bm25.share if candidates.bm25.enabled else 0.0
     config = mining.Rules(**rules.model_dump(), bm25_share=share)
-    selection = mining.select(mining_candidates, positives, texts, ids, config)
+    flagged = _reranker_flagged(mining_rerank_scores, rerank_filter) if rerank_filter is not None else {}
+    selection = mining.select(
+        mining_candidates, positives, texts, ids, config, parents=_parents(corpus), reranker_flagged=flagged
+    )
     counts = selection.groupby(["source", "status"]).size().to_dict()
     hard = selection[(selection["status"] == "kept") & (selection["source"] != "random")]
     per_query = hard.groupby("query_id").size().reindex(list(positives), fill_value=0)

@@ -54,6 +54,15 @@ class RuleParams(_Strict):
         return self
 
 
+class RerankFilterParams(_Strict):
+    """The reranker as a false-negative filter (sentence-transformers' ``mine_hard_negatives`` with a
+    cross-encoder): a candidate it scores above ``positive_score * (1 - relative_margin)`` is dropped."""
+
+    enabled: bool = Field(description="false: no reranker is loaded")
+    relative_margin: float = Field(ge=0.0, lt=1.0, description="drop score > positive's * (1 - margin)")
+    chunk_pairs: int = Field(ge=1, description="(query, passage) pairs handed to the reranker per call")
+
+
 class FormatParams(_Strict):
     """ms-swift rows: the query instruction (the same ``query_task`` the fine-tuned encoder will use)."""
 

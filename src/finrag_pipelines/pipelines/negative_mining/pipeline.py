@@ -34,8 +34,16 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="mine_candidates",
             ),
             Node(
+                nodes.score_candidates_with_reranker,
+                ["mining_candidates", "distilled_queries", "corpus", "reranker", P + "rules",
+                 P + "rerank_filter"],
+                "mining_rerank_scores",
+                name="score_candidates_with_reranker",
+            ),
+            Node(
                 nodes.select_negatives,
-                ["mining_candidates", "corpus", P + "rules", P + "candidates"],
+                ["mining_candidates", "corpus", P + "rules", P + "candidates", "mining_rerank_scores",
+                 P + "rerank_filter"],
                 "mining_selection",
                 name="select_negatives",
             ),

@@ -38,6 +38,7 @@ from finrag_pipelines.pipelines.persona_index.selection import (
     greedy_near_duplicates,
     parse_persona,
 )
+from finrag_pipelines.project_paths import portable_values
 from finrag_pipelines.retrieval.dense import DenseIndex
 from finrag_pipelines.retrieval.interfaces import VectorIndex
 from finrag_pipelines.text.corpus import SourceRow, corpus_hash
@@ -216,7 +217,8 @@ def build_persona_index(
     """Index the kept personas' ``persona_text`` vectors (read back from the embedding store)."""
     ids, texts = [str(p) for p in personas["persona_id"]], list(personas["persona_text"])
     vectors = encode_with_store(encoder, texts, "document", embedding_store, encode.chunk_size)
-    meta = {**encoder.describe(), "fingerprint": encoder.fingerprint}
+    # meta.json names paths under the project relative to it, never the machine's absolute paths
+    meta = portable_values({**encoder.describe(), "fingerprint": encoder.fingerprint})
     return DenseIndex.build(
         ids,
         vectors,

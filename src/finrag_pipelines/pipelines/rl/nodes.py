@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pandas as pd
 
 from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
 from finrag_pipelines.kernels import planned_kernels
+from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.mcq.records import (
     DATA_SOURCE,
     build_rl_rows,
@@ -76,21 +78,23 @@ def limit_rl_prompt_lengths(rl_rows: pd.DataFrame, params: RlLengthParams) -> tu
 
 
 def export_reward_config(
-    params: RewardParams, llm: dict[str, Any], tasks: RlTasksParams, search_qa_judge_prompt: dict[str, Any]
+    params: RewardParams, llm: LLMConfig, tasks: RlTasksParams, search_qa_judge_prompt: dict[str, Any]
 ) -> dict[str, Any]:
     """The reward config JSON the launcher hands to verl (``reward_kwargs.config_path`` or
     ``$FINRAG_MCQ_REWARD_CONFIG``); checked here with the reward's own parser so a bad value fails now.
     With ``rl.tasks.search_qa`` on it holds a ``search_qa`` block (its judge prompt copied in)."""
     judge: dict[str, Any] = {"enabled": params.judge.enabled, "max_reasoning_chars": params.judge.max_reasoning_chars}
     if params.judge.enabled:
-        judge["llm"] = {**llm, **params.judge.llm_overrides}
+        judge["llm"] = {**dataclasses.asdict(llm), **params.judge.llm_overrides}
     config = {
         "weights": dict(params.weights), "partial_credit": params.partial_credit,
         "allow_fallback": params.allow_fallback, "judge": judge,
     }
     if tasks.search_qa:
         search = params.search_qa.model_dump()
-        search["judge_llm"] = {**llm, **params.judge.llm_overrides} if search["outcome"] == "judge" else None
+        search["judge_llm"] = (
+            {**dataclasses.asdict(llm), **params.judge.llm_overrides} if search["outcome"] == "judge" else None
+        )
         search["judge_prompt"] = dict(search_qa_judge_prompt)
         config["search_qa"] = search
     RewardConfig.from_mapping(config)

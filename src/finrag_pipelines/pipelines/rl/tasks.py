@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from finrag_pipelines.errors import ConfigurationError
 from finrag_pipelines.llm.prompts import PromptTemplate
 from finrag_pipelines.mcq.records import DATA_SOURCE as MCQ_SOURCE
 from finrag_pipelines.mcq.records import validate_rl_rows
@@ -27,8 +28,9 @@ MCQ_AGENT = "single_turn_agent"
 TOOL_RESPONSE_OVERRIDE = "actor_rollout_ref.rollout.multi_turn.max_tool_response_length"
 
 
-class TaskConfigError(ValueError):
-    """rl.tasks asks for something the rest of the configuration or the inputs cannot give."""
+class TaskConfigError(ConfigurationError):
+    """rl.tasks asks for something the rest of the configuration or the inputs cannot give (one line from
+    ``kedro run``: a ConfigurationError)."""
 
 
 def mix_counts(n_mcq: int, n_search: int, share: float | None) -> tuple[int, int]:

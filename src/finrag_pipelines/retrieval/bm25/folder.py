@@ -21,7 +21,7 @@ from finrag_pipelines.retrieval.index_folder import (
 )
 from finrag_pipelines.retrieval.types import IndexMismatchError
 from finrag_pipelines.text.dictionaries import TokenizerConfigError
-from finrag_pipelines.text.tokenize import FinanceTokenizer
+from finrag_pipelines.text.tokenizers import Tokenizer, load_tokenizer
 
 FORMAT_VERSION = 1
 BM25S_DIR = "bm25s"
@@ -50,7 +50,7 @@ class BM25Folder:
 
     retriever: bm25s.BM25
     doc_ids: list[str]
-    tokenizer: FinanceTokenizer
+    tokenizer: Tokenizer
     config: BM25Config
     meta: dict[str, Any]
 
@@ -63,7 +63,7 @@ class BM25Folder:
 def write_bm25_folder(
     target: Path,
     retriever: bm25s.BM25,
-    tokenizer: FinanceTokenizer,
+    tokenizer: Tokenizer,
     doc_ids: list[str],
     meta: dict[str, Any],
 ) -> None:
@@ -127,7 +127,7 @@ def read_bm25_folder(source: Path) -> BM25Folder:
             f"BM25 index in {source} is inconsistent: {'; '.join(problems)}; {REBUILD_HINT}."
         )
     try:
-        tokenizer = FinanceTokenizer.load(source / TOKENIZER_DIR)
+        tokenizer = load_tokenizer(source / TOKENIZER_DIR)
     except TokenizerConfigError as exc:
         raise IndexMismatchError(
             f"BM25 index in {source}: its tokenizer cannot be restored ({exc})."

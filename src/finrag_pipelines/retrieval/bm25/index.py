@@ -37,7 +37,7 @@ from finrag_pipelines.retrieval.bm25.folder import (
 from finrag_pipelines.retrieval.bm25.scoring import BM25Config, score_corpus
 from finrag_pipelines.retrieval.index_folder import DOC_IDS_FILE, REBUILD_HINT
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, Run
-from finrag_pipelines.text.tokenize import FinanceTokenizer
+from finrag_pipelines.text.tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class BM25Index:
         self,
         retriever: bm25s.BM25,
         doc_ids: list[str],
-        tokenizer: FinanceTokenizer,
+        tokenizer: Tokenizer,
         config: BM25Config,
         meta: dict[str, Any],
         name: str = "bm25",
@@ -96,7 +96,7 @@ class BM25Index:
         cls,
         doc_ids: Sequence[str],
         texts: Sequence[str],
-        tokenizer: FinanceTokenizer,
+        tokenizer: Tokenizer,
         config: BM25Config,
         corpus_hash: str,
         *,
@@ -134,7 +134,7 @@ class BM25Index:
         cls,
         doc_ids: Sequence[str],
         corpus_tokens: Sequence[Sequence[str]],
-        tokenizer: FinanceTokenizer,
+        tokenizer: Tokenizer,
         config: BM25Config,
         corpus_hash: str,
         *,
@@ -247,7 +247,7 @@ class BM25Index:
         return self._config
 
     @property
-    def tokenizer(self) -> FinanceTokenizer:
+    def tokenizer(self) -> Tokenizer:
         """The tokenizer used for documents and queries."""
         return self._tokenizer
 

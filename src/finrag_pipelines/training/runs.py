@@ -59,7 +59,7 @@ class TrainingError(RuntimeError):
 
 def utc_now() -> str:
     """The current UTC time, ISO 8601 to the second (manifest timestamps)."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def shell_join(argv: Sequence[Any]) -> str:

@@ -2,6 +2,7 @@ import json
 
 import pandas as pd
 import pytest
+from kedro.io import DatasetError
 from matplotlib.figure import Figure
 
 from finrag_pipelines.pipelines.evaluation import nodes
@@ -108,7 +109,7 @@ def test_a_missing_finetuned_model_is_reported_not_scored(tmp_path):
     queries, splits, qrels, dense, bm25 = _runs_where_tune_prefers_bm25()
     encoder = EncoderDataset({"kind": "hf", "model_path": str(tmp_path / "merged"), "query_task": "t"}, optional=True).load()
     assert isinstance(encoder, Unavailable) and "embedding_finetune" in encoder.reason
-    with pytest.raises(Exception):  # not optional: a missing model is an error
+    with pytest.raises(DatasetError, match="does not exist"):  # not optional: a missing model is an error
         EncoderDataset({"kind": "hf", "model_path": str(tmp_path / "merged"), "query_task": "t"}).load()
     corpus = frame({"doc_id": ["d1"], "title": [""], "text": ["x"]})
     index = build_dense_index(corpus, encoder, None, DenseParams(index_type="flat", hnsw_m=32, ef_search=64, chunk_size=8))

@@ -141,8 +141,9 @@ def test_sample_personas_is_seeded_and_keeps_order():
 
 
 def _translate_args(tmp_path, **llm):
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     from finrag_pipelines.llm.config import LLMConfig
     from finrag_pipelines.llm.journal import ResponseJournal

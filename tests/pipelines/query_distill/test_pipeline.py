@@ -2,6 +2,7 @@
 
 import json
 import threading
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -32,8 +33,6 @@ from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex
 from finrag_pipelines.text.corpus import corpus_hash, indexable
 from finrag_pipelines.text.tokenize import FinanceTokenizer
-
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 CONF = yaml.safe_load((ROOT / "conf/base/parameters_query_distill.yml").read_text(encoding="utf-8"))["query_distill"]

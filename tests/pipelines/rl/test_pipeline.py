@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import datasets
 import pandas as pd
@@ -335,7 +336,9 @@ def test_search_qa_launch_composes_in_verls_own_ppo_config(tmp_path):
     config_dir = str(Path(verl.trainer.__file__).parent / "config")
     with initialize_config_dir(config_dir=config_dir, version_base=None):
         composed = compose(config_name="ppo_trainer", overrides=argv[3:])
-    select = lambda key: OmegaConf.select(composed, key)
+    def select(key: str) -> Any:
+        return OmegaConf.select(composed, key)
+
     multi_turn = omega_conf_to_dataclass(select("actor_rollout_ref.rollout.multi_turn"))
     assert multi_turn.enable is True and multi_turn.format == "hermes" and multi_turn.max_assistant_turns == 6
     assert multi_turn.max_tool_response_length == 4096

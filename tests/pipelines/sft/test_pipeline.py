@@ -13,13 +13,12 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import ParquetDataset
 
+from finrag_pipelines.floors import FloorError, FloorParams
 from finrag_pipelines.mcq.extract import extract_answer
 from finrag_pipelines.mcq.records import validate_sft_rows
 from finrag_pipelines.mcq.sft_mix import DISTILL_COLUMNS, empty_distill_items
 from finrag_pipelines.mcq.split import split_items
-from finrag_pipelines.floors import FloorError, FloorParams
-from finrag_pipelines.pipelines.sft import create_pipeline
-from finrag_pipelines.pipelines.sft import nodes
+from finrag_pipelines.pipelines.sft import create_pipeline, nodes
 from finrag_pipelines.pipelines.sft.params import LengthParams, MixParams, SftDataParams, SftLaunchParams
 from finrag_pipelines.training.runs import TrainingError
 

@@ -7,11 +7,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.store import EmbeddingStore
-from matplotlib.figure import Figure
-
 from finrag_pipelines.pipelines.evaluation.params import (
     BootstrapParams,
     FusionParams,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,7 +36,7 @@ class FusionParams(_Strict):
     weight_grid: list[float] = Field(min_length=1, description="candidate dense weights, tuned on the tune split")
     tune_metric: str
     depth: int = Field(ge=10)
-    fixed_dense_weight: Optional[float] = Field(
+    fixed_dense_weight: float | None = Field(
         ge=0.0, le=1.0, description="use this weight instead of tuning (e.g. tuned on a dev set, applied to a test set)"
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,7 +19,7 @@ class TokenizerParams(_Strict):
     use_finance_dict: bool = Field(description="load the shipped finance user dictionary")
     user_dict_paths: list[str] = Field(description="extra jieba user-dict files (word [freq] [tag] per line)")
     extra_words: list[str] = Field(description="extra domain terms kept whole and boosted")
-    stopwords: Optional[str] = Field(description="'builtin', a file path, or null for none")
+    stopwords: str | None = Field(description="'builtin', a file path, or null for none")
     extra_stopwords: list[str]
     lowercase: bool
     hmm: bool = Field(description="jieba's HMM for unknown words")
@@ -33,7 +33,7 @@ class ScoringParams(_Strict):
     k1: float = Field(gt=0)
     b: float = Field(ge=0, le=1)
     method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"]
-    tf_cap: Optional[int] = Field(ge=1, description="a term stops counting after this many occurrences; null = off")
+    tf_cap: int | None = Field(ge=1, description="a term stops counting after this many occurrences; null = off")
     domain_term_weight: float = Field(gt=0, description="weight of query terms found in the domain dictionary")
 
 
@@ -152,7 +152,7 @@ class VocabularyAblationParams(_Strict):
     metric: str = Field(description="e.g. mrr@10 (name as in evaluation.metrics)")
     min_gain: float = Field(ge=0, description="keep a variant only when it beats no mined terms by more")
     depth: int = Field(ge=10, description="hits per query searched")
-    fixed_decision: Optional[Literal["none", "statistical", "llm", "all"]] = Field(
+    fixed_decision: Literal["none", "statistical", "llm", "all"] | None = Field(
         description="use this variant unmeasured (a held-out set: the dev set's decision); null = ablate"
     )
 

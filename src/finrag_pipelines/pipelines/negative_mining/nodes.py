@@ -9,28 +9,29 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.distributed import encode_with_execution
+from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
 from finrag_pipelines.execution import ExecutionConfig
-from finrag_pipelines.rerank.interfaces import Reranker
-from finrag_pipelines.retrieval.types import Unavailable
 from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
-from . import mining, report
 from finrag_pipelines.pipelines.negative_mining.params import (
     CandidateParams,
-    RerankFilterParams,
     FormatParams,
+    RerankFilterParams,
     RuleParams,
     SplitParams,
 )
+from finrag_pipelines.rerank.interfaces import Reranker
 from finrag_pipelines.retrieval.interfaces import (
     LexicalIndex,
     TermScoringIndex,
     VectorIndex,
     require_term_scores,
 )
+from finrag_pipelines.retrieval.types import Unavailable
 from finrag_pipelines.text.corpus import indexable
+
+from . import mining, report
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.distributed import encode_with_execution
+from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
 from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.llm.batch import ChatRequest, check_failure_rate, run_chat_batch

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from string import Template
-from typing import Sequence
 
 import jieba.analyse
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,6 @@ from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.llm.distributed import run_chat_requests
 from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.llm.prompts import PromptTemplate
-from . import keyword_backend
 from finrag_pipelines.pipelines.query_distill.answers import PromptEcho, stage1_validator, stage2_validator
 from finrag_pipelines.pipelines.query_distill.cleaning import copied_span, length_problem
 from finrag_pipelines.pipelines.query_distill.params import (
@@ -39,6 +39,8 @@ from finrag_pipelines.retrieval.dense import DenseRetriever
 from finrag_pipelines.retrieval.interfaces import LexicalIndex, VectorIndex
 from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.dedup import find_duplicates
+
+from . import keyword_backend
 
 logger = logging.getLogger(__name__)
 

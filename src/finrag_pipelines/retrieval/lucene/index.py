@@ -31,7 +31,7 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -338,7 +338,7 @@ class LuceneBM25Index:
             },
             "tokenizer": tokenizer.describe(),
             "tokenizer_fingerprint": tokenizer.fingerprint,
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "doc_ids_file": DOC_IDS_FILE,
             "tokenizer_dir": TOKENIZER_DIR,
             "lucene_dir": LUCENE_DIR,

@@ -320,7 +320,9 @@ def test_kedro_run_translates_through_its_managed_server_and_stops_it(project):
 @pytest.mark.slow
 def test_kedro_run_whose_managed_server_cannot_start_stops_in_one_line(project):
     argv = [*RUN[:-1], RUN[-1] + ",llm_server.module=sglang_is_not_installed_here"]
-    done = subprocess.run(argv, cwd=project, env=ENV, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        argv, cwd=project, env=ENV, capture_output=True, text=True, timeout=600, check=False
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and "sglang_is_not_installed_here' is not importable" in last

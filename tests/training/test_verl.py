@@ -380,6 +380,7 @@ def test_sft_overrides_exist_in_verl_sft_config() -> None:
     )  # fmt: skip
     argv, _ = verl_sft.build_sft_command(config, gpus=0, torchrun_bin=TORCHRUN)
     composed = _compose("sft_trainer_engine", argv[6:])
+
     def select(key: str) -> Any:
         return OmegaConf.select(composed, key)
 
@@ -403,6 +404,7 @@ def test_grpo_overrides_exist_in_verl_ppo_config() -> None:
     config = _grpo(enable_thinking=False, tool_config_path="/conf/tools.yaml", max_assistant_turns=2)
     argv, _ = verl_grpo.build_grpo_command(config, python=PY)
     composed = _compose("ppo_trainer", argv[3:])
+
     def select(key: str) -> Any:
         return OmegaConf.select(composed, key)
 

@@ -169,11 +169,13 @@ def _tool_calls(raw: Any, attempts: int) -> list[dict[str, Any]] | None:
         if not isinstance(arguments, str):  # some servers send the object itself
             arguments = "" if arguments is None else json.dumps(arguments, ensure_ascii=False)
         call_id = call.get("id")
-        calls.append({
-            "id": call_id if isinstance(call_id, str) and call_id else None,
-            "type": "function",
-            "function": {"name": name, "arguments": arguments},
-        })
+        calls.append(
+            {
+                "id": call_id if isinstance(call_id, str) and call_id else None,
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
+        )
     return calls
 
 

@@ -60,7 +60,9 @@ class Unavailable:
         """Write only ``meta.json`` (index folder datasets call ``save`` on what a node returns)."""
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
-        (path / "meta.json").write_text(json.dumps(self.to_meta(), ensure_ascii=False, indent=2), encoding="utf-8")
+        (path / "meta.json").write_text(
+            json.dumps(self.to_meta(), ensure_ascii=False, indent=2), encoding="utf-8"
+        )
 
     @classmethod
     def from_meta(cls, meta: dict[str, str]) -> Unavailable | None:

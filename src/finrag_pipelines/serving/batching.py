@@ -194,7 +194,9 @@ class MicroBatcher(Generic[J, R]):
                 outcome = []
                 for job in jobs:
                     try:
-                        outcome.append((True, (await loop.run_in_executor(self._executor, self._run_batch, [job]))[0]))
+                        outcome.append(
+                            (True, (await loop.run_in_executor(self._executor, self._run_batch, [job]))[0])
+                        )
                     except Exception as single:  # noqa: BLE001 -- handed to this job's future
                         outcome.append((False, single))
         elapsed = time.perf_counter() - started

@@ -92,7 +92,9 @@ def make_catalog(tmp_path, personas_file, encoder):
     catalog["params:llm"] = LLMConfig.from_mapping({**LLM, "backend": "keyword"})
     catalog["llm_credentials"] = {}
     catalog["llm_journal"] = MemoryDataset(ResponseJournal(tmp_path / "journal.jsonl"), copy_mode="assign")
-    catalog["prompt_persona_translate"] = yaml.safe_load((ROOT / "conf/base/prompts/persona_translate.yml").read_text())
+    catalog["prompt_persona_translate"] = yaml.safe_load(
+        (ROOT / "conf/base/prompts/persona_translate.yml").read_text()
+    )
     return catalog
 
 

@@ -51,12 +51,24 @@ def _dense_nodes() -> list[Node]:
 def _hybrid_nodes(suffix: str, dense: str) -> list[Node]:
     weight = f"fusion_weight{suffix}"
     return [
-        Node(nodes.fuse_rrf, [f"run_{dense}", "run_bm25", "eval_queries", P + "fusion"], f"run_hybrid_rrf{suffix}",
-             name=f"fuse_rrf{suffix}"),
+        Node(
+            nodes.fuse_rrf,
+            [f"run_{dense}", "run_bm25", "eval_queries", P + "fusion"],
+            f"run_hybrid_rrf{suffix}",
+            name=f"fuse_rrf{suffix}",
+        ),
         Node(
             nodes.tune_fusion_weight,
-            [f"run_{dense}", "run_bm25", "eval_queries", "eval_qrels", "query_splits", P + "fusion",
-             P + "metrics", "corpus"],
+            [
+                f"run_{dense}",
+                "run_bm25",
+                "eval_queries",
+                "eval_qrels",
+                "query_splits",
+                P + "fusion",
+                P + "metrics",
+                "corpus",
+            ],
             weight,
             name=f"tune_fusion_weight{suffix}",
         ),
@@ -105,9 +117,14 @@ def _first_stage_fusion_nodes() -> list[Node]:
     return [
         Node(
             first_stage.tune_first_stage_fusion,
-            {**common, "eval_qrels": "eval_qrels", "query_splits": "query_splits",
-             "fusion_settings_fixed": "fusion_settings_fixed", "params": P + "first_stage_fusion",
-             "metrics": P + "metrics"},
+            {
+                **common,
+                "eval_qrels": "eval_qrels",
+                "query_splits": "query_splits",
+                "fusion_settings_fixed": "fusion_settings_fixed",
+                "params": P + "first_stage_fusion",
+                "metrics": P + "metrics",
+            },
             "fusion_settings",
             name="tune_first_stage_fusion",
         ),
@@ -158,13 +175,24 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
             *_rerank_nodes(),
             Node(
                 nodes.score_runs,
-                {"eval_queries": "eval_queries", "eval_qrels": "eval_qrels", "query_splits": "query_splits",
-                 "metrics": P + "metrics", "corpus": "corpus", **runs},
+                {
+                    "eval_queries": "eval_queries",
+                    "eval_qrels": "eval_qrels",
+                    "query_splits": "query_splits",
+                    "metrics": P + "metrics",
+                    "corpus": "corpus",
+                    **runs,
+                },
                 "per_query_metrics",
                 name="score_runs",
             ),
             Node(nodes.record_retriever_status, runs, "retriever_status", name="record_retriever_status"),
-            Node(nodes.summarise_metrics, ["per_query_metrics", P + "metrics"], "retrieval_metrics", name="summarise_metrics"),
+            Node(
+                nodes.summarise_metrics,
+                ["per_query_metrics", P + "metrics"],
+                "retrieval_metrics",
+                name="summarise_metrics",
+            ),
             Node(
                 nodes.compare_retrievers,
                 ["per_query_metrics", "retriever_status", P + "bootstrap"],

@@ -56,8 +56,13 @@ def build_bm25_index(corpus: pd.DataFrame, params: BM25Params, lucene: LucenePar
     ids, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
     tokenizer = FinanceTokenizer(**params.tokenizer.model_dump())
     index = lexical_index(ids, texts, digest, tokenizer, params, lucene)
-    logger.info("index_build: %s (%s) over %d documents (%s)", params.name, params.backend, len(ids),
-                params.scoring.model_dump())
+    logger.info(
+        "index_build: %s (%s) over %d documents (%s)",
+        params.name,
+        params.backend,
+        len(ids),
+        params.scoring.model_dump(),
+    )
     return index
 
 
@@ -96,5 +101,11 @@ def build_dense_index(
     # meta.json names paths under the project relative to it, never the machine's absolute paths
     meta = portable_values({**encoder.describe(), "fingerprint": encoder.fingerprint})
     return DenseIndex.build(
-        ids, vectors, meta, digest, index_type=params.index_type, hnsw_m=params.hnsw_m, ef_search=params.ef_search
+        ids,
+        vectors,
+        meta,
+        digest,
+        index_type=params.index_type,
+        hnsw_m=params.hnsw_m,
+        ef_search=params.ef_search,
     )

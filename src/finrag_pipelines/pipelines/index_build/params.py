@@ -33,8 +33,12 @@ class ScoringParams(_Strict):
     k1: float = Field(gt=0)
     b: float = Field(ge=0, le=1)
     method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"]
-    tf_cap: int | None = Field(ge=1, description="a term stops counting after this many occurrences; null = off")
-    domain_term_weight: float = Field(gt=0, description="weight of query terms found in the domain dictionary")
+    tf_cap: int | None = Field(
+        ge=1, description="a term stops counting after this many occurrences; null = off"
+    )
+    domain_term_weight: float = Field(
+        gt=0, description="weight of query terms found in the domain dictionary"
+    )
 
 
 class BM25Params(_Strict):

@@ -9,6 +9,7 @@ from finrag_pipelines.catalog import ProjectDataCatalog
 from finrag_pipelines.config_loader import LayeredConfigLoader
 from finrag_pipelines.hooks import RunStopHooks
 from finrag_pipelines.lineage_hooks import LineageHooks
+from finrag_pipelines.managed_llm import ManagedLLMServerHooks
 from finrag_pipelines.tracking import TrackingHook
 
 # A third-party warning about kedro-viz's own internals, printed by `kedro viz build`: kedro-viz 12.5 still
@@ -16,9 +17,12 @@ from finrag_pipelines.tracking import TrackingHook
 # own class cannot be filtered: MLflow resets the filters around it; README, "Experiment tracking".)
 warnings.filterwarnings("ignore", message=r"ORJSONResponse is deprecated")
 
-# a run whose upstream artefacts are missing, or that is misconfigured, stops in one line (hooks.py); every
-# run writes a lineage record (lineage_hooks.py) and is tracked in MLflow (tracking.py, off in conf/test)
-HOOKS = (RunStopHooks(), LineageHooks(), TrackingHook())
+# a run whose upstream artefacts are missing, or that is misconfigured, stops in one line (hooks.py); its
+# upstream check runs before any other hook (tryfirst), so a run that cannot start starts no managed server
+# and opens no lineage record or MLflow run. llm.server: managed — the run starts its LLM server, routes
+# params:llm to it and stops it (managed_llm.py); every run writes a lineage record (lineage_hooks.py) and
+# is tracked in MLflow (tracking.py, off in conf/test)
+HOOKS = (RunStopHooks(), ManagedLLMServerHooks(), LineageHooks(), TrackingHook())
 # kedro-mlflow registers its hook itself when installed; the project's TrackingHook replaces it
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 

@@ -112,12 +112,12 @@ class EmbeddingStoreDataset(AbstractDataset[None, "EmbeddingStore"]):
     def __init__(self, path: str) -> None:
         self._path = path
 
-    def load(self) -> "EmbeddingStore":
+    def load(self) -> EmbeddingStore:
         from finrag_pipelines.embedding.store import EmbeddingStore
 
         return EmbeddingStore(self._path)
 
-    def save(self, data: "EmbeddingStore") -> None:
+    def save(self, data: EmbeddingStore) -> None:
         raise DatasetError("EmbeddingStoreDataset is written by the encoding nodes, not saved to")
 
     def _describe(self) -> dict[str, Any]:

@@ -18,30 +18,40 @@ from finrag_pipelines.datasets.versioned import VersionedFolderDataset
 class _IndexFolderDataset(VersionedFolderDataset):
     _marker = "meta.json"
 
-    def _index_cls(self) -> Any:
+    def _index_cls(self, meta: dict[str, Any] | None) -> Any:
+        """The index class that reads a folder whose ``meta.json`` holds ``meta`` (``None``: unreadable)."""
         raise NotImplementedError
 
     def _read(self, folder: Path) -> Any:
-        meta = folder / "meta.json"
-        if meta.is_file():  # an optional index recorded as not built (e.g. no fine-tuned model yet)
+        meta_file = folder / "meta.json"
+        meta = None
+        if meta_file.is_file():  # an optional index recorded as not built (e.g. no fine-tuned model yet)
             from finrag_pipelines.retrieval.types import Unavailable
 
             try:
-                stand_in = Unavailable.from_meta(json.loads(meta.read_text(encoding="utf-8")))
+                meta = json.loads(meta_file.read_text(encoding="utf-8"))
+                stand_in = Unavailable.from_meta(meta)
             except (ValueError, AttributeError):
-                stand_in = None  # the index class reports a broken meta.json with its own message
+                meta, stand_in = None, None  # the index class reports a broken meta.json with its own message
             if stand_in is not None:
                 return stand_in
-        return self._index_cls().load(folder)
+        return self._index_cls(meta if isinstance(meta, dict) else None).load(folder)
 
     def _write(self, data: Any, folder: Path) -> None:
         data.save(folder)
 
 
 class BM25IndexDataset(_IndexFolderDataset):
-    """A :class:`~finrag_pipelines.retrieval.bm25.index.BM25Index` folder (bm25s files, tokenizer, meta)."""
+    """A BM25 index folder: :class:`~finrag_pipelines.retrieval.bm25.index.BM25Index` (bm25s files, tokenizer,
+    meta), or :class:`~finrag_pipelines.retrieval.lucene.index.LuceneBM25Index` when ``meta.json`` says
+    ``backend: lucene`` (a Lucene index, tokenizer, meta). Both are lexical indexes: callers do not choose."""
 
-    def _index_cls(self) -> Any:
+    def _index_cls(self, meta: dict[str, Any] | None) -> Any:
+        if meta is not None and meta.get("backend") == "lucene":
+            # imported here: Java starts only when a Lucene index is opened
+            from finrag_pipelines.retrieval.lucene.index import LuceneBM25Index
+
+            return LuceneBM25Index
         from finrag_pipelines.retrieval.bm25.index import BM25Index
 
         return BM25Index
@@ -50,7 +60,7 @@ class BM25IndexDataset(_IndexFolderDataset):
 class FaissIndexDataset(_IndexFolderDataset):
     """A :class:`~finrag_pipelines.retrieval.dense.DenseIndex` folder (index.faiss, doc_ids.json, meta.json)."""
 
-    def _index_cls(self) -> Any:
+    def _index_cls(self, meta: dict[str, Any] | None) -> Any:
         from finrag_pipelines.retrieval.dense import DenseIndex  # imports faiss only when used
 
         return DenseIndex

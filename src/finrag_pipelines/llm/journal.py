@@ -27,12 +27,10 @@ import os
 import threading
 import time
 import weakref
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-from typing_extensions import Self
+from typing import Any, Self
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +73,7 @@ def cache_key(model: str, messages: list[dict[str, Any]], sampling: dict[str, An
 
 def utc_now_iso() -> str:
     """The current UTC time as an ISO-8601 string (second precision), for ``created_at``."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _sync_and_close(fd: int) -> None:

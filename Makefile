@@ -41,9 +41,10 @@ viz: $(STAMP)
 viz-build: $(STAMP)
 	KEDRO_ENV=demo $(BIN)/kedro viz build
 
-# the demo runs side by side (kedro-mlflow; the local store in data/09_tracking)
+# the demo runs side by side (kedro-mlflow; the local store in data/09_tracking). It starts `mlflow ui`, which
+# must be on PATH: the venv's bin first
 mlflow-ui: $(STAMP)
-	$(BIN)/kedro mlflow ui --env demo
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/kedro mlflow ui --env demo
 
 # what the retention rule would delete (conf/base/runs.yml); `make retention APPLY=--apply` deletes it
 retention: $(STAMP)

@@ -78,6 +78,10 @@ def test_result_artefacts_are_versioned_and_caches_are_not():
         "persona_index",
     )  # fmt: skip
     assert [name for name in results if not entries[name].get("versioned")] == []
+    # every index and its meta view (bm25_lucene too: an index added later cannot be left out)
+    indexes = [name for name in entries if name.endswith(("_index", "_index_meta"))]
+    assert "bm25_lucene_index_meta" in indexes
+    assert [name for name in indexes if not entries[name].get("versioned")] == []
     for cache in ("embedding_store", "llm_journal"):
         assert not entries[cache].get("versioned")
     # every metric the issue asks to track is marked for MLflow

@@ -3,19 +3,43 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import PurePath
+from typing import Any
 
 from finrag_pipelines.catalog import ProjectDataCatalog
 from finrag_pipelines.config_loader import LayeredConfigLoader
 from finrag_pipelines.hooks import RunStopHooks
 from finrag_pipelines.lineage_hooks import LineageHooks
 from finrag_pipelines.managed_llm import ManagedLLMServerHooks
-from finrag_pipelines.tracking import TrackingHook
 
-# A third-party warning about kedro-viz's own internals, printed by `kedro viz build`: kedro-viz 12.5 still
-# imports FastAPI's ORJSONResponse. (MLflow's "Add type hints to the `predict` method" about kedro-mlflow's
-# own class cannot be filtered: MLflow resets the filters around it; README, "Experiment tracking".)
+# A third-party warning about kedro-viz's own internals, printed by every `kedro` command (`kedro viz build`
+# included): kedro-viz 12.5 still imports FastAPI's ORJSONResponse.
 warnings.filterwarnings("ignore", message=r"ORJSONResponse is deprecated")
+# MLflow's "Add type hints to the `predict` method" about kedro-mlflow's own PythonModel, printed when
+# kedro_mlflow is imported (tracking.py). MLflow resets the warning filters around it (simplefilter "once"),
+# so it is dropped where it is shown, for this one import only.
+_MLFLOW_NOTICE = "Add type hints to the `predict` method"
+
+
+@contextmanager
+def _without_mlflow_notice() -> Iterator[None]:
+    shown = warnings.showwarning
+
+    def show(message: Any, category: Any, filename: str, lineno: int, *args: Any, **kwargs: Any) -> None:
+        if _MLFLOW_NOTICE not in str(message):
+            shown(message, category, filename, lineno, *args, **kwargs)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+with _without_mlflow_notice():
+    from finrag_pipelines.tracking import TrackingHook
 
 # a run whose upstream artefacts are missing, or that is misconfigured, stops in one line (hooks.py); its
 # upstream check runs before any other hook (tryfirst), so a run that cannot start starts no managed server

@@ -1,4 +1,4 @@
-"""ResponseJournal at scale: the key index, resume without replaying records, compaction, kill -9 mid-index."""
+"""ResponseJournal at scale: key index, resume without replaying records, compaction, kill -9 mid-index."""
 
 from __future__ import annotations
 

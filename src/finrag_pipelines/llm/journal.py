@@ -114,7 +114,7 @@ def utc_now_iso() -> str:
 
 @dataclass
 class _Handles:
-    """The file descriptors of one journal, closed by :meth:`ResponseJournal.close` or at garbage collection."""
+    """One journal's file descriptors, closed by :meth:`ResponseJournal.close` or at garbage collection."""
 
     write: int | None
     read: int | None
@@ -405,7 +405,9 @@ class ResponseJournal:
                 length = int(table.length[row])
                 raw = os.pread(read_fd, length, int(table.off[row]))
                 if len(raw) != length:
-                    raise JournalCorruptError(f"{self.path}: short read while compacting; nothing was changed.")
+                    raise JournalCorruptError(
+                        f"{self.path}: short read while compacting; nothing was changed."
+                    )
                 out.write(raw + b"\n")
                 new_off[rank] = position
                 position += length + 1
@@ -426,7 +428,8 @@ class ResponseJournal:
         n = len(compacted)
         if n:
             last_off, last_len = int(new_off[-1]), int(table.length[int(order[-1])])
-            meta = IndexMeta(position, n, n, last_off, line_sha(os.pread(self._handles.read, last_len, last_off)))
+            last_sha = line_sha(os.pread(self._fd("read"), last_len, last_off))
+            meta = IndexMeta(position, n, n, last_off, last_sha)
             write_index(self.path, compacted, meta)
             self._reset(compacted, meta)
         else:
@@ -465,7 +468,9 @@ class ResponseJournal:
         record = parse_record(raw) if len(raw) == length else "the file is shorter than the index says"
         if isinstance(record, str) or record["key"] != key:
             where = f"{self.path}:{line}" if line else f"{self.path} (byte {off})"
-            problem = record if isinstance(record, str) else f"holds key {record['key'][:12]}…, not {key[:12]}…"
+            problem = (
+                record if isinstance(record, str) else f"holds key {record['key'][:12]}…, not {key[:12]}…"
+            )
             raise JournalCorruptError(
                 f"{where}: {problem}. The journal was edited after it was indexed; delete "
                 f"{self.path.name}.idx to re-index it, or delete the journal to re-ask the LLM."

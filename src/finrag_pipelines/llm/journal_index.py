@@ -71,7 +71,7 @@ class KeyTable:
         return -1
 
     def _views(self) -> tuple[memoryview, memoryview]:
-        """The digest columns as sequences of Python ints (C-speed bisection without numpy's call overhead)."""
+        """The digest columns as sequences of Python ints (C bisection, without numpy's call overhead)."""
         views = self.__dict__.get("_digest_views")
         if views is None:
             views = tuple(

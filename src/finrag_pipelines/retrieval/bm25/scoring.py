@@ -13,9 +13,9 @@ Kedro-free library module.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from itertools import chain
 from typing import Any
 
 import bm25s
@@ -86,23 +86,30 @@ class BM25Config:
 
 
 def _score_matrix(
-    corpus_ids: list[list[int]], n_vocab: int, config: BM25Config
+    flat_terms: np.ndarray, doc_lens: np.ndarray, n_vocab: int, config: BM25Config
 ) -> tuple[dict[str, Any], np.ndarray | None, float]:
     """bm25s's precomputed score matrix, with the tf cap applied in the tf component.
 
     Mirrors ``bm25s.BM25.build_index_from_ids`` (same idf / tfc functions, same dtypes, same operation
     order, hence the same bits when ``tf_cap`` is None), vectorised over all (doc, term) pairs.
 
+    Args:
+        flat_terms: Term ids of all documents, concatenated in row order.
+        doc_lens: Tokens per document (int64).
+        n_vocab: Number of terms.
+        config: Scoring settings.
+
     Returns:
         ``(scores, nonoccurrence_array, avg_doc_len)`` where ``scores`` is bm25s's
         ``{"data", "indices", "indptr", "num_docs"}``.
     """
-    n_docs = len(corpus_ids)
-    doc_lens = np.array([len(ids) for ids in corpus_ids])
+    n_docs = len(doc_lens)
     avg_doc_len = doc_lens.mean()  # as bm25s: mean of an int array
-    flat_terms = np.fromiter(chain.from_iterable(corpus_ids), dtype=np.int64, count=int(doc_lens.sum()))
-    flat_docs = np.repeat(np.arange(n_docs, dtype=np.int64), doc_lens)
-    pairs, tf_counts = np.unique(flat_docs * n_vocab + flat_terms, return_counts=True)
+    pairs = np.repeat(np.arange(n_docs, dtype=np.int64), doc_lens)
+    pairs *= n_vocab
+    pairs += flat_terms
+    del flat_terms
+    pairs, tf_counts = np.unique(pairs, return_counts=True)
     doc_idx = pairs // n_vocab
     voc_idx = pairs % n_vocab
     doc_freqs = dict(enumerate(np.bincount(voc_idx, minlength=n_vocab).tolist()))
@@ -163,21 +170,25 @@ def score_corpus(corpus_tokens: Sequence[Sequence[str]], config: BM25Config) -> 
         ValueError: If no document has any token.
     """
     vocab: dict[str, int] = {}
-    corpus_ids: list[list[int]] = []
+    terms = array("q")  # all documents' term ids, concatenated (8 bytes a token, no per-document lists)
+    lengths = array("q")
     for tokens in corpus_tokens:
-        row: list[int] = []
+        before = len(terms)
         for token in tokens:
             term = vocab.get(token)
             if term is None:
                 term = vocab[token] = len(vocab)
-            row.append(term)
-        corpus_ids.append(row)
+            terms.append(term)
+        lengths.append(len(terms) - before)
     if not vocab:
         raise ValueError(
-            f"none of the {len(corpus_ids)} documents has a token after tokenisation (all empty, punctuation "
+            f"none of the {len(lengths)} documents has a token after tokenisation (all empty, punctuation "
             "or stopwords); check the corpus texts and the stopword list."
         )
-    scores, nonoccurrence, avg_len = _score_matrix(corpus_ids, len(vocab), config)
+    doc_lens = np.frombuffer(lengths, dtype=np.int64).copy()
+    flat_terms = np.frombuffer(terms, dtype=np.int64).copy()
+    del terms
+    scores, nonoccurrence, avg_len = _score_matrix(flat_terms, doc_lens, len(vocab), config)
     retriever = bm25s.BM25(
         k1=config.k1,
         b=config.b,
@@ -190,4 +201,4 @@ def score_corpus(corpus_tokens: Sequence[Sequence[str]], config: BM25Config) -> 
     retriever.vocab_dict = vocab
     retriever.unique_token_ids_set = set(vocab.values())
     retriever.nonoccurrence_array = nonoccurrence
-    return ScoredCorpus(retriever, avg_len, sum(1 for row in corpus_ids if not row))
+    return ScoredCorpus(retriever, avg_len, int((doc_lens == 0).sum()))

@@ -1,0 +1,232 @@
+"""Scale benchmark: how time and memory grow with the corpus, from 10 thousand to 1 million documents.
+
+Usage::
+
+    .venv/bin/python benchmarks/scale.py --sizes 10000,100000,1000000 [--workdir data/09_scale]
+        [--stages corpus_prep,bm25_build,...] [--dim 1024] [--out benchmarks/results/scale.jsonl]
+        [--plot benchmarks/results/scale.png]
+
+For each size a corpus is recombined from the bundled real texts (``scale_corpus.py``: real clause and length
+distributions, renumbered digits, 2 % exact and 2 % near duplicates), then every stage runs in a process of
+its own (``scale_stages.py``) so its peak memory is its own:
+
+``corpus_prep`` (parse, normalise, exact + near-duplicate removal), ``bm25_build`` (word BM25: tokenise, build,
+save), ``bm25_search`` / ``bm25_search_mmap`` (load into memory / memory-mapped, queries per second),
+``dense_encode`` (document vectors through the embedding store with a deterministic stand-in encoder, into a
+memmap; cold, then warm from the store), ``dense_flat`` / ``dense_hnsw`` / ``dense_ivfpq`` (FAISS build and
+search, recall@10 against flat), ``dense_hnsw_load`` (memory-mapped load), ``mining`` (negative_mining's nodes
+over ``--mining-queries`` queries, HNSW + BM25 candidates), ``journal_write`` / ``journal_resume`` /
+``journal_rebuild`` (an LLM journal of ``size`` records: resume with its index, and without it),
+``server`` (the real app, hybrid, 16 concurrent clients: p50 / p99).
+
+Peak memory per stage: ``peak_rss_mb`` is the child's ``ru_maxrss`` from ``wait4`` (resident memory, mapped
+file pages included); ``tree_rss_mb`` is the highest sum of resident memory over the child and its own
+children (tokenizer workers), sampled every 0.2 s. A stage that fails is recorded with its error and the
+run goes on. The character n-gram BM25 index (issue 14) is not on main yet, so only word BM25 is measured.
+
+Prints one JSON line per size (also appended to ``--out``) and writes a log-log chart of time and peak
+memory against corpus size (``--plot``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = [
+    "corpus_prep",
+    "bm25_build",
+    "bm25_search",
+    "bm25_search_mmap",
+    "dense_encode",
+    "dense_flat",
+    "dense_hnsw",
+    "dense_hnsw_load",
+    "dense_ivfpq",
+    "mining",
+    "journal_write",
+    "journal_resume",
+    "journal_rebuild",
+    "server",
+]
+PLOTTED = ["corpus_prep", "bm25_build", "dense_encode", "dense_hnsw", "mining", "journal_resume", "server"]
+
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        total = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+    except psutil.Error:
+        return 0
+
+
+def run_child(stage: str, folder: Path, options: dict[str, Any], nice: int) -> dict[str, Any]:
+    """Run one stage in a child process; its result plus wall time, peak RSS and tree RSS."""
+    result_file = folder / "results" / f"{stage}.json"
+    log_file = folder / "logs" / f"{stage}.log"
+    for path in (result_file, log_file):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    result_file.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "DISABLE_TQDM": "1",
+    }
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks/scale_stages.py"),
+        stage,
+        str(folder),
+        json.dumps(options),
+        str(result_file),
+    ]
+    if nice:
+        command = ["nice", "-n", str(nice), *command]
+    started = time.perf_counter()
+    with log_file.open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        peak_tree = 0
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak_tree
+            while not done.wait(0.2):
+                peak_tree = max(peak_tree, _tree_rss(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        done.set()
+        sampler.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    out: dict[str, Any] = {}
+    if proc.returncode == 0 and result_file.is_file():
+        out.update(json.loads(result_file.read_text(encoding="utf-8")))
+    else:
+        tail = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        out["error"] = f"exit {proc.returncode}: {' | '.join(tail)[-400:]}"
+    out["wall_s"] = round(wall, 2)
+    out["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux: kilobytes
+    out["tree_rss_mb"] = round(peak_tree / 1e6, 1)
+    return out
+
+
+def plot(records: list[dict[str, Any]], target: Path) -> None:
+    """Log-log time and peak memory against corpus size, one line per stage (and an n log n guide)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sizes = [r["size"] for r in records]
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(13, 5.2))
+    for stage in PLOTTED:
+        points = [(r["size"], r["stages"].get(stage, {})) for r in records]
+        points = [(n, s) for n, s in points if "error" not in s and s]
+        if not points:
+            continue
+        xs = [n for n, _ in points]
+        ax_time.plot(
+            xs, [max(s.get("seconds", s["wall_s"]), 1e-3) for _, s in points], marker="o", label=stage
+        )
+        ax_mem.plot(
+            xs, [max(s["peak_rss_mb"], s["tree_rss_mb"]) / 1024 for _, s in points], marker="o", label=stage
+        )
+    if len(sizes) > 1:
+        n = np.array(sorted(sizes), dtype=float)
+        guide = n * np.log(n) / (n[0] * np.log(n[0]))
+        ax_time.plot(n, guide, "k:", label="n log n (from 1 s)")
+    ax_mem.axhline(8, color="red", linestyle="--", label="8 GiB goal")
+    for ax, label in ((ax_time, "seconds"), (ax_mem, "peak RSS (GiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("documents")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_time.set_title("time per stage")
+    ax_mem.set_title("peak memory per stage (one process each)")
+    ax_mem.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"finrag_pipelines scale benchmark ({os.cpu_count()} cores)")
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=110)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated corpus sizes (documents)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "data/09_scale")
+    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of the stages")
+    parser.add_argument(
+        "--dim", type=int, default=1024, help="stand-in encoder dimension (Qwen3-Embedding-0.6B: 1024)"
+    )
+    parser.add_argument("--mining-queries", type=int, default=10_000)
+    parser.add_argument("--search-queries", type=int, default=1_000, help="queries timed per search stage")
+    parser.add_argument("--server-requests", type=int, default=480)
+    parser.add_argument("--ef-construction", type=int, default=80, help="HNSW build beam width")
+    parser.add_argument("--regenerate", action="store_true", help="rebuild corpora that already exist")
+    parser.add_argument("--nice", type=int, default=0, help="run the stages under `nice -n`")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/scale.jsonl")
+    parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks/results/scale.png")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    stages = [s for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stages {unknown}; choose from {STAGES}")
+    records: list[dict[str, Any]] = []
+    for size in sizes:
+        folder = (args.workdir / str(size)).resolve()
+        options = {
+            "size": size,
+            "dim": args.dim,
+            "mining_queries": args.mining_queries,
+            "search_queries": args.search_queries,
+            "server_requests": args.server_requests,
+            "ef_construction": args.ef_construction,
+        }
+        record: dict[str, Any] = {"size": size, "options": options, "stages": {}}
+        if args.regenerate or not (folder / "corpus.jsonl").is_file():
+            record["stages"]["generate"] = run_child("generate", folder, options, args.nice)
+            print(f"[{size}] generate: {record['stages']['generate']}", flush=True)
+        for stage in stages:
+            record["stages"][stage] = run_child(stage, folder, options, args.nice)
+            print(f"[{size}] {stage}: {record['stages'][stage]}", flush=True)
+        record.update(
+            cpus=os.cpu_count(), python=platform.python_version(), finished=time.strftime("%Y-%m-%dT%H:%M:%S")
+        )
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        records.append(record)
+    if len(records) > 1:
+        plot(records, args.plot)
+        print(f"chart: {args.plot}", flush=True)
+    return records
+
+
+if __name__ == "__main__":
+    main()

@@ -67,6 +67,7 @@ def test_simhash_many_equals_simhash_one_by_one(monkeypatch):
     expected = [simhash64(t) for t in texts]
     assert [int(x) for x in dedup.simhash64_many(texts)] == expected
     monkeypatch.setattr(dedup, "_BATCH_WINDOWS", 50)  # many small batches
+    monkeypatch.setattr(dedup, "_BATCH_TEXTS", 7)
     assert [int(x) for x in dedup.simhash64_many(texts)] == expected
 
 

@@ -249,10 +249,10 @@ class HFEncoder:
                 token_ids[i] = [int(self._tokenizer.pad_token_id)]
         order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
         show = self._progress if self._progress is not None else len(texts) >= 512
-        starts = range(0, len(order), self.batch_size)
+        batches = length_batches([len(token_ids[i]) for i in order], self.batch_size)
         with torch.inference_mode():
-            for start in tqdm(starts, desc=f"encode {self._name}", unit="batch", disable=not show):
-                rows = order[start : start + self.batch_size]
+            for start, stop in tqdm(batches, desc=f"encode {self._name}", unit="batch", disable=not show):
+                rows = order[start:stop]
                 input_ids, attention_mask = self._left_pad([token_ids[i] for i in rows])
                 hidden = self._model(
                     input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
@@ -277,6 +277,25 @@ class HFEncoder:
                 input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
                 attention_mask[row, width - len(seq) :] = 1
         return input_ids, attention_mask
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` batches over token lengths sorted longest first.
+
+    A batch holds at most ``batch_size`` texts and no text shorter than half its longest, so padding
+    never takes more than half of a batch: a few long texts no longer make a whole batch of short ones
+    pay for their length (a batch of 64 queries of 48 to 250 tokens becomes three forward passes of
+    ~2x less work). At most ``log2(longest / shortest)`` batches more than fixed-size batching.
+    """
+    batches: list[tuple[int, int]] = []
+    start = 0
+    for position, length in enumerate(lengths):
+        if position - start >= batch_size or 2 * length < lengths[start]:
+            batches.append((start, position))
+            start = position
+    if start < len(lengths):
+        batches.append((start, len(lengths)))
+    return batches
 
 
 def _check_model_folder(folder: Path) -> None:

@@ -169,7 +169,8 @@ class EmbeddingStore:
                 break
             if matrix.shape[1] != dim:
                 raise ValueError(
-                    f"embedding shard {path} holds {matrix.shape[1]}-d vectors but the encoder's are {dim}-d; "
+                    f"embedding shard {path} holds {matrix.shape[1]}-d vectors but the encoder's are "
+                    f"{dim}-d; "
                     "the fingerprint should have changed with the model. Delete "
                     f"{self._role_dir(fingerprint, role)} to rebuild the cache."
                 )
@@ -343,7 +344,9 @@ def plan_encoding(
     if out is None:
         out = np.empty((len(items), dim), dtype=np.float32)
     elif out.dtype != np.float32 or out.shape != (len(items), dim):
-        raise ValueError(f"out must be a float32 array of shape ({len(items)}, {dim}); got {out.dtype} {out.shape}.")
+        raise ValueError(
+            f"out must be a float32 array of shape ({len(items)}, {dim}); got {out.dtype} {out.shape}."
+        )
     first_row: dict[str, int] = {}
     missing: dict[str, str] = {}
     repeats: list[tuple[int, int]] = []

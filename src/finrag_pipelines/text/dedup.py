@@ -28,6 +28,7 @@ _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _BITS = np.arange(64, dtype=np.uint64)
 _IGNORED = re.compile(r"[\s\W_]+", re.UNICODE)
 _BATCH_WINDOWS = 1 << 18  # n-gram windows per SimHash batch (bounds the batch's 64-column bit matrix)
+_BATCH_TEXTS = 8192  # texts cleaned at a time
 _BYTE_POPCOUNT = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
 
 
@@ -84,22 +85,25 @@ def _clean(text: str) -> str:
 def simhash64_many(texts: Sequence[str], n: int = 3) -> np.ndarray:
     """:func:`simhash64` of every text (bit-identical), computed for batches of texts at once.
 
+    Texts are cleaned a batch at a time, so memory holds one batch's cleaned copies, not the corpus's.
+
     Returns:
         uint64 array, one print per text.
     """
-    cleaned = [_clean(text) for text in texts]
-    out = np.zeros(len(cleaned), dtype=np.uint64)
-    lengths = np.fromiter(map(len, cleaned), dtype=np.int64, count=len(cleaned))
-    for i in np.flatnonzero((lengths > 0) & (lengths < n)).tolist():  # shorter than one n-gram
-        out[i] = simhash64(cleaned[i], n)
-    full = np.flatnonzero(lengths >= n)
-    start = 0
-    while start < full.size:
-        windows = np.cumsum(lengths[full[start:]] - n + 1)
-        stop = start + max(1, int(np.searchsorted(windows, _BATCH_WINDOWS, side="right")))
-        batch = full[start:stop]
-        out[batch] = _simhash_batch([cleaned[i] for i in batch.tolist()], lengths[batch], n)
-        start = stop
+    out = np.zeros(len(texts), dtype=np.uint64)
+    for offset in range(0, len(texts), _BATCH_TEXTS):
+        cleaned = [_clean(text) for text in texts[offset : offset + _BATCH_TEXTS]]
+        lengths = np.fromiter(map(len, cleaned), dtype=np.int64, count=len(cleaned))
+        for i in np.flatnonzero((lengths > 0) & (lengths < n)).tolist():  # shorter than one n-gram
+            out[offset + i] = simhash64(cleaned[i], n)
+        full = np.flatnonzero(lengths >= n)
+        start = 0
+        while start < full.size:
+            windows = np.cumsum(lengths[full[start:]] - n + 1)
+            stop = start + max(1, int(np.searchsorted(windows, _BATCH_WINDOWS, side="right")))
+            batch = full[start:stop]
+            out[offset + batch] = _simhash_batch([cleaned[i] for i in batch.tolist()], lengths[batch], n)
+            start = stop
     return out
 
 

@@ -109,9 +109,19 @@ def _score_matrix(
     pairs *= n_vocab
     pairs += flat_terms
     del flat_terms
-    pairs, tf_counts = np.unique(pairs, return_counts=True)
+    # np.unique(pairs, return_counts=True), sorting in place (one copy of the pairs fewer at a time)
+    pairs.sort()
+    first = np.empty(pairs.size, dtype=bool)
+    first[:1] = True
+    np.not_equal(pairs[1:], pairs[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    del first
+    tf_counts = np.diff(np.append(starts, pairs.size))
+    pairs = pairs[starts]
+    del starts
     doc_idx = pairs // n_vocab
     voc_idx = pairs % n_vocab
+    del pairs
     doc_freqs = dict(enumerate(np.bincount(voc_idx, minlength=n_vocab).tolist()))
     idf = _build_idf_array(doc_freqs, n_docs, compute_idf_fn=_select_idf_scorer(config.method), dtype=_DTYPE)
     nonoccurrence = None

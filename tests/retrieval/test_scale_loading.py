@@ -53,10 +53,10 @@ def test_row_chunks_cover_a_memmap_in_order(tmp_path: Path) -> None:
 
 
 def test_dense_build_still_checks_every_row_in_chunks(tmp_path: Path) -> None:
-    docs = _unit_rows(70_000, 2, seed=3)  # more than one chunk
-    docs[69_999, 1] = np.nan
+    docs = _unit_rows(40_000, 2, seed=3)  # more than one chunk
+    docs[39_999, 1] = np.nan
     ids = [f"d{i}" for i in range(len(docs))]
-    with pytest.raises(ValueError, match=r"'d69999' \(row 69999\) has NaN"):
+    with pytest.raises(ValueError, match=r"'d39999' \(row 39999\) has NaN"):
         DenseIndex.build(ids, docs, META | {"dim": 2}, "c0")
 
 

@@ -40,7 +40,7 @@ IndexType = Literal["flat", "hnsw"]
 INDEX_FILE = "index.faiss"
 
 _SEARCH_BATCH = 1024
-_ADD_CHUNK_ROWS = 65536
+_ADD_CHUNK_ROWS = 16384  # 64 MB of 1024-d vectors per FAISS add
 
 
 def iter_row_chunks(matrix: np.ndarray, rows: int = _ADD_CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:

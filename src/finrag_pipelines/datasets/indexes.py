@@ -11,11 +11,15 @@ from kedro.io import AbstractDataset
 
 
 class _IndexFolderDataset(AbstractDataset):
+    """An index folder; ``mmap: true`` loads it memory-mapped (instant, pages read on demand and shared
+    between processes; :meth:`save` swaps the whole folder by rename, so a mapped reader is never cut)."""
+
     def _index_cls(self) -> Any:
         raise NotImplementedError
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, mmap: bool = False) -> None:
         self._path = PurePosixPath(path)
+        self._mmap = bool(mmap)
 
     def load(self) -> Any:
         meta = Path(self._path) / "meta.json"
@@ -28,7 +32,7 @@ class _IndexFolderDataset(AbstractDataset):
                 stand_in = None  # the index class reports a broken meta.json with its own message
             if stand_in is not None:
                 return stand_in
-        return self._index_cls().load(Path(self._path))
+        return self._index_cls().load(Path(self._path), mmap=self._mmap)
 
     def save(self, data: Any) -> None:
         folder = Path(self._path)
@@ -45,7 +49,7 @@ class _IndexFolderDataset(AbstractDataset):
         return (Path(self._path) / "meta.json").is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "kind": type(self).__name__}
+        return {"path": str(self._path), "kind": type(self).__name__, "mmap": self._mmap}
 
 
 class BM25IndexDataset(_IndexFolderDataset):

@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -80,8 +81,15 @@ def _tree_rss(pid: int) -> int:
         return 0
 
 
-def run_child(stage: str, folder: Path, options: dict[str, Any], nice: int) -> dict[str, Any]:
-    """Run one stage in a child process; its result plus wall time, peak RSS and tree RSS."""
+def run_child(
+    stage: str, folder: Path, options: dict[str, Any], nice: int, memory_cap_gb: float = 14.0
+) -> dict[str, Any]:
+    """Run one stage in a child process; its result plus wall time, CPU time, peak RSS and tree RSS.
+
+    A child whose process tree goes over ``memory_cap_gb`` of resident memory is killed (its whole
+    process group, which it leads) and recorded as such, so a stage that does not fit cannot push the
+    shared machine into swapping or the OOM killer.
+    """
     result_file = folder / "results" / f"{stage}.json"
     log_file = folder / "logs" / f"{stage}.log"
     for path in (result_file, log_file):
@@ -109,14 +117,20 @@ def run_child(stage: str, folder: Path, options: dict[str, Any], nice: int) -> d
         command = ["nice", "-n", str(nice), *command]
     started = time.perf_counter()
     with log_file.open("w", encoding="utf-8") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+        )
         peak_tree = 0
+        capped = False
         done = threading.Event()
 
         def sample() -> None:
-            nonlocal peak_tree
+            nonlocal peak_tree, capped
             while not done.wait(0.2):
                 peak_tree = max(peak_tree, _tree_rss(proc.pid))
+                if peak_tree > memory_cap_gb * 1e9 and not capped:
+                    capped = True
+                    os.killpg(proc.pid, signal.SIGKILL)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -131,6 +145,8 @@ def run_child(stage: str, folder: Path, options: dict[str, Any], nice: int) -> d
     else:
         tail = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
         out["error"] = f"exit {proc.returncode}: {' | '.join(tail)[-400:]}"
+        if capped:
+            out["error"] = f"killed: its processes held over {memory_cap_gb} GB resident"
     out["wall_s"] = round(wall, 2)
     out["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)  # the child and its reaped children
     out["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux: kilobytes
@@ -192,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--ef-construction", type=int, default=80, help="HNSW build beam width")
     parser.add_argument("--regenerate", action="store_true", help="rebuild corpora that already exist")
     parser.add_argument("--nice", type=int, default=0, help="run the stages under `nice -n`")
+    parser.add_argument(
+        "--memory-cap-gb", type=float, default=14.0, help="kill a stage whose processes hold more (GB)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/scale.jsonl")
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks/results/scale.png")
     args = parser.parse_args(argv)
@@ -213,10 +232,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         }
         record: dict[str, Any] = {"size": size, "options": options, "stages": {}}
         if args.regenerate or not (folder / "corpus.jsonl").is_file():
-            record["stages"]["generate"] = run_child("generate", folder, options, args.nice)
+            record["stages"]["generate"] = run_child(
+                "generate", folder, options, args.nice, args.memory_cap_gb
+            )
             print(f"[{size}] generate: {record['stages']['generate']}", flush=True)
         for stage in stages:
-            record["stages"][stage] = run_child(stage, folder, options, args.nice)
+            record["stages"][stage] = run_child(stage, folder, options, args.nice, args.memory_cap_gb)
             print(f"[{size}] {stage}: {record['stages'][stage]}", flush=True)
         record.update(
             cpus=os.cpu_count(), python=platform.python_version(), finished=time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mmap
 import os
 import shutil
 import sys
@@ -311,6 +312,7 @@ def dense_ivfpq(stage: Stage) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     picks = np.sort(rng.choice(n, size=min(n, max(39 * nlist, 10_000)), replace=False))
     sample = np.ascontiguousarray(vectors[picks])
+    vectors._mmap.madvise(mmap.MADV_DONTNEED)  # scattered reads mapped (read-ahead) most of the file
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFPQ(quantizer, dim, nlist, sub, 8, faiss.METRIC_INNER_PRODUCT)
     index.cp.niter = 10

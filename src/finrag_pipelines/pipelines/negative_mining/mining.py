@@ -192,7 +192,7 @@ class NearDuplicateCheck:
     """
 
     def __init__(
-        self, texts: Mapping[str, str], ngram: int, threshold: float, cache_size: int = 50_000
+        self, texts: Mapping[str, str], ngram: int, threshold: float, cache_size: int = 10_000
     ) -> None:
         self._texts = texts
         self._ngram = ngram

@@ -195,10 +195,11 @@ def score_corpus(corpus_tokens: Sequence[Sequence[str]], config: BM25Config) -> 
             f"none of the {len(lengths)} documents has a token after tokenisation (all empty, punctuation "
             "or stopwords); check the corpus texts and the stopword list."
         )
-    doc_lens = np.frombuffer(lengths, dtype=np.int64).copy()
-    flat_terms = np.frombuffer(terms, dtype=np.int64).copy()
-    del terms
+    doc_lens = np.frombuffer(lengths, dtype=np.int64)
+    flat_terms = np.frombuffer(terms, dtype=np.int64)  # a view: no copy of the corpus's term ids
     scores, nonoccurrence, avg_len = _score_matrix(flat_terms, doc_lens, len(vocab), config)
+    del flat_terms
+    del terms
     retriever = bm25s.BM25(
         k1=config.k1,
         b=config.b,

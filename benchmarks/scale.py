@@ -12,6 +12,7 @@ its own (``scale_stages.py``) so its peak memory is its own:
 
 ``corpus_prep`` (parse, normalise, exact + near-duplicate removal), ``bm25_build`` (word BM25: tokenise, build,
 save), ``bm25_search`` / ``bm25_search_mmap`` (load into memory / memory-mapped, queries per second),
+``ngram_build`` / ``ngram_search_mmap`` (the character n-gram BM25 of ``index_build.bm25_ngram``),
 ``dense_encode`` (document vectors through the embedding store with a deterministic stand-in encoder, into a
 memmap; cold, then warm from the store), ``dense_flat`` / ``dense_hnsw`` / ``dense_ivfpq`` (FAISS build and
 search, recall@10 against flat), ``dense_hnsw_load`` (memory-mapped load), ``mining`` (negative_mining's nodes
@@ -24,7 +25,7 @@ its CPU time (user + system, its own children included), which other load on a s
 Peak memory per stage: ``peak_rss_mb`` is the child's ``ru_maxrss`` from ``wait4`` (resident memory, mapped
 file pages included); ``tree_rss_mb`` is the highest sum of resident memory over the child and its own
 children (tokenizer workers), sampled every 0.2 s. A stage that fails is recorded with its error and the
-run goes on. The character n-gram BM25 index (issue 14) is not on main yet, so only word BM25 is measured.
+run goes on.
 
 Prints one JSON line per size (also appended to ``--out``) and writes a log-log chart of time and peak
 memory against corpus size (``--plot``).
@@ -51,6 +52,8 @@ STAGES = [
     "bm25_build",
     "bm25_search",
     "bm25_search_mmap",
+    "ngram_build",
+    "ngram_search_mmap",
     "dense_encode",
     "dense_flat",
     "dense_hnsw",

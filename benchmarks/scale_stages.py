@@ -123,10 +123,10 @@ def corpus_prep(stage: Stage) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- BM25
 
 
-def _bm25_settings() -> tuple[dict[str, Any], Any]:
+def _bm25_settings(key: str = "bm25") -> tuple[dict[str, Any], Any]:
     from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 
-    bm25 = _conf("index_build")["bm25"]
+    bm25 = _conf("index_build")[key]
     return bm25["tokenizer"], BM25Config(**bm25["scoring"])
 
 
@@ -153,10 +153,10 @@ def bm25_build(stage: Stage) -> dict[str, Any]:
     }
 
 
-def _bm25_search(stage: Stage, mmap: bool) -> dict[str, Any]:
+def _bm25_search(stage: Stage, mmap: bool, folder: str = "bm25") -> dict[str, Any]:
     from finrag_pipelines.retrieval.bm25.index import BM25Index
 
-    load_s, index = _timed(lambda: BM25Index.load(stage.folder / "bm25", mmap=mmap))
+    load_s, index = _timed(lambda: BM25Index.load(stage.folder / folder, mmap=mmap))
     queries = stage.queries()["query"].tolist()[: int(stage.options["search_queries"])]
     tokens = index.tokenizer.tokenize_many(queries)
     index.search_tokens(tokens[:5], K)
@@ -176,6 +176,36 @@ def bm25_search(stage: Stage) -> dict[str, Any]:
 def bm25_search_mmap(stage: Stage) -> dict[str, Any]:
     """Load the word BM25 index memory-mapped, then search."""
     return _bm25_search(stage, mmap=True)
+
+
+def ngram_build(stage: Stage) -> dict[str, Any]:
+    """Character n-gram BM25 (``index_build.bm25_ngram``: bigrams cut at punctuation): tokenise, build, save."""
+    from finrag_pipelines.retrieval.bm25.index import BM25Index
+    from finrag_pipelines.text.ngram import CharNgramTokenizer
+
+    ids, texts, digest = stage.indexable()
+    tokenizer_conf, config = _bm25_settings("bm25_ngram")
+    tokenizer = CharNgramTokenizer(**tokenizer_conf)
+    tokenize_s, tokens = _timed(lambda: tokenizer.tokenize_many(texts))
+    build_s, index = _timed(
+        lambda: BM25Index.build_from_tokens(ids, tokens, tokenizer, config, digest, name="bm25_ngram")
+    )
+    target = stage.folder / "bm25_ngram"
+    shutil.rmtree(target, ignore_errors=True)
+    save_s, _ = _timed(lambda: index.save(target))
+    return {
+        "seconds": round(tokenize_s + build_s + save_s, 2),
+        "tokenize_s": round(tokenize_s, 2),
+        "build_s": round(build_s, 2),
+        "save_s": round(save_s, 2),
+        "vocab": index.vocab_size,
+        "disk_mb": _du(target),
+    }
+
+
+def ngram_search_mmap(stage: Stage) -> dict[str, Any]:
+    """Load the n-gram BM25 index memory-mapped, then search."""
+    return _bm25_search(stage, mmap=True, folder="bm25_ngram")
 
 
 # ---------------------------------------------------------------------------------------------- dense
@@ -516,6 +546,8 @@ STAGES: dict[str, Callable[[Stage], dict[str, Any]]] = {
     "bm25_build": bm25_build,
     "bm25_search": bm25_search,
     "bm25_search_mmap": bm25_search_mmap,
+    "ngram_build": ngram_build,
+    "ngram_search_mmap": ngram_search_mmap,
     "dense_encode": dense_encode,
     "dense_flat": dense_flat,
     "dense_hnsw": dense_hnsw,

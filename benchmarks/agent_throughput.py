@@ -43,7 +43,7 @@ from finrag_pipelines.llm.client import ChatClient
 from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.pipelines.index_build.nodes import build_bm25_index
-from finrag_pipelines.pipelines.index_build.params import BM25Params
+from finrag_pipelines.pipelines.index_build.params import BM25Params, LuceneParams
 from finrag_pipelines.rag.chat import JournaledChat
 from finrag_pipelines.rag.factory import PROMPT_NAMES, Indexes, PromptSet, build_searchers, build_systems
 from finrag_pipelines.rag.protocols import tool_schema_from_config
@@ -74,13 +74,13 @@ def build_indexes() -> Indexes:
             "text": [r["text"] for r in rows],
         }
     )
-    params = BM25Params(**_yaml(_ROOT / "conf/base/parameters_index_build.yml")["index_build"]["bm25"])
+    conf = _yaml(_ROOT / "conf/base/parameters_index_build.yml")["index_build"]
     none = Unavailable(what="dense index", reason="not used by this benchmark")
     return Indexes(
         doc_ids=list(corpus["doc_id"]),
         titles=list(corpus["title"]),
         texts=list(corpus["text"]),
-        bm25=build_bm25_index(corpus, params),
+        bm25=build_bm25_index(corpus, BM25Params(**conf["bm25"]), LuceneParams(**conf["lucene"])),
         dense=none,
         encoder=none,
         dense_finetuned=none,

@@ -50,7 +50,12 @@ def _rows(path: Path, fmt: str = "jsonl") -> list[SourceRow]:
         ]
 
 
-def variants(ours_tok: dict[str, Any], ours_scoring: dict[str, Any], plain_tok: dict[str, Any], plain_scoring: dict[str, Any]):
+def variants(
+    ours_tok: dict[str, Any],
+    ours_scoring: dict[str, Any],
+    plain_tok: dict[str, Any],
+    plain_scoring: dict[str, Any],
+):
     """(name, tokenizer settings, scoring settings) for each variant."""
     out = [("plain", plain_tok, plain_scoring), ("ours", ours_tok, ours_scoring)]
     out += [
@@ -58,7 +63,11 @@ def variants(ours_tok: dict[str, Any], ours_scoring: dict[str, Any], plain_tok: 
         ("plain+stopwords", {**plain_tok, "stopwords": "builtin"}, plain_scoring),
         ("plain+search_mode", {**plain_tok, "search_mode": True}, plain_scoring),
         ("plain+tf_cap", plain_tok, {**plain_scoring, "tf_cap": ours_scoring["tf_cap"] or 5}),
-        ("plain+finance_dict+weight", {**plain_tok, "use_finance_dict": True}, {**plain_scoring, "domain_term_weight": 1.2}),
+        (
+            "plain+finance_dict+weight",
+            {**plain_tok, "use_finance_dict": True},
+            {**plain_scoring, "domain_term_weight": 1.2},
+        ),
         ("ours-finance_dict", {**ours_tok, "use_finance_dict": False}, ours_scoring),
         ("ours-stopwords", {**ours_tok, "stopwords": None}, ours_scoring),
         ("ours-tf_cap", ours_tok, {**ours_scoring, "tf_cap": None}),
@@ -83,14 +92,20 @@ def main() -> None:  # noqa: D103
 
     docs = parse_documents(_rows(args.corpus_dir / "corpus.jsonl"))
     ids, texts, digest = indexable([d.doc_id for d in docs], [d.title for d in docs], [d.text for d in docs])
-    queries = pd.DataFrame(parse_queries(_rows(args.corpus_dir / "queries.jsonl")), columns=["query_id", "text"])
+    queries = pd.DataFrame(
+        parse_queries(_rows(args.corpus_dir / "queries.jsonl")), columns=["query_id", "text"]
+    )
     relevance: dict[str, dict[str, int]] = {}
     for qid, did, grade, _ in parse_qrels(_rows(args.corpus_dir / "qrels.tsv", "lines")):
         if grade > 0:
             relevance.setdefault(qid, {})[did] = grade
     split_conf = _conf("parameters_evaluation.yml")["evaluation"]["split"]
     splits = split_queries(queries, SplitParams(**split_conf))
-    chosen = set(splits["query_id"]) if args.split == "all" else set(splits.loc[splits["split"] == args.split, "query_id"])
+    chosen = (
+        set(splits["query_id"])
+        if args.split == "all"
+        else set(splits.loc[splits["split"] == args.split, "query_id"])
+    )
     queries = queries[queries["query_id"].isin(chosen) & queries["query_id"].isin(relevance)]
 
     params = _conf("parameters_index_build.yml")["index_build"]
@@ -98,16 +113,23 @@ def main() -> None:  # noqa: D103
     print(f"{len(ids)} documents, {len(queries)} {args.split} queries")
     print(f"{'variant':32s} {'mrr@10':>8s} {'ndcg@10':>8s} {'top1':>6s} {'top10':>6s}  build s")
     for name, tok, scoring in variants(
-        params["bm25"]["tokenizer"], params["bm25"]["scoring"], params["bm25_plain"]["tokenizer"], params["bm25_plain"]["scoring"]
+        params["bm25"]["tokenizer"],
+        params["bm25"]["scoring"],
+        params["bm25_plain"]["tokenizer"],
+        params["bm25_plain"]["scoring"],
     ):
         start = time.perf_counter()
         index = BM25Index.build(ids, texts, FinanceTokenizer(**tok), BM25Config(**scoring), digest)
         built = time.perf_counter() - start
         run = index.search(list(queries["text"]), 10)
-        per_query = [query_metrics([h.doc_id for h in hits], relevance[q]) for q, hits in zip(queries["query_id"], run)]
+        per_query = [
+            query_metrics([h.doc_id for h in hits], relevance[q]) for q, hits in zip(queries["query_id"], run)
+        ]
         row = {m: float(np.mean([p[m] for p in per_query])) for m in ("mrr@10", "ndcg@10", "top1", "top10")}
         results[name] = row
-        print(f"{name:32s} {row['mrr@10']:8.4f} {row['ndcg@10']:8.4f} {row['top1']:6.3f} {row['top10']:6.3f}  {built:6.1f}")
+        print(
+            f"{name:32s} {row['mrr@10']:8.4f} {row['ndcg@10']:8.4f} {row['top1']:6.3f} {row['top10']:6.3f}  {built:6.1f}"
+        )
     plain = results["plain"]
     final = {
         "split": args.split,

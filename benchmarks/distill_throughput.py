@@ -76,9 +76,13 @@ def build_requests(n: int) -> list[ChatRequest]:
     spec, answers = SpecParams(**conf["spec"]), AnswerParams(**conf["answers"])
     echo = PromptEcho.of(prompt, answers.echo_min_chars)
     corpus = _ROOT / "data/01_raw/retrieval/fintruthqa/corpus.jsonl"
-    passages = [json.loads(line)["text"] for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    passages = [
+        json.loads(line)["text"] for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     personas_file = _ROOT / "data/01_raw/personas/persona_hub_tool.jsonl"
-    personas = [json.loads(line)["persona"] for line in personas_file.read_text(encoding="utf-8").splitlines()[:50]]
+    personas = [
+        json.loads(line)["persona"] for line in personas_file.read_text(encoding="utf-8").splitlines()[:50]
+    ]
     choices = {
         "question_types": "\n".join(f"- {k}: {v}" for k, v in spec.question_types.items()),
         "difficulties": "\n".join(f"- {k}: {v}" for k, v in spec.difficulties.items()),
@@ -87,9 +91,14 @@ def build_requests(n: int) -> list[ChatRequest]:
     for i in range(n):
         shown = [personas[(i + j) % len(personas)] for j in range(1, 6)]
         candidates = "\n".join(f"{j}. {persona}" for j, persona in enumerate(shown, start=1))
-        messages = prompt.render(passage=f"[{i}] {passages[i % len(passages)]}", characters=candidates, **choices)
-        requests.append(ChatRequest(id=f"doc-{i}", messages=messages,
-                                    validate=stage1_validator(shown, spec, answers, echo)))
+        messages = prompt.render(
+            passage=f"[{i}] {passages[i % len(passages)]}", characters=candidates, **choices
+        )
+        requests.append(
+            ChatRequest(
+                id=f"doc-{i}", messages=messages, validate=stage1_validator(shown, spec, answers, echo)
+            )
+        )
     return requests
 
 

@@ -98,7 +98,8 @@ def main() -> None:
         learning_rate=1e-3 if args.tuner == "lora" else 3e-4, num_train_epochs=1, max_steps=args.steps,
         per_device_train_batch_size=32, gradient_accumulation_steps=1, warmup_ratio=0.05, max_length=256,
         truncation_strategy="right", save_steps=args.steps, logging_steps=10, torch_dtype="bfloat16",
-        nproc_per_node=1, deepspeed=None, infonce_temperature=0.05, infonce_use_batch=True,
+        nproc_per_node=1, deepspeed=None, use_liger_kernel=True, infonce_temperature=0.05,
+        infonce_use_batch=True,
         infonce_mask_fake_negative=True, dataloader_num_workers=2, seed=42,
     )
     rows = Path(args.rows)

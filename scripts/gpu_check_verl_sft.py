@@ -75,7 +75,9 @@ def main() -> int:
     parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--cpu-smoke", action="store_true", help="local check with tests/training/verl_cpu_shim.py")
+    parser.add_argument(
+        "--cpu-smoke", action="store_true", help="local check with tests/training/verl_cpu_shim.py"
+    )
     args = parser.parse_args()
     args.data_dir, args.work, args.out = args.data_dir.resolve(), args.work.resolve(), args.out.resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
@@ -90,7 +92,8 @@ def main() -> int:
     t_start = time.monotonic()
     summary: dict = {"status": "started", "cpu_smoke": args.cpu_smoke}
     summary["versions"] = {
-        n: _version(n) for n in ("verl", "torch", "transformers", "tokenizers", "peft", "ray", "hydra-core", "tensordict")
+        n: _version(n)
+        for n in ("verl", "torch", "transformers", "tokenizers", "peft", "ray", "hydra-core", "tensordict")
     }
     summary["python"] = sys.version.split()[0]
 
@@ -106,7 +109,11 @@ def main() -> int:
 
     t0 = time.monotonic()
     tiny = build_tiny_qwen3(
-        _texts(train, 3000), args.work / "tiny", vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers
+        _texts(train, 3000),
+        args.work / "tiny",
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
     )
     base = _causal_lm_copy(tiny, args.work / "base")
     summary["model"] = {
@@ -115,7 +122,8 @@ def main() -> int:
         "config": {
             k: v
             for k, v in json.loads((base / "config.json").read_text()).items()
-            if k in ("vocab_size", "hidden_size", "num_hidden_layers", "dtype", "torch_dtype", "architectures")
+            if k
+            in ("vocab_size", "hidden_size", "num_hidden_layers", "dtype", "torch_dtype", "architectures")
         },
     }
     summary["seconds_build_model"] = round(time.monotonic() - t0, 1)
@@ -181,13 +189,17 @@ def main() -> int:
     summary["steps"] = manifest["metrics"].get("step")
     summary["train_loss_first"] = steps[train_steps[0]]["train/loss"] if train_steps else None
     summary["train_loss_last"] = steps[train_steps[-1]]["train/loss"] if train_steps else None
-    summary["train_loss_by_step"] = {s: round(steps[s]["train/loss"], 4) for s in train_steps[:: max(1, len(train_steps) // 10)]}
+    summary["train_loss_by_step"] = {
+        s: round(steps[s]["train/loss"], 4) for s in train_steps[:: max(1, len(train_steps) // 10)]
+    }
     summary["val_loss"] = {s: m["val/loss"] for s, m in steps.items() if "val/loss" in m}
     summary["last_step_metrics"] = last_step_metrics(log_path)
     summary["command"]["argv"] = manifest["argv"]  # as run: default_local_dir is checkpoints/<data>-<config>
     summary["checkpoint"] = manifest["checkpoint"]
     summary["manifest_versions"] = manifest["versions"]
-    summary["merge_tail"] = [line for line in log_path.read_text().splitlines() if "model_merger" in line][-3:]
+    summary["merge_tail"] = [line for line in log_path.read_text().splitlines() if "model_merger" in line][
+        -3:
+    ]
 
     # the merged folder loads with plain transformers and generates
     from transformers import AutoModelForCausalLM, AutoTokenizer

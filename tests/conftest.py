@@ -60,3 +60,20 @@ def tiny_bert_reranker_dir(
 
     folder = tmp_path_factory.mktemp("tiny_bert_rr") / "model"
     return build_tiny_bert_cross_encoder(_corpus_lines(disc_corpus), folder)
+
+
+@pytest.fixture(scope="session")
+def lucene_java() -> object:
+    """The Lucene backend's Java classes (the JVM starts once per test session, ~3-8 s).
+
+    Skipped only where Java cannot start; a missing ``lucene`` extra fails, so CI (which installs it) runs
+    these.
+    """
+    from finrag_pipelines.retrieval.lucene.runtime import LuceneUnavailableError, java
+
+    try:
+        return java()
+    except LuceneUnavailableError as exc:
+        if exc.kind == "java":
+            pytest.skip(f"Java cannot start on this machine: {exc}")
+        pytest.fail(f"{exc} (make install puts it in .venv)")

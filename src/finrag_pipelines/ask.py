@@ -30,10 +30,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel
-from typing_extensions import Self
 
 from finrag_pipelines.llm.client import client_factory
 from finrag_pipelines.llm.config import LLMConfig

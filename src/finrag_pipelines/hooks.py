@@ -4,13 +4,15 @@
 Now the run checks, before any node runs, that every input another registered pipeline produces exists, and
 otherwise stops with one line (click prints ``Error: <message>``; exit code 1) naming the missing datasets,
 the pipelines that produce them and the command to run first. Producers are derived from the registered
-pipelines, never listed by hand. Configuration errors raised by a node
-(:class:`~finrag_pipelines.errors.ConfigurationError`) are printed the same way.
+pipelines, never listed by hand. Configuration errors raised by a node or by another hook before the run
+(:class:`~finrag_pipelines.errors.ConfigurationError`, e.g. the managed LLM server's preflight) are printed
+the same way. The hooks order themselves (``tryfirst`` / ``trylast`` / a wrapper), whatever ``settings.HOOKS``
+lists first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any
 
 import click
@@ -151,7 +153,7 @@ class RunStopHooks:
     def __init__(self, registry: Callable[[], Mapping[str, Pipeline]] | None = None) -> None:
         self._registry = registry
 
-    @hook_impl
+    @hook_impl(tryfirst=True)  # before any other hook acts (the managed LLM server starts in one)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
         absent = absent_inputs(pipeline, catalog)
         if not absent:
@@ -161,7 +163,17 @@ class RunStopHooks:
         if missing:
             raise RunStopped(missing_upstream_message(run_params, missing, catalog, registry))
 
-    @hook_impl
+    @hook_impl(wrapper=True, specname="before_pipeline_run")
+    def stop_misconfigured_start(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
+    ) -> Generator[None, None, None]:
+        """A ConfigurationError of another hook before the run (the managed LLM server's) -> one line."""
+        try:
+            return (yield)
+        except ConfigurationError as error:
+            raise RunStopped(str(error)) from error
+
+    @hook_impl(trylast=True)  # raising ends the hook call: the other hooks (stopping a server) go first
     def on_pipeline_error(
         self, error: Exception, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
     ) -> None:

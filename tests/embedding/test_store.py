@@ -17,8 +17,8 @@ import pytest
 
 from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.hf_encoder import HFEncoder
-from finrag_pipelines.embedding.use_encoder import USEEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store, text_key
+from finrag_pipelines.embedding.use_encoder import USEEncoder
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

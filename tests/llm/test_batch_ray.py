@@ -18,14 +18,14 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 pytest.importorskip("ray.data")
 pytestmark = pytest.mark.slow  # starts a local Ray (a few seconds) and worker processes
 
-from finrag_pipelines.execution import ExecutionConfig
-from finrag_pipelines.llm.batch import ChatRequest, ChatResult, run_chat_batch
-from finrag_pipelines.llm.client import ChatClient
-from finrag_pipelines.llm.config import LLMConfig
-from finrag_pipelines.llm.distributed import ChatActor, run_chat_batch_ray
-from finrag_pipelines.llm.journal import ResponseJournal
-from finrag_pipelines.llm.parsing import extract_json_object, one_of, pick
-from finrag_pipelines.llm.stub_server import Reply, ScriptedOpenAIServer, echo, last_user_message
+from finrag_pipelines.execution import ExecutionConfig  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.batch import ChatRequest, ChatResult, run_chat_batch  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.client import ChatClient  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.config import LLMConfig  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.distributed import ChatActor, run_chat_batch_ray  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.journal import ResponseJournal  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.parsing import extract_json_object, one_of, pick  # noqa: E402 (after the importorskip)
+from finrag_pipelines.llm.stub_server import Reply, ScriptedOpenAIServer, echo, last_user_message  # noqa: E402 (after the importorskip)
 
 
 def make_config(base_url: str, **overrides: Any) -> LLMConfig:
@@ -62,7 +62,10 @@ def execution(**overrides: Any) -> ExecutionConfig:
 
 def make_requests(n: int) -> list[ChatRequest]:
     return [
-        ChatRequest(id=f"doc-{i}", messages=[{"role": "system", "content": "只输出 JSON。"}, {"role": "user", "content": f"q{i}"}])
+        ChatRequest(
+            id=f"doc-{i}",
+            messages=[{"role": "system", "content": "只输出 JSON。"}, {"role": "user", "content": f"q{i}"}],
+        )
         for i in range(n)
     ]
 
@@ -103,18 +106,29 @@ def run_both(
     server.behaviour, _ = behaviour(), server.reset()
     local_journal = ResponseJournal(tmp_path / "local.jsonl")
     local = run_chat_batch(
-        requests, client_factory=lambda: ChatClient(config, "EMPTY"), journal=local_journal, config=config, validate=validate
+        requests,
+        client_factory=lambda: ChatClient(config, "EMPTY"),
+        journal=local_journal,
+        config=config,
+        validate=validate,
     )
     local_count = server.count
     server.behaviour, _ = behaviour(), server.reset()
     ray_journal = ResponseJournal(tmp_path / "ray.jsonl")
     remote = run_chat_batch_ray(
-        requests, llm_config=config, credentials=None, journal=ray_journal, execution=execution(), validate=validate
+        requests,
+        llm_config=config,
+        credentials=None,
+        journal=ray_journal,
+        execution=execution(),
+        validate=validate,
     )
     return local, remote, local_count, server.count, local_journal, ray_journal
 
 
-def test_same_results_as_local_and_rerun_makes_zero_requests(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+def test_same_results_as_local_and_rerun_makes_zero_requests(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
     requests = make_requests(30)
     local, remote, n_local, n_ray, local_journal, ray_journal = run_both(
         server, tmp_path, requests, lambda: echo(prefix="answer:")
@@ -127,14 +141,20 @@ def test_same_results_as_local_and_rerun_makes_zero_requests(server: ScriptedOpe
     server.reset()
     reopened = ResponseJournal(ray_journal.path)
     again = run_chat_batch_ray(
-        requests, llm_config=make_config(server.base_url), credentials=None, journal=reopened, execution=execution()
+        requests,
+        llm_config=make_config(server.base_url),
+        credentials=None,
+        journal=reopened,
+        execution=execution(),
     )
     assert server.count == 0
     assert all(r.cached and r.attempts == 0 for r in again)
     assert [r.text for r in again] == [r.text for r in local]
 
 
-def test_invalid_outputs_and_failures_are_accounted_as_locally(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+def test_invalid_outputs_and_failures_are_accounted_as_locally(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
     def scripted() -> Callable[[dict[str, Any], int], Reply]:
         seen: Counter[str] = Counter()
         lock = threading.Lock()
@@ -157,7 +177,11 @@ def test_invalid_outputs_and_failures_are_accounted_as_locally(server: ScriptedO
         return behaviour
 
     def validate(text: str) -> str:
-        return one_of(pick(extract_json_object(text), ["question_type"], "question_type"), ["yes_or_no"], "question_type")
+        return one_of(
+            pick(extract_json_object(text), ["question_type"], "question_type"),
+            ["yes_or_no"],
+            "question_type",
+        )
 
     local, remote, n_local, n_ray, local_journal, ray_journal = run_both(
         server, tmp_path, make_requests(8), scripted, validate
@@ -172,7 +196,9 @@ def test_invalid_outputs_and_failures_are_accounted_as_locally(server: ScriptedO
     assert journal_attempts(ray_journal) == journal_attempts(local_journal)
 
 
-def test_crash_mid_run_resumes_with_only_the_missing_requests(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+def test_crash_mid_run_resumes_with_only_the_missing_requests(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
     armed = tmp_path / "crash-armed"
     armed.touch()
 
@@ -192,8 +218,14 @@ def test_crash_mid_run_resumes_with_only_the_missing_requests(server: ScriptedOp
     settings = execution(num_actors=1, batch_size=5)
     journal = ResponseJournal(tmp_path / "journal.jsonl")
     with pytest.raises(Exception, match="simulated worker crash"):
-        run_chat_batch_ray(requests, llm_config=config, credentials=None, journal=journal, execution=settings,
-                           actor_cls=CrashingActor)
+        run_chat_batch_ray(
+            requests,
+            llm_config=config,
+            credentials=None,
+            journal=journal,
+            execution=settings,
+            actor_cls=CrashingActor,
+        )
     journal.close()
     done = len(ResponseJournal(journal.path))  # the batches that reached the driver (timing-dependent)
     assert done < 30
@@ -201,8 +233,14 @@ def test_crash_mid_run_resumes_with_only_the_missing_requests(server: ScriptedOp
     armed.unlink()
     server.reset()
     reopened = ResponseJournal(journal.path)
-    results = run_chat_batch_ray(requests, llm_config=config, credentials=None, journal=reopened, execution=settings,
-                                 actor_cls=CrashingActor)
+    results = run_chat_batch_ray(
+        requests,
+        llm_config=config,
+        credentials=None,
+        journal=reopened,
+        execution=settings,
+        actor_cls=CrashingActor,
+    )
     assert server.count == 30 - done
     assert [r.text for r in results] == [f"answer:q{i}" for i in range(30)]
     assert sum(r.cached for r in results) == done
@@ -220,17 +258,23 @@ class DyingJournal(ResponseJournal):
         super().put(key, record)
 
 
-def test_driver_crash_resumes_with_exactly_the_missing_requests(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+def test_driver_crash_resumes_with_exactly_the_missing_requests(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
     server.behaviour, _ = echo(prefix="answer:"), server.reset()
     requests = make_requests(30)
     config = make_config(server.base_url)
     path = tmp_path / "journal.jsonl"
     with pytest.raises(KeyboardInterrupt), DyingJournal(path) as dying:
-        run_chat_batch_ray(requests, llm_config=config, credentials=None, journal=dying, execution=execution())
+        run_chat_batch_ray(
+            requests, llm_config=config, credentials=None, journal=dying, execution=execution()
+        )
     server.reset()
     with ResponseJournal(path) as journal:
         assert len(journal) == 12
-        results = run_chat_batch_ray(requests, llm_config=config, credentials=None, journal=journal, execution=execution())
+        results = run_chat_batch_ray(
+            requests, llm_config=config, credentials=None, journal=journal, execution=execution()
+        )
     assert server.count == 18
     assert [r.text for r in results] == [f"answer:q{i}" for i in range(30)]
     assert sum(r.cached for r in results) == 12

@@ -8,7 +8,7 @@ import random
 import socket
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -112,7 +112,7 @@ def test_retry_after_is_capped_at_backoff_max(server: ScriptedOpenAIServer) -> N
 
 
 def test_parse_retry_after_forms() -> None:
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     http_date = format_datetime(now + timedelta(seconds=7), usegmt=True)
     assert parse_retry_after({"Retry-After": http_date}, now=now.timestamp()) == pytest.approx(7.0)
     assert parse_retry_after({"retry-after": "2.5"}) == 2.5

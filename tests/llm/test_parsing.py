@@ -26,7 +26,11 @@ PERSONAS = [
     "30岁的基金经理",
 ]
 LEVELS = ["high_school", "university", "phd"]
-LEVEL_ALIASES = {"high_school": ["高中", "高中水平"], "university": ["大学", "大学水平"], "phd": ["博士", "博士水平"]}
+LEVEL_ALIASES = {
+    "high_school": ["高中", "高中水平"],
+    "university": ["大学", "大学水平"],
+    "phd": ["博士", "博士水平"],
+}
 
 
 @pytest.mark.parametrize(
@@ -126,13 +130,29 @@ def test_clean_text_output(text: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (2, 2), (2.0, 2), ("2", 2), ("2.", 2), ("#2", 2), ("No. 2", 2), ("编号2", 2), ("编号：2", 2),
-        ("候选人 2", 2), ("候选提问人2", 2), ("第2位", 2), ("(2)", 2), ("【2】", 2), ("２", 2),
-        ("2. 一位关注家庭理财的中学老师", 2), ("一位关注家庭理财的中学老师（编号2）", 2),
+        (2, 2),
+        (2.0, 2),
+        ("2", 2),
+        ("2.", 2),
+        ("#2", 2),
+        ("No. 2", 2),
+        ("编号2", 2),
+        ("编号：2", 2),
+        ("候选人 2", 2),
+        ("候选提问人2", 2),
+        ("第2位", 2),
+        ("(2)", 2),
+        ("【2】", 2),
+        ("２", 2),
+        ("2. 一位关注家庭理财的中学老师", 2),
+        ("一位关注家庭理财的中学老师（编号2）", 2),
         ("A budget-conscious traveler who plans trips around exchange rates", 1),  # exact text
         ("a budget conscious traveler who plans trips around exchange rates.", 1),  # normalised text
         ("A budget-conscious traveler…", 1),  # an unambiguous prefix
-        ("“一位关注家庭理财的中学老师”", 2), ("一位关注家庭理财", 2), ("30岁的基金经理", 5), ("a bank analyst", 3),
+        ("“一位关注家庭理财的中学老师”", 2),
+        ("一位关注家庭理财", 2),
+        ("30岁的基金经理", 5),
+        ("a bank analyst", 3),
     ],
 )
 def test_match_choice_takes_a_candidate_by_number_text_or_prefix(value: object, expected: int) -> None:
@@ -170,9 +190,15 @@ def test_match_choice_without_prefixes_or_numbers() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("高中", "high_school"), ("大学水平", "university"), ("博士", "phd"), ("PhD", "phd"), ("uni", "university"),
-        ("high_school（高中水平）", "high_school"), ("高中水平 (high school)", "high_school"),
-        ("university: 需要基础知识", "university"), ("High-School", "high_school"),
+        ("高中", "high_school"),
+        ("大学水平", "university"),
+        ("博士", "phd"),
+        ("PhD", "phd"),
+        ("uni", "university"),
+        ("high_school（高中水平）", "high_school"),
+        ("高中水平 (high school)", "high_school"),
+        ("university: 需要基础知识", "university"),
+        ("High-School", "high_school"),
     ],
 )
 def test_one_of_takes_aliases_and_prefixes(value: str, expected: str) -> None:
@@ -202,7 +228,10 @@ def test_object_and_rest_and_every_object_of_a_text() -> None:
 
 
 def test_prompt_echo_finder_spots_copied_instructions_not_shared_phrases() -> None:
-    instructions = ["请为这篇文档设计一个检索问题的出题方案，只输出一个 JSON 对象，不要输出任何解释。", "【文档】"]
+    instructions = [
+        "请为这篇文档设计一个检索问题的出题方案，只输出一个 JSON 对象，不要输出任何解释。",
+        "【文档】",
+    ]
     find = prompt_echo_finder(instructions, 20)
     assert find("下面是提示：请为这篇文档设计一个检索问题的出题方案，只输出一个  JSON") is not None
     assert find("好的，这是出题方案：") is None and find("【文档】") is None

@@ -60,7 +60,10 @@ def test_empty_reasoning_is_flagged():
 def test_fallback_only_when_asked_and_never_format_ok():
     got = extract_answer("推理……\n答案：A、c", OPTS, allow_fallback=True)
     assert got.letters == "AC" and got.via == "fallback" and not got.format_ok
-    assert extract_answer("推理……答案：A\n最终答案：B", OPTS, allow_fallback=True).reason == "conflicting_answers"
+    assert (
+        extract_answer("推理……答案：A\n最终答案：B", OPTS, allow_fallback=True).reason
+        == "conflicting_answers"
+    )
     assert extract_answer("推理……\n答案：E", OPTS, allow_fallback=True).reason == "letters_not_in_options"
 
 
@@ -76,6 +79,8 @@ def test_sft_target_round_trips_through_the_extractor():
     assert answer_line("CA") == "答案：\\boxed{AC}"
 
 
-@pytest.mark.parametrize(("raw", "want"), [("a、c", "AC"), ("ＢＤ", "BD"), ("", ""), ("是", None), ("AA", "A")])
+@pytest.mark.parametrize(
+    ("raw", "want"), [("a、c", "AC"), ("ＢＤ", "BD"), ("", ""), ("是", None), ("AA", "A")]
+)
 def test_normalise_letters(raw, want):
     assert normalise_letters(raw) == want

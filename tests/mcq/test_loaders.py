@@ -81,7 +81,12 @@ def test_every_raw_row_is_accounted_for(tmp_path):
     result = read_fin_eva_ant(tmp_path / "Ant")
     assert list(result.items["answer"]) == ["B", "B"]
     got = dict(zip(result.rejects["line"], result.rejects["reason"]))
-    assert got == {3: "missing_answer", 4: "answer_letter_not_in_options", 5: "answer_not_letters", 6: "empty_question"}
+    assert got == {
+        3: "missing_answer",
+        4: "answer_letter_not_in_options",
+        5: "answer_not_letters",
+        6: "empty_question",
+    }
     assert (result.rejects["file"] == "cat/task.csv").all()
 
 
@@ -110,10 +115,31 @@ def test_broken_json_names_file_and_line(tmp_path):
 
 def test_cflue_bad_rows_are_rejected_with_reasons(tmp_path):
     rows = [
-        {"名称": "x", "task": "单项选择题", "question": "q1", "choices": "{'A': '1', 'B': '2'}", "answer": "AB", "analysis": None},
+        {
+            "名称": "x",
+            "task": "单项选择题",
+            "question": "q1",
+            "choices": "{'A': '1', 'B': '2'}",
+            "answer": "AB",
+            "analysis": None,
+        },
         {"名称": "x", "task": "简答题", "question": "q2", "choices": "{}", "answer": "", "analysis": None},
-        {"名称": "x", "task": "多项选择题", "question": "q3", "choices": "{'A': '1', 'B'", "answer": "AB", "analysis": None},
-        {"名称": "x", "task": "多项选择题", "question": "q4", "choices": "{'A': '1', 'B': '2', 'C': '3'}", "answer": "CA", "analysis": "略"},
+        {
+            "名称": "x",
+            "task": "多项选择题",
+            "question": "q3",
+            "choices": "{'A': '1', 'B'",
+            "answer": "AB",
+            "analysis": None,
+        },
+        {
+            "名称": "x",
+            "task": "多项选择题",
+            "question": "q4",
+            "choices": "{'A': '1', 'B': '2', 'C': '3'}",
+            "answer": "CA",
+            "analysis": "略",
+        },
     ]
     path = tmp_path / "k.json"
     path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
@@ -131,7 +157,12 @@ def test_chat_jsonl_fixture():
     assert first["question"] == "下列哪项属于货币政策工具？" and first["explanation"].startswith("再贴现")
     assert parse_options(result.items.iloc[1]["options"])["D"] == "互换"
     got = dict(zip(result.rejects["line"], result.rejects["reason"]))
-    assert got == {3: "no_options", 4: "no_answer_in_assistant", 5: "no_answer_in_assistant", 6: "no_messages"}
+    assert got == {
+        3: "no_options",
+        4: "no_answer_in_assistant",
+        5: "no_answer_in_assistant",
+        6: "no_messages",
+    }
     assert result.rejects.loc[result.rejects["line"] == 5, "detail"].item() == "letters_not_in_options"
 
 

@@ -23,16 +23,40 @@ from finrag_pipelines.mcq.records import (
 )
 from finrag_pipelines.mcq.reward import compute_score
 
-REWARD = {"weights": {"format": 0.2, "correctness": 1.0, "process": 0.0}, "partial_credit": 0.0, "allow_fallback": False}
+REWARD = {
+    "weights": {"format": 0.2, "correctness": 1.0, "process": 0.0},
+    "partial_credit": 0.0,
+    "allow_fallback": False,
+}
 
 
 @pytest.fixture
 def items():
     opts = json.dumps({"A": "货币市场", "B": "债券市场", "C": "商品市场"}, ensure_ascii=False)
-    return pd.DataFrame([
-        {"item_id": "a:1", "source": "a", "subject": "s", "question": "金融市场包括？", "options": opts, "answer": "AB", "kind": "multi", "explanation": "商品市场不是金融市场。"},
-        {"item_id": "a:2", "source": "a", "subject": "s", "question": "货币市场期限？", "options": opts, "answer": "A", "kind": "single", "explanation": None},
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "item_id": "a:1",
+                "source": "a",
+                "subject": "s",
+                "question": "金融市场包括？",
+                "options": opts,
+                "answer": "AB",
+                "kind": "multi",
+                "explanation": "商品市场不是金融市场。",
+            },
+            {
+                "item_id": "a:2",
+                "source": "a",
+                "subject": "s",
+                "question": "货币市场期限？",
+                "options": opts,
+                "answer": "A",
+                "kind": "single",
+                "explanation": None,
+            },
+        ]
+    )
 
 
 def test_sft_rows_and_missing_explanation_policy(items):
@@ -62,13 +86,21 @@ def test_parquet_round_trip_as_verl_reads_it(tmp_path, items):
     assert [m["role"] for m in back["messages"].iloc[0]] == ["user", "assistant"]
 
     # RLHFDataset: datasets.load_dataset("parquet") rows; prompt is a list of dicts
-    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "rl.parquet"), cache_dir=str(tmp_path / "hf"))["train"]
+    ds = datasets.load_dataset(
+        "parquet", data_files=str(tmp_path / "rl.parquet"), cache_dir=str(tmp_path / "hf")
+    )["train"]
     row = ds[0]
     assert isinstance(row["prompt"], list) and row["prompt"][0]["role"] == "user"
     assert row["reward_model"]["ground_truth"] == "AB" and "explanation" not in row["extra_info"]
     validate_rl_rows(pd.read_parquet(tmp_path / "rl.parquet"))
     answer = "<think>商品市场不是金融市场。</think>\n答案：\\boxed{BA}"
-    got = compute_score(data_source=row["data_source"], solution_str=answer, ground_truth=row["reward_model"]["ground_truth"], extra_info=row["extra_info"], config=REWARD)
+    got = compute_score(
+        data_source=row["data_source"],
+        solution_str=answer,
+        ground_truth=row["reward_model"]["ground_truth"],
+        extra_info=row["extra_info"],
+        config=REWARD,
+    )
     assert got["score"] == pytest.approx(1.0)
 
 
@@ -100,5 +132,7 @@ def test_token_lengths_with_a_real_tokenizer(items, tiny_qwen3_dir):
     from finrag_pipelines.mcq.records import load_tokenizer
 
     rows, _ = build_sft_rows(items, target_style="think", missing_explanation="answer_only")
-    tokens, unit = chat_lengths(rows["messages"], load_tokenizer(str(tiny_qwen3_dir)), add_generation_prompt=False)
+    tokens, unit = chat_lengths(
+        rows["messages"], load_tokenizer(str(tiny_qwen3_dir)), add_generation_prompt=False
+    )
     assert unit == "tokens" and (tokens > 10).all()

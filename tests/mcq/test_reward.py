@@ -12,14 +12,29 @@ from finrag_pipelines.mcq import reward as rw
 from finrag_pipelines.mcq.reward import RewardConfigError, compute_score, score_response
 
 OPTIONS = {"A": "货币市场", "B": "债券市场", "C": "商品市场", "D": "金融衍生品市场"}
-INFO = {"item_id": "t:1", "kind": "multi", "options": json.dumps(OPTIONS, ensure_ascii=False), "question": "我国金融市场体系包括（）。"}
+INFO = {
+    "item_id": "t:1",
+    "kind": "multi",
+    "options": json.dumps(OPTIONS, ensure_ascii=False),
+    "question": "我国金融市场体系包括（）。",
+}
 SINGLE = {**INFO, "kind": "single"}
-BASE = {"weights": {"format": 0.2, "correctness": 1.0, "process": 0.0}, "partial_credit": 0.0, "allow_fallback": False}
+BASE = {
+    "weights": {"format": 0.2, "correctness": 1.0, "process": 0.0},
+    "partial_credit": 0.0,
+    "allow_fallback": False,
+}
 GOOD = "<think>货币市场、债券市场和衍生品市场都属于金融市场，商品市场不是。</think>\n\n答案：\\boxed{ABD}"
 
 
 def score(text, truth="ABD", info=INFO, **cfg):
-    return compute_score(data_source="finrag_mcq", solution_str=text, ground_truth=truth, extra_info=info, config={**BASE, **cfg})
+    return compute_score(
+        data_source="finrag_mcq",
+        solution_str=text,
+        ground_truth=truth,
+        extra_info=info,
+        config={**BASE, **cfg},
+    )
 
 
 def test_correct_answer_scores_one():
@@ -54,7 +69,10 @@ def test_components(text, correct, fmt):
 def test_partial_credit_only_for_multi_strict_subsets():
     assert score("<think>x</think>答案：\\boxed{AB}", partial_credit=0.5)["correctness"] == 0.5
     assert score("<think>x</think>答案：\\boxed{ABC}", partial_credit=0.5)["correctness"] == 0.0
-    assert score("<think>x</think>答案：\\boxed{A}", truth="B", info=SINGLE, partial_credit=0.5)["correctness"] == 0.0
+    assert (
+        score("<think>x</think>答案：\\boxed{A}", truth="B", info=SINGLE, partial_credit=0.5)["correctness"]
+        == 0.0
+    )
 
 
 def test_fallback_counts_for_correctness_only_when_enabled():
@@ -108,10 +126,19 @@ def judge_config(base_url, **llm):
             "enabled": True,
             "max_reasoning_chars": 200,
             "llm": {
-                "backend": "openai", "base_url": base_url, "model": "judge", "max_concurrency": 2,
-                "timeout_s": 5, "max_retries": 1, "temperature": 0.0, "max_tokens": 16,
-                "backoff_base_s": 0.01, "backoff_max_s": 0.02, "max_failure_rate": 0.5,
-                "max_invalid_retries": 1, **llm,
+                "backend": "openai",
+                "base_url": base_url,
+                "model": "judge",
+                "max_concurrency": 2,
+                "timeout_s": 5,
+                "max_retries": 1,
+                "temperature": 0.0,
+                "max_tokens": 16,
+                "backoff_base_s": 0.01,
+                "backoff_max_s": 0.02,
+                "max_failure_rate": 0.5,
+                "max_invalid_retries": 1,
+                **llm,
             },
         },
     }
@@ -156,7 +183,9 @@ def test_judge_failure_is_marked_not_scored_zero(server):
 def test_judge_unparsable_every_time_is_a_failure(server):
     server.behaviour = always("很好")
     got = score_response(GOOD, "ABD", INFO, judge_config(server.base_url))
-    assert got.judge_status == "failed" and "unparsable" in got.judge_error and got.score == pytest.approx(1.0)
+    assert (
+        got.judge_status == "failed" and "unparsable" in got.judge_error and got.score == pytest.approx(1.0)
+    )
 
 
 def test_no_reasoning_is_not_sent_to_the_judge(server):
@@ -183,14 +212,24 @@ def test_verl_style_file_loading_of_the_entry_point(tmp_path):
     spec = importlib.util.spec_from_file_location("custom_module_123", Path(verl_reward.__file__))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    got = module.compute_score(data_source="x", solution_str=GOOD, ground_truth="ABD", extra_info=INFO, config_path=str(path))
+    got = module.compute_score(
+        data_source="x", solution_str=GOOD, ground_truth="ABD", extra_info=INFO, config_path=str(path)
+    )
     assert got["acc"] == 1.0
 
 
 def test_verl_reward_manager_keywords_are_accepted_and_typos_refused():
     """verl's reward managers add reward_router_address / reward_model_tokenizer when a reward model is served."""
-    kwargs = {"data_source": "finrag_mcq", "solution_str": "因为……\n答案：\\boxed{B}", "ground_truth": "B",
-              "extra_info": None, "config": BASE}
-    assert compute_score(**kwargs, reward_router_address="127.0.0.1:1", reward_model_tokenizer=None)["score"] == 1.0
+    kwargs = {
+        "data_source": "finrag_mcq",
+        "solution_str": "因为……\n答案：\\boxed{B}",
+        "ground_truth": "B",
+        "extra_info": None,
+        "config": BASE,
+    }
+    assert (
+        compute_score(**kwargs, reward_router_address="127.0.0.1:1", reward_model_tokenizer=None)["score"]
+        == 1.0
+    )
     with pytest.raises(RewardConfigError, match="config_pth"):
         compute_score(**kwargs, config_pth="x.json")

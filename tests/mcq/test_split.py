@@ -22,29 +22,43 @@ FRACTIONS = {"sft_train": 0.6, "rl_train": 0.3, "eval": 0.1}
 
 def item(item_id, source, question, options=("甲", "乙"), answer="A", explanation=None):
     opts = json.dumps(dict(zip("ABCD", options)), ensure_ascii=False)
-    return {"item_id": item_id, "source": source, "subject": "", "question": question, "options": opts,
-            "answer": answer, "kind": "single", "explanation": explanation}
+    return {
+        "item_id": item_id,
+        "source": source,
+        "subject": "",
+        "question": question,
+        "options": opts,
+        "answer": answer,
+        "kind": "single",
+        "explanation": explanation,
+    }
 
 
 def test_normalisation_ignores_width_space_and_punctuation():
     assert normalise_text("A股， 涨了！") == normalise_text("Ａ股,涨了") == "a股涨了"
-    assert item_key("下列说法正确的是____。", '{"A": "甲"}') == item_key("下列说法正确的是（ ）", '{"A": "甲 "}')
+    assert item_key("下列说法正确的是____。", '{"A": "甲"}') == item_key(
+        "下列说法正确的是（ ）", '{"A": "甲 "}'
+    )
     assert item_key("题", '{"A": "甲", "B": "乙"}') != item_key("题", '{"A": "甲", "B": "丙"}')
 
 
 def test_dedup_precedence_explanation_then_source_order_then_position():
-    items = pd.DataFrame([
-        item("ant:1", "ant", "题目一"),
-        item("cflue:1", "cflue", "题目一。"),
-        item("sufe:1", "sufe", "题目 一", explanation="解析"),
-        item("ant:2", "ant", "题目二"),
-        item("cflue:2", "cflue", "题目二", answer="B"),
-        item("ant:3", "ant", "题目二", options=("甲", "丙")),  # other options: not a duplicate
-    ])
+    items = pd.DataFrame(
+        [
+            item("ant:1", "ant", "题目一"),
+            item("cflue:1", "cflue", "题目一。"),
+            item("sufe:1", "sufe", "题目 一", explanation="解析"),
+            item("ant:2", "ant", "题目二"),
+            item("cflue:2", "cflue", "题目二", answer="B"),
+            item("ant:3", "ant", "题目二", options=("甲", "丙")),  # other options: not a duplicate
+        ]
+    )
     kept, dropped = deduplicate(items, ["cflue", "sufe", "ant"])
     assert list(kept["item_id"]) == ["sufe:1", "cflue:2", "ant:3"]  # original order kept
     report = dropped.set_index("item_id")
-    assert report.loc["ant:1", "kept_item_id"] == "sufe:1" and report.loc["cflue:1", "kept_item_id"] == "sufe:1"
+    assert (
+        report.loc["ant:1", "kept_item_id"] == "sufe:1" and report.loc["cflue:1", "kept_item_id"] == "sufe:1"
+    )
     assert report.loc["ant:2", "kept_item_id"] == "cflue:2" and not report.loc["ant:2", "same_answer"]
     with pytest.raises(ValueError, match="source_order"):
         deduplicate(items, ["cflue"])

@@ -11,7 +11,7 @@ import yaml
 
 from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.pipelines.index_build.nodes import build_bm25_index
-from finrag_pipelines.pipelines.index_build.params import BM25Params
+from finrag_pipelines.pipelines.index_build.params import BM25Params, LuceneParams
 from finrag_pipelines.rag.factory import PROMPT_NAMES, PromptSet
 from finrag_pipelines.rag.settings import AnswerSettings, ExtractiveSettings
 from finrag_pipelines.retrieval.types import Unavailable
@@ -75,7 +75,8 @@ def small_corpus(disc_corpus) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def bm25(small_corpus):
     params = yaml.safe_load((ROOT / "conf/base/parameters_index_build.yml").read_text(encoding="utf-8"))
-    return build_bm25_index(small_corpus, BM25Params(**params["index_build"]["bm25"]))
+    conf = params["index_build"]
+    return build_bm25_index(small_corpus, BM25Params(**conf["bm25"]), LuceneParams(**conf["lucene"]))
 
 
 @pytest.fixture(scope="session")

@@ -214,3 +214,21 @@ def test_pair_formats_need_room_for_the_body(tiny_qwen3_reranker_dir: Path) -> N
     prompt = QwenRerankPrompt(tokenizer, None, 400)
     assert "Given a web search query" in prompt.instruction  # Qwen3-Reranker's default
     assert TextPairInput(tokenizer, 50).full_length("a", "b") > 0
+
+
+def test_rerankers_load_with_the_shared_kernel_decision(qwen, bert, caplog) -> None:
+    """CPU: sdpa, recorded in describe() with the reason in the log; the fingerprint leaves it out."""
+    from finrag_pipelines.embedding.fingerprint import make_fingerprint
+    from finrag_pipelines.rerank import loading
+
+    for reranker in (qwen, bert):
+        kernels = reranker.kernels
+        assert kernels.attn_implementation == "sdpa" and "no CUDA GPU" in kernels.attn_reason
+        assert reranker.describe()["attn_implementation"] == "sdpa"
+        assert reranker._model.config._attn_implementation == "sdpa"  # what transformers really loaded
+        described = {k: v for k, v in reranker.describe().items() if k != "attn_implementation"}
+        assert reranker.fingerprint == make_fingerprint(described, reranker._content_hash)
+    with caplog.at_level("INFO", logger="finrag_pipelines.kernels"):
+        choice = loading.choose_reranker_kernels("r", "cuda", "float32")
+    assert choice.attn_implementation == "sdpa" and "float32" in choice.attn_reason
+    assert "reranker r kernels: attention sdpa" in caplog.text

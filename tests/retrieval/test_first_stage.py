@@ -189,7 +189,9 @@ def test_the_learned_ranker_learns_coverage_and_survives_json() -> None:
     assert [hits[0].doc_id for hits in fused] == top
     np.testing.assert_allclose(back.learned.score(matrices[31]), model.score(matrices[31]))
     # a query no retriever found anything for gets no hits, in a batch with others
-    assert back.fuse({"a": [[], runs["a"][35]], "b": [[], runs["b"][35]]}, ["无", queries[35]], builder)[0] == []
+    assert (
+        back.fuse({"a": [[], runs["a"][35]], "b": [[], runs["b"][35]]}, ["无", queries[35]], builder)[0] == []
+    )
     with pytest.raises(ValueError, match="no training query has a relevant"):
         LearnedFusion.fit(
             matrices[:2], [np.zeros(5), np.zeros(5)], retrievers=["a", "b"], views=["ngram"], params=LGBM

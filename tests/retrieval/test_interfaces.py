@@ -23,6 +23,7 @@ from finrag_pipelines.retrieval.interfaces import (
     require_term_scores,
     unsupported,
 )
+from finrag_pipelines.retrieval.lucene.index import LuceneBM25Index
 from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
 from finrag_pipelines.retrieval.milvus.connection import MilvusTarget
 from finrag_pipelines.retrieval.milvus.dense import MilvusDenseIndex
@@ -35,6 +36,7 @@ ENCODER_META = {"kind": "test", "dim": 8, "query_task": None, "fingerprint": "ab
 BACKENDS = [
     (BM25Index, [LexicalIndex, TermScoringIndex], []),
     (MilvusBM25Index, [LexicalIndex], [TermScoringIndex]),
+    (LuceneBM25Index, [LexicalIndex, TermScoringIndex], []),
     (DenseIndex, [VectorIndex], []),
     (MilvusDenseIndex, [VectorIndex], []),
 ]

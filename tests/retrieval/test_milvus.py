@@ -18,10 +18,6 @@ pytest.importorskip(
 from finrag_pipelines.retrieval.bm25.index import BM25Index
 from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
-from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
-from finrag_pipelines.retrieval.milvus.connection import MilvusTarget, close_clients
-from finrag_pipelines.retrieval.milvus.dense import MilvusDenseConfig, MilvusDenseIndex
-from finrag_pipelines.retrieval.milvus.local_server import LocalMilvusServer
 from finrag_pipelines.retrieval.interfaces import (
     IndexCapabilityError,
     LexicalIndex,
@@ -29,6 +25,10 @@ from finrag_pipelines.retrieval.interfaces import (
     VectorIndex,
     require_term_scores,
 )
+from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
+from finrag_pipelines.retrieval.milvus.connection import MilvusTarget, close_clients
+from finrag_pipelines.retrieval.milvus.dense import MilvusDenseConfig, MilvusDenseIndex
+from finrag_pipelines.retrieval.milvus.local_server import LocalMilvusServer
 from finrag_pipelines.retrieval.types import IndexMismatchError, Retriever
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 

@@ -70,7 +70,9 @@ def test_a_failing_job_does_not_fail_its_batch_mates() -> None:
     async def main():  # type: ignore[no-untyped-def]
         batcher = MicroBatcher(run_batch, size_of=lambda _: 1, max_batch=8, max_wait_ms=20)
         await batcher.start()
-        results = await asyncio.gather(*(batcher.submit(j) for j in ["a", "bad", "c"]), return_exceptions=True)
+        results = await asyncio.gather(
+            *(batcher.submit(j) for j in ["a", "bad", "c"]), return_exceptions=True
+        )
         await batcher.stop()
         return results
 

@@ -35,9 +35,14 @@ def test_search_r1_schema_order_and_topk(server, backend, queries) -> None:  # t
             assert isinstance(hit["score"], float)
         assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     # query order: each list equals that query searched alone, and the reversed request reverses them
-    alone = [post(server, {"queries": [q], "topk": 4, "return_scores": True}).json()["result"][0] for q in queries[:4]]
+    alone = [
+        post(server, {"queries": [q], "topk": 4, "return_scores": True}).json()["result"][0]
+        for q in queries[:4]
+    ]
     assert ids(result) == ids(alone)
-    reversed_result = post(server, {"queries": queries[:4][::-1], "topk": 4, "return_scores": True}).json()["result"]
+    reversed_result = post(server, {"queries": queries[:4][::-1], "topk": 4, "return_scores": True}).json()[
+        "result"
+    ]
     assert ids(reversed_result) == ids(result)[::-1]
 
 

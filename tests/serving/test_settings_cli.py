@@ -79,8 +79,8 @@ def test_demo_project_serves(monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo artefacts load through the Kedro catalog (checked against corpus + encoder) and serve."""
     import httpx
 
-    from finrag_pipelines.serving.app import create_app
     from finrag_pipelines.serve import load_from_project
+    from finrag_pipelines.serving.app import create_app
     from finrag_pipelines.serving.server import ServerThread
 
     if not (_REPO / "data/06_models/fintruthqa/dense_base/meta.json").is_file():

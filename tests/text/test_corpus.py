@@ -20,16 +20,22 @@ def row(data, line=1, source="c.jsonl"):
 
 
 def test_beir_row_is_normalised():
-    doc = parse_document(row({"_id": 7, "title": " 标题 ", "text": "ＡＢＣ１２３\u3000公司  回购\r\n\n\n股份"}))
+    doc = parse_document(
+        row({"_id": 7, "title": " 标题 ", "text": "ＡＢＣ１２３\u3000公司  回购\r\n\n\n股份"})
+    )
     assert doc.doc_id == "7"
     assert doc.title == "标题"
-    assert doc.text == "ABC123 公司 回购\n股份"  # full-width → half-width, spaces collapsed, blank lines folded
+    assert (
+        doc.text == "ABC123 公司 回购\n股份"
+    )  # full-width → half-width, spaces collapsed, blank lines folded
     assert doc.where == "c.jsonl:1"
 
 
 def test_seed_row_with_string_contents_strips_node_prefix_and_takes_title():
     doc = parse_document(
-        row({"id": "u1", "contents": "node id: 3f2a-11 text: 基金净值上涨", "metadata": {"Title": "基金日报"}})
+        row(
+            {"id": "u1", "contents": "node id: 3f2a-11 text: 基金净值上涨", "metadata": {"Title": "基金日报"}}
+        )
     )
     assert doc.text == "基金净值上涨"
     assert doc.title == "基金日报"
@@ -37,7 +43,14 @@ def test_seed_row_with_string_contents_strips_node_prefix_and_takes_title():
 
 
 def test_seed_row_with_structured_contents_becomes_searchable_text():
-    doc = parse_document(row({"id": "s1", "contents": {"股票代码": "002851", "交易日期": "20190125", "一级行业名称": "电力设备"}}))
+    doc = parse_document(
+        row(
+            {
+                "id": "s1",
+                "contents": {"股票代码": "002851", "交易日期": "20190125", "一级行业名称": "电力设备"},
+            }
+        )
+    )
     assert doc.text.splitlines() == ["股票代码:002851", "交易日期:20190125", "一级行业名称:电力设备"]
     assert "002851" in index_text(doc.title, doc.text)
 
@@ -65,21 +78,33 @@ def test_malformed_rows_name_file_and_line(data, message):
 
 
 def test_duplicate_ids_name_both_lines():
-    rows = [row({"_id": "a", "text": "x"}, 1), row({"_id": "b", "text": "y"}, 2), row({"_id": "a", "text": "z"}, 3)]
-    with pytest.raises(CorpusFormatError, match=r"c.jsonl:3: duplicate document id 'a' \(first seen at c.jsonl:1\)"):
+    rows = [
+        row({"_id": "a", "text": "x"}, 1),
+        row({"_id": "b", "text": "y"}, 2),
+        row({"_id": "a", "text": "z"}, 3),
+    ]
+    with pytest.raises(
+        CorpusFormatError, match=r"c.jsonl:3: duplicate document id 'a' \(first seen at c.jsonl:1\)"
+    ):
         parse_documents(rows)
 
 
 def test_queries_validation():
     assert parse_queries([row({"_id": "q1", "text": " 请问 "})]) == [("q1", "请问")]
     with pytest.raises(CorpusFormatError, match="q.jsonl:2: duplicate query id 'q1'"):
-        parse_queries([row({"_id": "q1", "text": "a"}, 1, "q.jsonl"), row({"_id": "q1", "text": "b"}, 2, "q.jsonl")])
+        parse_queries(
+            [row({"_id": "q1", "text": "a"}, 1, "q.jsonl"), row({"_id": "q1", "text": "b"}, 2, "q.jsonl")]
+        )
     with pytest.raises(CorpusFormatError, match="empty text"):
         parse_queries([row({"_id": "q1", "text": "  "})])
 
 
 def test_qrels_parsing_and_errors():
-    lines = [row("query-id\tcorpus-id\tscore", 1, "qrels.tsv"), row("q1\td1\t1", 2, "qrels.tsv"), row("q1\td2\t2", 3, "qrels.tsv")]
+    lines = [
+        row("query-id\tcorpus-id\tscore", 1, "qrels.tsv"),
+        row("q1\td1\t1", 2, "qrels.tsv"),
+        row("q1\td2\t2", 3, "qrels.tsv"),
+    ]
     assert parse_qrels(lines) == [("q1", "d1", 1, "qrels.tsv:2"), ("q1", "d2", 2, "qrels.tsv:3")]
     with pytest.raises(CorpusFormatError, match="qrels.tsv:2: expected 3 tab-separated"):
         parse_qrels([row("q1 d1 1", 2, "qrels.tsv")])

@@ -20,7 +20,8 @@ SWIFT = {
     "target_modules": ["q_proj", "v_proj"], "learning_rate": 1e-3, "num_train_epochs": 1, "max_steps": 4,
     "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "warmup_ratio": 0.0, "max_length": 64,
     "truncation_strategy": "right", "save_steps": 4, "logging_steps": 1, "torch_dtype": "float32",
-    "nproc_per_node": 1, "deepspeed": None, "infonce_temperature": 0.05, "infonce_use_batch": True,
+    "nproc_per_node": 1, "deepspeed": None, "use_liger_kernel": False, "infonce_temperature": 0.05,
+    "infonce_use_batch": True,
     "infonce_mask_fake_negative": False, "dataloader_num_workers": 0, "seed": 0,
 }  # fmt: skip
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from finrag_pipelines.kernels import KernelChoice
 from finrag_pipelines.training import checkpoints, runs
 from finrag_pipelines.training import swift as sw
 
@@ -35,6 +36,7 @@ BASE = {
     "torch_dtype": "float32",
     "nproc_per_node": 1,
     "deepspeed": None,
+    "use_liger_kernel": True,
     "infonce_temperature": 0.05,
     "infonce_use_batch": True,
     "infonce_mask_fake_negative": False,
@@ -64,7 +66,7 @@ def test_lora_command_exact() -> None:
         "--learning_rate", "0.001", "--num_train_epochs", "1", "--max_steps", "4",
         "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--warmup_ratio", "0.0",
         "--max_length", "64", "--truncation_strategy", "right", "--save_steps", "4", "--logging_steps", "1",
-        "--torch_dtype", "float32", "--dataloader_num_workers", "0", "--seed", "0",
+        "--torch_dtype", "float32", "--attn_impl", "sdpa", "--dataloader_num_workers", "0", "--seed", "0",
     ]  # fmt: skip
     assert env == {
         "INFONCE_TEMPERATURE": "0.05",
@@ -96,6 +98,7 @@ def test_full_command_on_gpus_exact() -> None:
         gpus=2,
         swift_bin=SWIFT,
         resume_from="out/v0-20250101-000000/checkpoint-4",
+        kernels=KernelChoice("flash_attention_2", "flash-attn importable", True, "liger-kernel importable"),
     )
     assert argv == [
         SWIFT, "sft", "--model", "m", "--model_type", "qwen3_emb", "--task_type", "embedding",
@@ -103,7 +106,8 @@ def test_full_command_on_gpus_exact() -> None:
         "--learning_rate", "0.001", "--num_train_epochs", "2",
         "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--warmup_ratio", "0.0",
         "--max_length", "64", "--truncation_strategy", "right", "--save_steps", "4", "--logging_steps", "1",
-        "--torch_dtype", "bfloat16", "--deepspeed", "zero3", "--dataloader_num_workers", "0", "--seed", "0",
+        "--torch_dtype", "bfloat16", "--deepspeed", "zero3", "--attn_impl", "flash_attention_2",
+        "--use_liger_kernel", "true", "--dataloader_num_workers", "0", "--seed", "0",
         "--resume_from_checkpoint", "out/v0-20250101-000000/checkpoint-4",
         "--save_total_limit", "2", "--eval_steps", "100",
     ]  # fmt: skip

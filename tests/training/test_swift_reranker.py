@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from finrag_pipelines.kernels import KernelChoice
 from finrag_pipelines.training import swift as sw
 from finrag_pipelines.training import swift_reranker as sr
 from finrag_pipelines.training.runs import TrainingError
@@ -37,6 +38,7 @@ BASE = {
     "torch_dtype": "float32",
     "nproc_per_node": 1,
     "deepspeed": None,
+    "use_liger_kernel": True,
     "dataloader_num_workers": 0,
     "seed": 0,
 }
@@ -57,7 +59,7 @@ def test_generative_reranker_command_exact() -> None:
         "--num_train_epochs", "1", "--max_steps", "3", "--per_device_train_batch_size", "2",
         "--gradient_accumulation_steps", "1", "--warmup_ratio", "0.0", "--max_length", "320",
         "--truncation_strategy", "delete", "--save_steps", "3", "--logging_steps", "1",
-        "--torch_dtype", "float32",
+        "--torch_dtype", "float32", "--attn_impl", "sdpa",
         "--dataloader_num_workers", "0", "--seed", "0",
     ]  # fmt: skip
     assert env == {
@@ -78,7 +80,10 @@ def test_cross_encoder_command_names_its_template_and_uses_the_gpus() -> None:
         torch_dtype="bfloat16",
         nproc_per_node=2,
     )
-    argv, env = sr.build_reranker_command(config, "m", "t.jsonl", "d.jsonl", "out", gpus=2, swift_bin=SWIFT)
+    kernels = KernelChoice("flash_attention_2", "flash-attn importable", True, "liger-kernel importable")
+    argv, env = sr.build_reranker_command(
+        config, "m", "t.jsonl", "d.jsonl", "out", gpus=2, swift_bin=SWIFT, kernels=kernels
+    )
     assert argv[4:12] == ["--model_type", "bert", "--task_type", "reranker",
                           "--loss_type", "pointwise_reranker",
                           "--template", "bert"]  # fmt: skip
@@ -87,6 +92,9 @@ def test_cross_encoder_command_names_its_template_and_uses_the_gpus() -> None:
         and "--lora_rank" not in argv
         and argv[argv.index("--torch_dtype") + 1] == "bfloat16"
     )
+    # the shared swift base passes the kernel decision to the reranker launcher too
+    assert argv[argv.index("--attn_impl") + 1] == "flash_attention_2"
+    assert argv[argv.index("--use_liger_kernel") + 1] == "true"
     assert env["NPROC_PER_NODE"] == "2" and "CUDA_VISIBLE_DEVICES" not in env
     assert "GENERATIVE_RERANKER_POSITIVE_TOKEN" not in env
 

@@ -6,11 +6,17 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from finrag_pipelines.kernels import KernelChoice
 from finrag_pipelines.training import checkpoints, runs, verl_common, verl_grpo, verl_sft
 from finrag_pipelines.training.runs import TrainingError
+
+# what a GPU machine with flash-attn and liger-kernel decides (kernels.choose_kernels), for exact commands
+GPU_KERNELS = KernelChoice("flash_attention_2", "flash-attn importable", True, "liger-kernel importable")
+SDPA_NO_LIGER = KernelChoice("sdpa", "flash-attn is not importable (ModuleNotFoundError)", False, "not there")
 
 TORCHRUN = "/venv/bin/torchrun"
 PY = "/venv/bin/python"
@@ -54,6 +60,7 @@ GRPO = {
     "output_dir": "/out/grpo",
     "reward_function_path": "/rewards/finance.py",
     "reward_function_name": "compute_score",
+    "use_liger": True,
     "rollout_engine": "vllm",
     "rollout_n": 4,
     "tensor_model_parallel_size": 1,
@@ -100,7 +107,7 @@ def _grpo(**changes) -> verl_grpo.VerlGRPOConfig:
 
 
 def test_sft_command_exact() -> None:
-    argv, env = verl_sft.build_sft_command(_sft(), gpus=2, torchrun_bin=TORCHRUN)
+    argv, env = verl_sft.build_sft_command(_sft(), gpus=2, torchrun_bin=TORCHRUN, kernels=GPU_KERNELS)
     assert argv == [
         TORCHRUN, "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m", "verl.trainer.sft_trainer",
         "data.train_files=/data/sft/train.parquet", "data.val_files=/data/sft/val.parquet",
@@ -108,6 +115,7 @@ def test_sft_command_exact() -> None:
         "data.max_length=2048", "data.truncation=right", "data.num_workers=8",
         "model.path=/models/qwen3-8b", "model.lora_rank=32", "model.lora_alpha=64",
         "model.target_modules=all-linear", "model.use_liger=True",
+        "+model.override_config.attn_implementation=flash_attention_2",
         "engine.ulysses_sequence_parallel_size=2",
         "optim.lr=0.0001", "optim.lr_warmup_steps_ratio=0.1", "optim.lr_scheduler_type=cosine",
         "trainer.default_local_dir=/out/sft/checkpoints", "trainer.project_name=finrag",
@@ -137,7 +145,11 @@ def test_sft_cpu_smoke_command_with_entry_script_and_full_tuning() -> None:
     assert "data.val_files=null" in argv and "model.lora_rank=0" in argv
     assert not any(a.startswith(("model.lora_alpha", "model.target_modules")) for a in argv)
     assert "trainer.default_local_dir=/tmp/ck" in argv
-    assert argv[-5:] == [*verl_sft.CPU_SMOKE_OVERRIDES, "model.enable_gradient_checkpointing=False"]
+    assert argv[-4:] == [*verl_sft.CPU_SMOKE_OVERRIDES, "model.enable_gradient_checkpointing=False"]
+    # on a CPU: sdpa, remove-padding off (it packs sequences for flash-attn), liger off
+    assert "+model.override_config.attn_implementation=sdpa" in argv
+    assert "model.use_remove_padding=False" in argv
+    assert "model.use_liger=False" in argv
     assert env["CUDA_VISIBLE_DEVICES"] == ""
     module_argv, _ = verl_sft.build_sft_command(config, entry="my.module", gpus=0, torchrun_bin=TORCHRUN)
     assert module_argv[4:6] == ["-m", "my.module"]
@@ -145,7 +157,7 @@ def test_sft_cpu_smoke_command_with_entry_script_and_full_tuning() -> None:
 
 def test_sft_target_module_list_is_a_hydra_list() -> None:
     config = _sft(target_modules=["q_proj", "v_proj"])
-    argv, _ = verl_sft.build_sft_command(config, gpus=2, torchrun_bin=TORCHRUN)
+    argv, _ = verl_sft.build_sft_command(config, gpus=2, torchrun_bin=TORCHRUN, kernels=GPU_KERNELS)
     assert "model.target_modules=[q_proj,v_proj]" in argv
 
 
@@ -154,7 +166,6 @@ def test_sft_target_module_list_is_a_hydra_list() -> None:
     [
         ({}, 0, "needs a CUDA GPU"),
         ({"nproc_per_node": 4, "train_batch_size": 64}, 2, "nproc_per_node: 4"),
-        ({"cpu_smoke": True}, 0, "use_liger"),
     ],
 )
 def test_sft_gpu_preflight_fails_fast(changes, gpus, words) -> None:
@@ -164,6 +175,23 @@ def test_sft_gpu_preflight_fails_fast(changes, gpus, words) -> None:
 
 def test_sft_cpu_smoke_passes_preflight_without_gpu() -> None:
     verl_sft.check_gpu_available(_sft(cpu_smoke=True, use_liger=False), gpus=0)
+    # liger asked for on a CPU is not an error any more: it is off, and the decision says why
+    kernels = verl_sft.sft_kernels(_sft(cpu_smoke=True, use_liger=True), gpus=0)
+    assert not kernels.use_liger and "no CUDA GPU" in kernels.liger_reason
+    assert kernels.attn_implementation == "sdpa"
+
+
+def test_sft_on_a_gpu_without_flash_attn_uses_sdpa_and_refuses_sequence_parallelism() -> None:
+    argv, _ = verl_sft.build_sft_command(
+        _sft(ulysses_sequence_parallel_size=1), gpus=2, torchrun_bin=TORCHRUN, kernels=SDPA_NO_LIGER
+    )
+    assert "+model.override_config.attn_implementation=sdpa" in argv
+    assert "model.use_remove_padding=False" in argv
+    assert "model.use_liger=False" in argv  # asked for in conf, not importable: not passed on
+    with pytest.raises(TrainingError, match="ulysses_sequence_parallel_size: 2 needs flash-attn"):
+        verl_sft.build_sft_command(_sft(), gpus=2, torchrun_bin=TORCHRUN, kernels=SDPA_NO_LIGER)
+    with pytest.raises(Exception, match="may not set"):  # the kernel keys have their own decision
+        _sft(extra_overrides=["model.use_remove_padding=True"])
 
 
 @pytest.mark.parametrize(
@@ -222,6 +250,8 @@ def _grpo_expected(rollout: str = "vllm") -> list[str]:
         "data.seed=42",
         "actor_rollout_ref.model.path=/models/qwen3-8b-sft", "actor_rollout_ref.model.lora_rank=32",
         "actor_rollout_ref.model.lora_alpha=64", "actor_rollout_ref.model.target_modules=all-linear",
+        "actor_rollout_ref.model.use_liger=True",
+        "+actor_rollout_ref.model.override_config.attn_implementation=flash_attention_2",
         "actor_rollout_ref.actor.optim.lr=1e-05", "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.15",
         "actor_rollout_ref.actor.ppo_mini_batch_size=64",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16",
@@ -246,9 +276,14 @@ _GRPO_TAIL = [
 
 
 def test_grpo_command_exact() -> None:
-    argv, env = verl_grpo.build_grpo_command(_grpo(), python=PY)
+    argv, env = verl_grpo.build_grpo_command(_grpo(), python=PY, kernels=GPU_KERNELS)
     assert argv == [*_grpo_expected(), *_GRPO_TAIL]
     assert env == {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # without flash-attn and liger-kernel (this machine): sdpa, remove-padding off, liger not passed on
+    plain, _ = verl_grpo.build_grpo_command(_grpo(), python=PY, kernels=SDPA_NO_LIGER)
+    assert "+actor_rollout_ref.model.override_config.attn_implementation=sdpa" in plain
+    assert "actor_rollout_ref.model.use_remove_padding=False" in plain
+    assert "actor_rollout_ref.model.use_liger=False" in plain
 
 
 def test_grpo_command_with_thinking_off_and_tools() -> None:
@@ -259,7 +294,7 @@ def test_grpo_command_with_thinking_off_and_tools() -> None:
         max_assistant_turns=2,
         extra_overrides=["actor_rollout_ref.rollout.enforce_eager=False"],
     )
-    argv, _ = verl_grpo.build_grpo_command(config, python=PY)
+    argv, _ = verl_grpo.build_grpo_command(config, python=PY, kernels=GPU_KERNELS)
     tools = [
         "actor_rollout_ref.rollout.multi_turn.enable=True",
         "actor_rollout_ref.rollout.multi_turn.tool_config_path=/conf/tools.yaml",
@@ -345,7 +380,10 @@ def test_sft_overrides_exist_in_verl_sft_config() -> None:
     )  # fmt: skip
     argv, _ = verl_sft.build_sft_command(config, gpus=0, torchrun_bin=TORCHRUN)
     composed = _compose("sft_trainer_engine", argv[6:])
-    select = lambda key: OmegaConf.select(composed, key)
+
+    def select(key: str) -> Any:
+        return OmegaConf.select(composed, key)
+
     assert select("data.messages_key") == "messages"
     assert select("data.truncation") == "right" and select("data.max_length") == 2048
     assert select("model.lora_rank") == 32 and select("model.lora_alpha") == 64
@@ -366,7 +404,10 @@ def test_grpo_overrides_exist_in_verl_ppo_config() -> None:
     config = _grpo(enable_thinking=False, tool_config_path="/conf/tools.yaml", max_assistant_turns=2)
     argv, _ = verl_grpo.build_grpo_command(config, python=PY)
     composed = _compose("ppo_trainer", argv[3:])
-    select = lambda key: OmegaConf.select(composed, key)
+
+    def select(key: str) -> Any:
+        return OmegaConf.select(composed, key)
+
     assert select("algorithm.adv_estimator") == "grpo"
     assert select("reward.custom_reward_function.path") == "/rewards/finance.py"
     assert select("reward.custom_reward_function.name") == "compute_score"

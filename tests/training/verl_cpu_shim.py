@@ -26,7 +26,10 @@ def _noop(*args: Any, **kwargs: Any) -> None:
 
 def _cpu_device_module() -> SimpleNamespace:
     """A ``torch.cuda``-shaped module for CPU: memory queries return 0, the rest is a no-op."""
-    zero = lambda *a, **k: 0
+
+    def zero(*a: Any, **k: Any) -> int:
+        return 0
+
     return SimpleNamespace(
         is_available=lambda: True,
         current_device=lambda: "cpu",

@@ -45,7 +45,7 @@ class EncoderDataset(AbstractDataset[None, "Encoder | Unavailable"]):
         """Whether a model folder that does not exist yet loads as ``Unavailable`` (a run does not need it)."""
         return self._optional
 
-    def load(self) -> "Encoder | Unavailable":
+    def load(self) -> Encoder | Unavailable:
         path = self._config.get("model_path")
         if self._optional and self._config.get("kind") == "hf" and path and not (Path(path) / "config.json").is_file():
             return Unavailable(
@@ -71,12 +71,12 @@ class EmbeddingStoreDataset(AbstractDataset[None, "EmbeddingStore"]):
     def __init__(self, path: str) -> None:
         self._path = path
 
-    def load(self) -> "EmbeddingStore":
+    def load(self) -> EmbeddingStore:
         from finrag_pipelines.embedding.store import EmbeddingStore
 
         return EmbeddingStore(self._path)
 
-    def save(self, data: "EmbeddingStore") -> None:
+    def save(self, data: EmbeddingStore) -> None:
         raise DatasetError("EmbeddingStoreDataset is written by the encoding nodes, not saved to")
 
     def _describe(self) -> dict[str, Any]:

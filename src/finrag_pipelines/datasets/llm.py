@@ -36,13 +36,13 @@ class ResponseJournalDataset(AbstractDataset[None, "ResponseJournal"]):
     def __init__(self, filepath: str) -> None:
         self._filepath = filepath
 
-    def load(self) -> "ResponseJournal":
+    def load(self) -> ResponseJournal:
         from finrag_pipelines.llm.journal import ResponseJournal
 
         Path(self._filepath).parent.mkdir(parents=True, exist_ok=True)
         return ResponseJournal(self._filepath)
 
-    def save(self, data: "ResponseJournal") -> None:
+    def save(self, data: ResponseJournal) -> None:
         raise DatasetError("the LLM journal is appended to by the nodes that call the LLM, not saved to")
 
     def _exists(self) -> bool:

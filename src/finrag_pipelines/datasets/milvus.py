@@ -234,10 +234,17 @@ class MilvusBM25IndexDataset(_MilvusIndexDataset):
         return MilvusBM25Index.open(self._target, meta, tokenizer)
 
     def save(self, data: Any) -> None:
+        from finrag_pipelines.retrieval.bm25.index import BM25Index
         from finrag_pipelines.retrieval.milvus.bm25 import MilvusBM25Index
 
         if self._save_unavailable(data):
             return
+        if not isinstance(data, BM25Index):
+            raise DatasetError(
+                f"milvus BM25 dataset {self._collection!r} writes the bm25s index's tokens, got "
+                f"{type(data).__name__}; "
+                "set index_build.bm25.backend: bm25s for --env milvus (Milvus is the lexical backend there)."
+            )
         written = MilvusBM25Index.write(
             data,
             self._target,

@@ -40,7 +40,9 @@ class SourceLinesDataset(AbstractDataset[None, list[SourceRow]]):
     def load(self) -> list[SourceRow]:
         path = Path(self._filepath)
         if not path.is_file():
-            raise DatasetError(f"Input file not found: {path}. Check the path (or --params retrieval_dataset=<folder>).")
+            raise DatasetError(
+                f"Input file not found: {path}. Check the path (or --params retrieval_dataset=<folder>)."
+            )
         return read_source_rows(path, "jsonl" if self._format == "jsonl" else "lines", self._encoding)
 
     def save(self, data: None) -> None:

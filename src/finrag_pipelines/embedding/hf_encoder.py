@@ -14,6 +14,7 @@ import numpy as np
 
 from finrag_pipelines.embedding.encoders import QUERY_TEMPLATE, check_texts, format_query
 from finrag_pipelines.embedding.fingerprint import hash_model_folder, make_fingerprint
+from finrag_pipelines.kernels import KernelChoice, choose_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ class HFEncoder:
         self._progress = progress
         self._device_setting = device
         self._prefix_caches: dict[str, tuple[list[int], Any] | None] = {}
+        # flash-attn 2 on a GPU with bf16/fp16 weights when it imports, else sdpa; logged and in describe()
+        self._kernels: KernelChoice = choose_kernels(
+            f"encoder {self._name}", gpu=resolved_device == "cuda", dtype=resolved_dtype
+        )
         # hashed before loading, so the fingerprint describes the files the weights come from
         self._content_hash = hash_model_folder(self._folder)
 
@@ -120,7 +125,10 @@ class HFEncoder:
             )
         try:
             model = AutoModel.from_pretrained(
-                str(self._folder), local_files_only=True, dtype=getattr(torch, resolved_dtype)
+                str(self._folder),
+                local_files_only=True,
+                dtype=getattr(torch, resolved_dtype),
+                attn_implementation=self._kernels.attn_implementation,
             )
         except Exception as exc:
             raise ValueError(
@@ -197,12 +205,22 @@ class HFEncoder:
             "padding_side": "left",
             "normalize": True,
             "dtype": self.dtype,
+            # which attention kernel ran (kernels.choose_kernels); recorded, not fingerprinted: flash-attn and
+            # sdpa agree up to rounding, as batches of different composition do
+            "attn_implementation": self._kernels.attn_implementation,
         }
 
     @property
+    def kernels(self) -> KernelChoice:
+        """The attention kernel this encoder runs with, and why."""
+        return self._kernels
+
+    @property
     def fingerprint(self) -> str:
-        """sha256 of describe() (minus the path) and of the config, tokenizer and weight files as loaded."""
-        return make_fingerprint(self.describe(), self._content_hash)
+        """sha256 of describe() (minus the path and the attention kernel) and of the config, tokenizer and
+        weight files as loaded."""
+        described = {k: v for k, v in self.describe().items() if k != "attn_implementation"}
+        return make_fingerprint(described, self._content_hash)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Encode queries, each wrapped with ``format_query(query_task, q)``.

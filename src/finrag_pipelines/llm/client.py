@@ -15,12 +15,12 @@ import json
 import logging
 import math
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Self
 
 import openai
-from typing_extensions import Self
 
 from .config import LLMConfig, resolve_api_key
 
@@ -112,8 +112,8 @@ def parse_retry_after(headers: Any, *, now: float | None = None) -> float | None
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        current = datetime.now(timezone.utc).timestamp() if now is None else now
+            when = when.replace(tzinfo=UTC)
+        current = datetime.now(UTC).timestamp() if now is None else now
         return max(0.0, when.timestamp() - current)
     return max(0.0, value) if math.isfinite(value) else None
 
@@ -169,11 +169,13 @@ def _tool_calls(raw: Any, attempts: int) -> list[dict[str, Any]] | None:
         if not isinstance(arguments, str):  # some servers send the object itself
             arguments = "" if arguments is None else json.dumps(arguments, ensure_ascii=False)
         call_id = call.get("id")
-        calls.append({
-            "id": call_id if isinstance(call_id, str) and call_id else None,
-            "type": "function",
-            "function": {"name": name, "arguments": arguments},
-        })
+        calls.append(
+            {
+                "id": call_id if isinstance(call_id, str) and call_id else None,
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
+        )
     return calls
 
 

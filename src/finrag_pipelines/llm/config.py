@@ -22,6 +22,10 @@ BACKENDS: tuple[str, ...] = ("openai", "keyword")
 """``openai``: any OpenAI-compatible chat-completions server (sglang, vLLM, a hosted API).
 ``keyword``: an offline, deterministic baseline that never calls an LLM (the pipeline implements it)."""
 
+SERVERS: tuple[str, ...] = ("external", "managed")
+"""``external``: ``base_url`` is a server someone runs. ``managed``: the run starts one (``llm_server`` in
+conf, :mod:`finrag_pipelines.llm.managed_server`) and points ``base_url`` at it."""
+
 API_KEY_ENV = "FINRAG_LLM_API_KEY"
 """Environment variable read by :func:`resolve_api_key` when the credentials hold no key."""
 
@@ -59,6 +63,8 @@ class LLMConfig:
         backoff_max_s: Cap on one backoff wait, also on a server's ``Retry-After``.
         max_failure_rate: Share of failed or quarantined requests above which a stage fails.
         max_invalid_retries: Extra generations asked for when a response fails validation.
+        server: ``"external"`` (``base_url`` is running already) or ``"managed"`` (the run starts the server
+            described by ``llm_server`` and routes ``base_url`` to it; see :data:`SERVERS`).
     """
 
     backend: str
@@ -74,6 +80,7 @@ class LLMConfig:
     base_url: str | None = None
     max_tokens: int | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
+    server: str = "external"
 
     def __post_init__(self) -> None:
         """Check every field; coerce YAML ints to floats where a float is meant.
@@ -83,6 +90,8 @@ class LLMConfig:
         """
         if self.backend not in BACKENDS:
             raise LLMConfigError(f"llm.backend must be one of {list(BACKENDS)}, got {self.backend!r}.")
+        if self.server not in SERVERS:
+            raise LLMConfigError(f"llm.server must be one of {list(SERVERS)}, got {self.server!r}.")
         if self.backend == "openai":
             if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
                 raise LLMConfigError(

@@ -138,8 +138,13 @@ def run_chat_batch_ray(
             round_no = 0
             while pending:
                 round_no += 1
-                logger.info("%s: round %d, %d requests to %d Ray actors", desc, round_no, len(pending),
-                            execution.num_actors)
+                logger.info(
+                    "%s: round %d, %d requests to %d Ray actors",
+                    desc,
+                    round_no,
+                    len(pending),
+                    execution.num_actors,
+                )
                 pending = _run_round(ray, run, pending, actor_cls, actor_config, api_key, execution)
     return run.finish()
 
@@ -158,7 +163,9 @@ def _run_round(
         ray,
         {
             "slot": list(range(len(pending))),
-            "messages": [json.dumps(run.requests[index].messages, ensure_ascii=False) for index, *_ in pending],
+            "messages": [
+                json.dumps(run.requests[index].messages, ensure_ascii=False) for index, *_ in pending
+            ],
         },
     ).map_batches(
         actor_cls,
@@ -211,10 +218,19 @@ def run_chat_requests(
     """
     if execution is not None and execution.backend == "ray":
         return run_chat_batch_ray(
-            requests, llm_config=llm_config, credentials=credentials, journal=journal, execution=execution,
-            validate=validate, desc=desc,
+            requests,
+            llm_config=llm_config,
+            credentials=credentials,
+            journal=journal,
+            execution=execution,
+            validate=validate,
+            desc=desc,
         )
     return run_chat_batch(
-        requests, client_factory=client_factory(llm_config, credentials), journal=journal, config=llm_config,
-        validate=validate, desc=desc,
+        requests,
+        client_factory=client_factory(llm_config, credentials),
+        journal=journal,
+        config=llm_config,
+        validate=validate,
+        desc=desc,
     )

@@ -44,13 +44,12 @@ import time
 import weakref
 from array import array
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
-from typing_extensions import Self
 
 from .journal_index import (
     IndexMeta,
@@ -109,7 +108,7 @@ def cache_key(model: str, messages: list[dict[str, Any]], sampling: dict[str, An
 
 def utc_now_iso() -> str:
     """The current UTC time as an ISO-8601 string (second precision), for ``created_at``."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass

@@ -275,8 +275,22 @@ def normalise_text(text: str) -> str:
 
 # "2", "2.", "#2", "No. 2", "编号2", "编号：2", "候选人 2", "第2位", "(2)", "【2】" and "2. <text>": a candidate number
 _NUMBER_LABELS = (
-    "候选提问人", "候选人", "候选角色", "提问人", "角色", "编号", "序号", "选项",
-    "character", "candidate", "persona", "option", "number", "no.", "no", "#",
+    "候选提问人",
+    "候选人",
+    "候选角色",
+    "提问人",
+    "角色",
+    "编号",
+    "序号",
+    "选项",
+    "character",
+    "candidate",
+    "persona",
+    "option",
+    "number",
+    "no.",
+    "no",
+    "#",
 )
 _NUMBERED = re.compile(
     r"^(?:(?:" + "|".join(map(re.escape, _NUMBER_LABELS)) + r")\s*[:：#]?\s*)?(?:第\s*)?"

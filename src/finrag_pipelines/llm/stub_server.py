@@ -12,9 +12,9 @@ or, as a separate process (prints one JSON line with ``base_url`` and ``port`` o
 
     python -m finrag_pipelines.llm.stub_server --port 0 --delay-ms 200 --content '你好'
 
-The server binds 127.0.0.1 only. It answers ``POST /v1/chat/completions`` and ``GET /v1/models``; the
-reply to each request comes from a ``behaviour(body, n) -> Reply`` callable, where ``n`` counts
-requests from 0. Delays are ``await asyncio.sleep``, so slow replies do not hold up others.
+The server binds 127.0.0.1 only. It answers ``POST /v1/chat/completions``, ``GET /v1/models`` and
+``GET /health``; the reply to each request comes from a ``behaviour(body, n) -> Reply`` callable, where ``n``
+counts requests from 0. Delays are ``await asyncio.sleep``, so slow replies do not hold up others.
 
 It speaks OpenAI function calling: a :class:`Reply` with ``tool_calls`` (see :func:`tool_call`) answers
 with ``message.tool_calls`` and ``finish_reason: tool_calls``, and every request's messages are checked the
@@ -38,12 +38,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +287,10 @@ class ScriptedOpenAIServer:
     def _build_app(self) -> FastAPI:
         app = FastAPI(title="ScriptedOpenAIServer", docs_url=None, redoc_url=None, openapi_url=None)
 
+        @app.get("/health")
+        async def health() -> dict[str, str]:  # sglang's readiness endpoint (llm/managed_server.py waits)
+            return {"status": "ok"}
+
         @app.get("/v1/models")
         async def models() -> dict[str, Any]:
             return {
@@ -484,9 +487,27 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="a scripted search agent (stub_agent.search_agent): one search, then an answer citing a passage",
     )
-    parser.add_argument("--model-name", default="stub", help="model id listed by /v1/models")
+    parser.add_argument(
+        "--model-name", "--served-model-name", default="stub", help="model id listed by /v1/models"
+    )
     parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"])
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    # `python -m sglang.launch_server`'s flags, so a managed-server launch (llm_server.module) runs the stub
+    sglang = parser.add_argument_group("sglang launch_server flags (recorded in the first output line)")
+    sglang.add_argument("--model-path", default=None)
+    sglang.add_argument("--host", default=HOST, choices=[HOST], help="the stub binds 127.0.0.1 only")
+    sglang.add_argument("--tp-size", type=int, default=None)
+    sglang.add_argument("--mem-fraction-static", type=float, default=None)
+    sglang.add_argument("--reasoning-parser", default=None)
+    sglang.add_argument("--tool-call-parser", default=None)
+    # for lifecycle tests of a managed server
+    parser.add_argument("--startup-delay-s", type=float, default=0.0, help="wait this long before listening")
+    parser.add_argument(
+        "--spawn-child",
+        action="store_true",
+        help="start a child process that outlives the stub unless its process group is killed "
+        "(as a server's worker processes would)",
+    )
     return parser.parse_args(argv)
 
 
@@ -501,6 +522,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parse_args(argv)
     delay_s = max(0.0, args.delay_ms / 1000.0)
+    if args.spawn_child:
+        import subprocess
+
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    time.sleep(max(0.0, args.startup_delay_s))
     if args.agent:
         from .stub_agent import search_agent
 
@@ -518,7 +544,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_requests=False,
     )
     server.bind()
-    sys.stdout.write(json.dumps({"base_url": server.base_url, "port": server.port}) + "\n")
+    flags = ("model_path", "tp_size", "mem_fraction_static", "reasoning_parser", "tool_call_parser")
+    launch = {k: getattr(args, k) for k in flags}
+    sys.stdout.write(json.dumps({"base_url": server.base_url, "port": server.port, **launch}) + "\n")
     sys.stdout.flush()
     server.serve_forever()
     return 0

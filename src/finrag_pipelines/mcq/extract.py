@@ -132,7 +132,9 @@ def extract_answer(
     reasoning = inside if inside else before
     reasoning_ok = bool(inside) or bool(re.sub(r"[\W_]+", "", before))
 
-    def result(letters: str | None, reason: str, via: str | None, raw: str | None, invalid: str = "") -> Extraction:
+    def result(
+        letters: str | None, reason: str, via: str | None, raw: str | None, invalid: str = ""
+    ) -> Extraction:
         fmt = reason in ("ok",) and n == 1
         return Extraction(letters, n, think, fmt, reasoning_ok, reasoning, via, raw, invalid, reason)
 

@@ -20,7 +20,9 @@ BOX_CLOSE = "}"
 ANSWER_STATEMENT_RE = re.compile(r"\\boxed\s*\{([^{}]*)\}")
 """One answer statement: ``\\boxed{...}`` (the label before it is recommended, not required)."""
 
-FALLBACK_ANSWER_RE = re.compile(r"(?:最终)?答案\s*(?:是|为|应为|应该是)?\s*[:：]?\s*([A-Za-zＡ-Ｚａ-ｚ][A-Za-zＡ-Ｚａ-ｚ\s,，、;；和及与/]*)")
+FALLBACK_ANSWER_RE = re.compile(
+    r"(?:最终)?答案\s*(?:是|为|应为|应该是)?\s*[:：]?\s*([A-Za-zＡ-Ｚａ-ｚ][A-Za-zＡ-Ｚａ-ｚ\s,，、;；和及与/]*)"
+)
 """``答案：AC`` without a box: accepted by evaluation when asked, never counted as the stated format."""
 
 THINK_OPEN = "<think>"
@@ -36,8 +38,17 @@ KIND_RULES: dict[str, str] = {
 
 INSTRUCTION = (
     "以下是一道金融领域的<kind_name>。<kind_rule>请先逐步推理，然后在最后单独一行写出最终答案，"
-    "格式为：" + ANSWER_LABEL + BOX_OPEN + "选项字母" + BOX_CLOSE
-    + "（多个字母按字母顺序连写，例如 " + ANSWER_LABEL + BOX_OPEN + "AC" + BOX_CLOSE + "）。最终答案只写一次。"
+    "格式为："
+    + ANSWER_LABEL
+    + BOX_OPEN
+    + "选项字母"
+    + BOX_CLOSE
+    + "（多个字母按字母顺序连写，例如 "
+    + ANSWER_LABEL
+    + BOX_OPEN
+    + "AC"
+    + BOX_CLOSE
+    + "）。最终答案只写一次。"
 )
 """The fixed Chinese instruction (filled with the kind's name and rule)."""
 
@@ -57,7 +68,9 @@ def parse_options(options: str | Mapping[str, Any]) -> dict[str, str]:
         try:
             options = json.loads(options)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"options must be a JSON object of letter -> text, got {options[:80]!r}") from exc
+            raise ValueError(
+                f"options must be a JSON object of letter -> text, got {options[:80]!r}"
+            ) from exc
     if not isinstance(options, Mapping):
         raise ValueError(f"options must be a mapping of letter -> text, got {type(options).__name__}")  # noqa: TRY004 - callers catch ValueError
     return {str(k): ("" if v is None else str(v)) for k, v in sorted(options.items()) if v is not None}
@@ -77,7 +90,12 @@ def render_prompt(question: str, options: str | Mapping[str, Any], kind: str) ->
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     opts = parse_options(options)
-    lines = [INSTRUCTION.replace("<kind_name>", KIND_NAMES[kind]).replace("<kind_rule>", KIND_RULES[kind]), "", question.strip(), ""]
+    lines = [
+        INSTRUCTION.replace("<kind_name>", KIND_NAMES[kind]).replace("<kind_rule>", KIND_RULES[kind]),
+        "",
+        question.strip(),
+        "",
+    ]
     lines += [f"{letter}. {text.strip()}" for letter, text in opts.items()]
     return "\n".join(lines)
 

@@ -35,7 +35,16 @@ import pandas as pd
 from finrag_pipelines.mcq.extract import extract_answer, normalise_letters
 from finrag_pipelines.mcq.format import dump_options
 
-ITEM_COLUMNS: tuple[str, ...] = ("item_id", "source", "subject", "question", "options", "answer", "kind", "explanation")
+ITEM_COLUMNS: tuple[str, ...] = (
+    "item_id",
+    "source",
+    "subject",
+    "question",
+    "options",
+    "answer",
+    "kind",
+    "explanation",
+)
 """``options`` is a JSON object string (letter -> text); ``answer`` sorted letters; ``explanation`` may be None."""
 REJECT_COLUMNS: tuple[str, ...] = ("source", "file", "line", "item_id", "reason", "detail")
 SOURCE_KINDS: tuple[str, ...] = ("fin_eva_ant", "fin_eva_sufe", "cflue", "chat_jsonl", "generic")
@@ -110,7 +119,16 @@ class _Collector:
         self.rejects: list[dict[str, Any]] = []
 
     def reject(self, line: int | None, item_id: str | None, reason: str, detail: str = "") -> None:
-        self.rejects.append({"source": self.source, "file": self.file, "line": line, "item_id": item_id, "reason": reason, "detail": detail})
+        self.rejects.append(
+            {
+                "source": self.source,
+                "file": self.file,
+                "line": line,
+                "item_id": item_id,
+                "reason": reason,
+                "detail": detail,
+            }
+        )
 
     def add(
         self,
@@ -138,14 +156,24 @@ class _Collector:
             return self.reject(line, item_id, "answer_not_letters", f"answer {raw[:40]!r}")
         unknown = sorted(set(letters) - set(opts))
         if unknown:
-            return self.reject(line, item_id, "answer_letter_not_in_options", f"answer {letters}, options {''.join(opts)}")
+            return self.reject(
+                line, item_id, "answer_letter_not_in_options", f"answer {letters}, options {''.join(opts)}"
+            )
         kind = classify(opts, letters, declared_kind)
         if kind in ("single", "true_false") and len(letters) != 1:
             return self.reject(line, item_id, "kind_answer_mismatch", f"{kind} item with answer {letters}")
-        self.items.append({
-            "item_id": item_id, "source": self.source, "subject": subject, "question": question_text,
-            "options": dump_options(opts), "answer": letters, "kind": kind, "explanation": clean_explanation(explanation),
-        })
+        self.items.append(
+            {
+                "item_id": item_id,
+                "source": self.source,
+                "subject": subject,
+                "question": question_text,
+                "options": dump_options(opts),
+                "answer": letters,
+                "kind": kind,
+                "explanation": clean_explanation(explanation),
+            }
+        )
 
     def result(self) -> LoadResult:
         return LoadResult.from_rows(self.items, self.rejects)
@@ -160,7 +188,9 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise McqLoadError(f"{path}: line {line}: not UTF-8 ({exc.reason}); re-save the file as UTF-8.") from exc
+        raise McqLoadError(
+            f"{path}: line {line}: not UTF-8 ({exc.reason}); re-save the file as UTF-8."
+        ) from exc
 
 
 def _csv_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
@@ -206,7 +236,12 @@ def _fin_eva_csv(path: Path, root: Path, source: str, subject: str, explain: boo
     for line, row in rows:
         item_id = f"{source}:{rel.rsplit('.', 1)[0]}:{row['id'].strip()}"
         if not letters:
-            out.reject(line, item_id, "no_options", "file has no option columns (a judgement/generation task, not multiple choice)")
+            out.reject(
+                line,
+                item_id,
+                "no_options",
+                "file has no option columns (a judgement/generation task, not multiple choice)",
+            )
             continue
         if "answer" not in header:
             out.reject(line, item_id, "no_answer_column", "unlabelled test file")
@@ -215,8 +250,12 @@ def _fin_eva_csv(path: Path, root: Path, source: str, subject: str, explain: boo
         if row.get("context", "").strip():
             question = f"{row['context'].strip()}\n\n{question.strip()}"
         out.add(
-            line=line, item_id=item_id, subject=subject, question=question,
-            options={k: row[k] for k in letters}, answer=row["answer"],
+            line=line,
+            item_id=item_id,
+            subject=subject,
+            question=question,
+            options={k: row[k] for k in letters},
+            answer=row["answer"],
             explanation=row.get("explanation") if explain else None,
         )
     return out.result()
@@ -235,7 +274,8 @@ def read_fin_eva_ant(root: str | Path, source: str = "fin_eva_ant") -> LoadResul
     """Fin-Eva ``Ant/<category>/<task>.csv`` files under ``root`` (subject = ``category/task``)."""
     root = Path(root)
     parts = [
-        _fin_eva_csv(f, root, source, f"{f.parent.name}/{f.stem}", explain=False) for f in _csv_files(root, "*/*.csv")
+        _fin_eva_csv(f, root, source, f"{f.parent.name}/{f.stem}", explain=False)
+        for f in _csv_files(root, "*/*.csv")
     ]
     return LoadResult.concat(parts)
 
@@ -287,9 +327,14 @@ def read_cflue(path: str | Path, source: str = "cflue") -> LoadResult:
             out.reject(n, item_id, "unparsable_choices", str(exc)[:80])
             continue
         out.add(
-            line=n, item_id=item_id, subject=str(rec.get("名称") or ""), question=rec.get("question"),
+            line=n,
+            item_id=item_id,
+            subject=str(rec.get("名称") or ""),
+            question=rec.get("question"),
             options={unicodedata.normalize("NFKC", str(k)).strip().upper(): v for k, v in choices.items()},
-            answer=rec.get("answer"), explanation=rec.get("analysis"), declared_kind=declared,
+            answer=rec.get("answer"),
+            explanation=rec.get("analysis"),
+            declared_kind=declared,
         )
     return out.result()
 
@@ -302,7 +347,11 @@ def split_question_options(text: str) -> tuple[str, dict[str, str]]:
         match = _OPTION_LINE.match(line)
         if match:
             letter = unicodedata.normalize("NFKC", match.group(1)).upper()
-            if letter not in options and (not options or letter == chr(ord(max(options)) + 1)) and (options or letter == "A"):
+            if (
+                letter not in options
+                and (not options or letter == chr(ord(max(options)) + 1))
+                and (options or letter == "A")
+            ):
                 options[letter] = match.group(2)
                 continue
         if options:  # text after the options (e.g. an instruction) is not part of the stem
@@ -328,8 +377,16 @@ def read_chat_jsonl(path: str | Path, source: str) -> LoadResult:
         if not isinstance(messages, list):
             out.reject(n, item_id, "no_messages", "expected {'messages': [...]}")
             continue
-        users = [m.get("content") for m in messages if isinstance(m, dict) and str(m.get("role", "")).lower() in ("user", "human")]
-        bots = [m.get("content") for m in messages if isinstance(m, dict) and str(m.get("role", "")).lower() == "assistant"]
+        users = [
+            m.get("content")
+            for m in messages
+            if isinstance(m, dict) and str(m.get("role", "")).lower() in ("user", "human")
+        ]
+        bots = [
+            m.get("content")
+            for m in messages
+            if isinstance(m, dict) and str(m.get("role", "")).lower() == "assistant"
+        ]
         if not users or not bots or not isinstance(users[-1], str) or not isinstance(bots[-1], str):
             out.reject(n, item_id, "missing_user_or_assistant")
             continue
@@ -342,7 +399,15 @@ def read_chat_jsonl(path: str | Path, source: str) -> LoadResult:
             out.reject(n, item_id, "no_answer_in_assistant", found.reason)
             continue
         explanation = found.reasoning if found.think == "closed" else None
-        out.add(line=n, item_id=item_id, subject=source, question=stem, options=options, answer=found.letters, explanation=explanation)
+        out.add(
+            line=n,
+            item_id=item_id,
+            subject=source,
+            question=stem,
+            options=options,
+            answer=found.letters,
+            explanation=explanation,
+        )
     return out.result()
 
 
@@ -368,4 +433,6 @@ def load_source(spec: SourceSpec) -> LoadResult:
                 f"source {spec.name!r}: kind generic needs a columns mapping (question, options, answer)"
             )
         return read_generic(spec.path, spec.name, spec.columns)
-    raise McqLoadError(f"source {spec.name!r}: unknown kind {spec.kind!r}; expected one of {list(SOURCE_KINDS)}")
+    raise McqLoadError(
+        f"source {spec.name!r}: unknown kind {spec.kind!r}; expected one of {list(SOURCE_KINDS)}"
+    )

@@ -31,7 +31,9 @@ class RecordSchemaError(ValueError):
     """A verl row does not have the expected shape; the message names the row and field."""
 
 
-def build_sft_rows(items: pd.DataFrame, *, target_style: str, missing_explanation: str) -> tuple[pd.DataFrame, int]:
+def build_sft_rows(
+    items: pd.DataFrame, *, target_style: str, missing_explanation: str
+) -> tuple[pd.DataFrame, int]:
     """SFT rows (``item_id``, ``messages``) from items.
 
     Args:
@@ -43,7 +45,9 @@ def build_sft_rows(items: pd.DataFrame, *, target_style: str, missing_explanatio
         ``(rows, n_excluded_without_explanation)``.
     """
     if missing_explanation not in ("answer_only", "exclude"):
-        raise ValueError(f"missing_explanation must be 'answer_only' or 'exclude', got {missing_explanation!r}")
+        raise ValueError(
+            f"missing_explanation must be 'answer_only' or 'exclude', got {missing_explanation!r}"
+        )
     has = items["explanation"].notna()
     use = items if missing_explanation == "answer_only" else items[has]
     rows = [
@@ -63,16 +67,23 @@ def build_rl_rows(items: pd.DataFrame, split: str) -> pd.DataFrame:
     """RL rows in verl's schema; ``extra_info`` carries what the reward needs (never the explanation)."""
     rows = []
     for index, r in enumerate(items.itertuples(index=False)):
-        rows.append({
-            "data_source": DATA_SOURCE,
-            "prompt": [{"role": "user", "content": render_prompt(r.question, r.options, r.kind)}],
-            "ability": ABILITY,
-            "reward_model": {"style": "rule", "ground_truth": r.answer},
-            "extra_info": {
-                "index": index, "item_id": r.item_id, "split": split, "kind": r.kind,
-                "options": r.options, "question": r.question, "source": r.source,
-            },
-        })
+        rows.append(
+            {
+                "data_source": DATA_SOURCE,
+                "prompt": [{"role": "user", "content": render_prompt(r.question, r.options, r.kind)}],
+                "ability": ABILITY,
+                "reward_model": {"style": "rule", "ground_truth": r.answer},
+                "extra_info": {
+                    "index": index,
+                    "item_id": r.item_id,
+                    "split": split,
+                    "kind": r.kind,
+                    "options": r.options,
+                    "question": r.question,
+                    "source": r.source,
+                },
+            }
+        )
     return pd.DataFrame(rows, columns=list(RL_COLUMNS))
 
 
@@ -80,10 +91,19 @@ def _messages(value: Any, where: str, roles: Sequence[str]) -> list[dict[str, An
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if not isinstance(value, list) or len(value) != len(roles):
-        raise RecordSchemaError(f"{where}: expected a list of {len(roles)} messages, got {type(value).__name__}")
+        raise RecordSchemaError(
+            f"{where}: expected a list of {len(roles)} messages, got {type(value).__name__}"
+        )
     for i, (msg, role) in enumerate(zip(value, roles)):
-        if not isinstance(msg, Mapping) or msg.get("role") != role or not isinstance(msg.get("content"), str) or not msg["content"].strip():
-            raise RecordSchemaError(f"{where}[{i}]: expected {{'role': {role!r}, 'content': <non-empty str>}}, got {msg!r:.120}")
+        if (
+            not isinstance(msg, Mapping)
+            or msg.get("role") != role
+            or not isinstance(msg.get("content"), str)
+            or not msg["content"].strip()
+        ):
+            raise RecordSchemaError(
+                f"{where}[{i}]: expected {{'role': {role!r}, 'content': <non-empty str>}}, got {msg!r:.120}"
+            )
     return value
 
 
@@ -97,7 +117,9 @@ def validate_sft_rows(rows: pd.DataFrame) -> None:
     if missing:
         raise RecordSchemaError(f"SFT rows lack column(s) {missing}; columns are {list(rows.columns)}")
     if rows["item_id"].duplicated().any():
-        raise RecordSchemaError(f"SFT rows: duplicated item_id {rows.loc[rows['item_id'].duplicated(), 'item_id'].iloc[0]}")
+        raise RecordSchemaError(
+            f"SFT rows: duplicated item_id {rows.loc[rows['item_id'].duplicated(), 'item_id'].iloc[0]}"
+        )
     for i, value in enumerate(rows["messages"]):
         _messages(value, f"SFT row {i} messages", ("user", "assistant"))
 
@@ -117,18 +139,28 @@ def validate_rl_rows(rows: pd.DataFrame) -> None:
             raise RecordSchemaError(f"{where} data_source: expected a non-empty string")
         _messages(row.prompt, f"{where} prompt", ("user",))
         rm = row.reward_model
-        if not isinstance(rm, Mapping) or rm.get("style") != "rule" or not isinstance(rm.get("ground_truth"), str):
-            raise RecordSchemaError(f"{where} reward_model: expected {{'style': 'rule', 'ground_truth': str}}, got {rm!r}")
+        if (
+            not isinstance(rm, Mapping)
+            or rm.get("style") != "rule"
+            or not isinstance(rm.get("ground_truth"), str)
+        ):
+            raise RecordSchemaError(
+                f"{where} reward_model: expected {{'style': 'rule', 'ground_truth': str}}, got {rm!r}"
+            )
         truth = rm["ground_truth"]
         info = row.extra_info
         if not isinstance(info, Mapping) or any(k not in info for k in EXTRA_INFO_KEYS):
-            raise RecordSchemaError(f"{where} extra_info: expected keys {list(EXTRA_INFO_KEYS)}, got {info!r:.160}")
+            raise RecordSchemaError(
+                f"{where} extra_info: expected keys {list(EXTRA_INFO_KEYS)}, got {info!r:.160}"
+            )
         try:
             options = parse_options(info["options"])
         except ValueError as exc:
             raise RecordSchemaError(f"{where} extra_info.options: {exc}") from exc
         if normalise_letters(truth) != truth or not truth or set(truth) - set(options):
-            raise RecordSchemaError(f"{where} reward_model.ground_truth {truth!r}: not sorted letters among options {''.join(options)}")
+            raise RecordSchemaError(
+                f"{where} reward_model.ground_truth {truth!r}: not sorted letters among options {''.join(options)}"
+            )
 
 
 def load_tokenizer(path: str | None) -> Any:
@@ -140,7 +172,9 @@ def load_tokenizer(path: str | None) -> Any:
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
-def chat_lengths(chats: Iterable[Any], tokenizer: Any | None, *, add_generation_prompt: bool) -> tuple[np.ndarray, str]:
+def chat_lengths(
+    chats: Iterable[Any], tokenizer: Any | None, *, add_generation_prompt: bool
+) -> tuple[np.ndarray, str]:
     """Length of each chat after the chat template: tokens with a tokenizer, else characters.
 
     Returns:
@@ -158,7 +192,9 @@ def chat_lengths(chats: Iterable[Any], tokenizer: Any | None, *, add_generation_
     return np.array(lengths, dtype=np.int64), "tokens"
 
 
-def limit_lengths(rows: pd.DataFrame, lengths: np.ndarray, max_length: int, truncation: str) -> tuple[pd.DataFrame, dict[str, int]]:
+def limit_lengths(
+    rows: pd.DataFrame, lengths: np.ndarray, max_length: int, truncation: str
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """Apply the length policy.
 
     ``drop`` removes over-long rows; ``right`` keeps them and counts them: verl cuts them at load time
@@ -176,12 +212,19 @@ def limit_lengths(rows: pd.DataFrame, lengths: np.ndarray, max_length: int, trun
     return rows.reset_index(drop=True), counts
 
 
-def describe_lengths(lengths: np.ndarray, unit: str, thresholds: Sequence[int] = (256, 512, 1024, 2048, 4096)) -> dict[str, Any]:
+def describe_lengths(
+    lengths: np.ndarray, unit: str, thresholds: Sequence[int] = (256, 512, 1024, 2048, 4096)
+) -> dict[str, Any]:
     """Summary statistics of lengths (mean, percentiles, counts over thresholds)."""
     if len(lengths) == 0:
         return {"unit": unit, "n": 0}
     arr = np.asarray(lengths, dtype=float)
-    stats: dict[str, Any] = {"unit": unit, "n": len(arr), "mean": round(float(arr.mean()), 1), "max": int(arr.max())}
+    stats: dict[str, Any] = {
+        "unit": unit,
+        "n": len(arr),
+        "mean": round(float(arr.mean()), 1),
+        "max": int(arr.max()),
+    }
     stats.update({f"p{q}": float(np.percentile(arr, q)) for q in (50, 90, 95, 99)})
     stats["over"] = {str(t): int((arr > t).sum()) for t in thresholds}
     return stats
@@ -189,5 +232,3 @@ def describe_lengths(lengths: np.ndarray, unit: str, thresholds: Sequence[int] =
 
 def tokenizer_name(path: str | None) -> str:
     return "characters (tokenizer_path is null)" if path is None else str(path)
-
-

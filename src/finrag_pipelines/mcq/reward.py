@@ -55,7 +55,13 @@ CONFIG_ENV = "FINRAG_MCQ_REWARD_CONFIG"
 
 COMPONENTS: tuple[str, ...] = ("format", "correctness", "process")
 MCQ_VERL_KEYS: tuple[str, ...] = (
-    "score", "acc", "format", "correctness", "process", "judge_failed", "answer_statements",
+    "score",
+    "acc",
+    "format",
+    "correctness",
+    "process",
+    "judge_failed",
+    "answer_statements",
 )
 """The keys of :meth:`RewardResult.as_verl_dict`."""
 
@@ -105,7 +111,9 @@ class JudgeConfig:
             )
         chars = data.get("max_reasoning_chars", 4000)
         if not isinstance(chars, int) or chars < 100:
-            raise RewardConfigError(f"reward.judge.max_reasoning_chars must be an integer >= 100, got {chars!r}")
+            raise RewardConfigError(
+                f"reward.judge.max_reasoning_chars must be an integer >= 100, got {chars!r}"
+            )
         return cls(enabled=enabled, llm=llm_config, max_reasoning_chars=chars)
 
 
@@ -139,13 +147,20 @@ class RewardConfig:
             return data
         if not isinstance(data, Mapping):
             raise RewardConfigError(f"the reward config must be a mapping, got {type(data).__name__}")
-        _check_keys(data, {f.name for f in fields(cls)}, {"weights", "partial_credit", "allow_fallback"}, "reward")
+        _check_keys(
+            data, {f.name for f in fields(cls)}, {"weights", "partial_credit", "allow_fallback"}, "reward"
+        )
         weights = data["weights"]
         if not isinstance(weights, Mapping) or set(weights) != set(COMPONENTS):
             raise RewardConfigError(f"reward.weights must give exactly {list(COMPONENTS)}, got {weights!r}")
         clean: dict[str, float] = {}
         for name, value in weights.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value < 0
+                or not math.isfinite(value)
+            ):
                 raise RewardConfigError(f"reward.weights.{name} must be a number >= 0, got {value!r}")
             clean[name] = float(value)
         if clean["format"] + clean["correctness"] <= 0:
@@ -154,7 +169,9 @@ class RewardConfig:
         if isinstance(partial, bool) or not isinstance(partial, (int, float)) or not 0 <= partial < 1:
             raise RewardConfigError(f"reward.partial_credit must be a number in [0, 1), got {partial!r}")
         if not isinstance(data["allow_fallback"], bool):
-            raise RewardConfigError(f"reward.allow_fallback must be true or false, got {data['allow_fallback']!r}")
+            raise RewardConfigError(
+                f"reward.allow_fallback must be true or false, got {data['allow_fallback']!r}"
+            )
         judge = data.get("judge") or {"enabled": False}
         judge_cfg = judge if isinstance(judge, JudgeConfig) else JudgeConfig.from_mapping(judge)
         block = data.get("search_qa")
@@ -163,8 +180,11 @@ class RewardConfig:
         except ValueError as exc:
             raise RewardConfigError(str(exc)) from exc
         return cls(
-            weights=clean, partial_credit=float(partial), allow_fallback=data["allow_fallback"],
-            judge=judge_cfg, search_qa=search_cfg,
+            weights=clean,
+            partial_credit=float(partial),
+            allow_fallback=data["allow_fallback"],
+            judge=judge_cfg,
+            search_qa=search_cfg,
         )
 
 
@@ -186,7 +206,9 @@ def _load_config_file(path: str) -> RewardConfig:
     return RewardConfig.from_mapping(data)
 
 
-def resolve_config(config: RewardConfig | Mapping[str, Any] | None = None, config_path: str | None = None) -> RewardConfig:
+def resolve_config(
+    config: RewardConfig | Mapping[str, Any] | None = None, config_path: str | None = None
+) -> RewardConfig:
     """The config to use: ``config``, else the file ``config_path``, else ``$FINRAG_MCQ_REWARD_CONFIG``.
 
     Raises:
@@ -227,9 +249,14 @@ class RewardResult:
     def as_dict(self) -> dict[str, Any]:
         """Full result (strings and ``None`` included), for our own evaluation and tests."""
         return {
-            "score": self.score, "format": self.format, "correctness": self.correctness,
-            "process": self.process, "judge_status": self.judge_status, "judge_error": self.judge_error,
-            "pred": self.extraction.letters or "", "extract_reason": self.extraction.reason,
+            "score": self.score,
+            "format": self.format,
+            "correctness": self.correctness,
+            "process": self.process,
+            "judge_status": self.judge_status,
+            "judge_error": self.judge_error,
+            "pred": self.extraction.letters or "",
+            "extract_reason": self.extraction.reason,
             "n_answer_statements": self.extraction.n_answer_statements,
         }
 
@@ -247,7 +274,9 @@ class RewardResult:
         }
 
 
-def _item_fields(ground_truth: Any, extra_info: Mapping[str, Any] | None) -> tuple[str, dict[str, str] | None, str, str]:
+def _item_fields(
+    ground_truth: Any, extra_info: Mapping[str, Any] | None
+) -> tuple[str, dict[str, str] | None, str, str]:
     info = dict(extra_info or {})
     if isinstance(ground_truth, Mapping):  # reward_model dict passed whole
         ground_truth = ground_truth.get("ground_truth")
@@ -278,11 +307,20 @@ def _combine(components: dict[str, float | None], weights: Mapping[str, float]) 
     return sum(weights[k] * v for k, v in used.items()) / total
 
 
-def judge_messages(question: str, options: Mapping[str, str] | None, truth: str, reasoning: str, answer: str | None, max_chars: int) -> list[dict[str, str]]:
+def judge_messages(
+    question: str,
+    options: Mapping[str, str] | None,
+    truth: str,
+    reasoning: str,
+    answer: str | None,
+    max_chars: int,
+) -> list[dict[str, str]]:
     """The judge's chat messages (no reference explanation in them)."""
     shown = reasoning if len(reasoning) <= max_chars else reasoning[:max_chars] + "……（推理过长，已截断）"
     opts = "\n".join(f"{k}. {v}" for k, v in (options or {}).items()) or "（无）"
-    user = JUDGE_TEMPLATE.format(question=question or "（缺失）", options=opts, truth=truth, reasoning=shown, answer=answer or "未给出")
+    user = JUDGE_TEMPLATE.format(
+        question=question or "（缺失）", options=opts, truth=truth, reasoning=shown, answer=answer or "未给出"
+    )
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -291,7 +329,9 @@ async def score_response_async(
 ) -> RewardResult:
     """Score one response (the judge call, if enabled, awaited here)."""
     truth, options, kind, question = _item_fields(ground_truth, extra_info)
-    extraction = extract_answer(solution_str, options.keys() if options else None, allow_fallback=config.allow_fallback)
+    extraction = extract_answer(
+        solution_str, options.keys() if options else None, allow_fallback=config.allow_fallback
+    )
     letters = extraction.letters if (extraction.via == "boxed" or config.allow_fallback) else None
     checks = (extraction.format_ok, extraction.reasoning_ok, extraction.think != "unterminated")
     fmt = sum(checks) / len(checks)
@@ -303,7 +343,9 @@ async def score_response_async(
             process, status = 0.0, "skipped_no_reasoning"  # the model's failure, not the judge's
         else:
             assert config.judge.llm is not None
-            messages = judge_messages(question, options, truth, extraction.reasoning, letters, config.judge.max_reasoning_chars)
+            messages = judge_messages(
+                question, options, truth, extraction.reasoning, letters, config.judge.max_reasoning_chars
+            )
             process, error = await judge_reasoning(messages, config.judge.llm)
             status = "ok" if process is not None else "failed"
     score = _combine({"format": fmt, "correctness": correct, "process": process}, config.weights)
@@ -331,9 +373,16 @@ def _run(coro: Any) -> Any:
     return box["value"]
 
 
-def score_response(solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None, config: RewardConfig | Mapping[str, Any]) -> RewardResult:
+def score_response(
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: Mapping[str, Any] | None,
+    config: RewardConfig | Mapping[str, Any],
+) -> RewardResult:
     """Synchronous :func:`score_response_async` (for evaluation and tests)."""
-    return _run(score_response_async(solution_str, ground_truth, extra_info, RewardConfig.from_mapping(config)))
+    return _run(
+        score_response_async(solution_str, ground_truth, extra_info, RewardConfig.from_mapping(config))
+    )
 
 
 def _verl_keys(values: dict[str, float], config: RewardConfig) -> dict[str, float]:
@@ -386,7 +435,9 @@ def compute_score(
         ValueError: A row whose ground truth is not option letters.
     """
     if unexpected:
-        raise RewardConfigError(f"compute_score got unknown keyword(s) {sorted(unexpected)}; allowed: config, config_path")
+        raise RewardConfigError(
+            f"compute_score got unknown keyword(s) {sorted(unexpected)}; allowed: config, config_path"
+        )
     # reward_router_address / reward_model_tokenizer: what verl's reward managers add when a reward model is
     # served; this rule-based reward does not use them
     cfg = resolve_config(config, config_path)

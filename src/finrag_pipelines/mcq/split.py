@@ -42,7 +42,9 @@ def question_key(question: str) -> str:
 def item_key(question: str, options: str | Mapping[str, str]) -> str:
     """Hash of the normalised question plus the normalised option texts in letter order (the dedup unit)."""
     opts = parse_options(options)
-    joined = normalise_text(question) + "\x1f" + "\x1e".join(normalise_text(t) for _, t in sorted(opts.items()))
+    joined = (
+        normalise_text(question) + "\x1f" + "\x1e".join(normalise_text(t) for _, t in sorted(opts.items()))
+    )
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:20]
 
 
@@ -72,13 +74,16 @@ def deduplicate(items: pd.DataFrame, source_order: Sequence[str]) -> tuple[pd.Da
     ordered = table.sort_values(["_key", "_no_expl", "_src", "_pos"], kind="stable")
     first = ordered.drop_duplicates("_key", keep="first").set_index("_key")
     dup = ordered[ordered.duplicated("_key", keep="first")]
-    dropped = pd.DataFrame({
-        "item_id": dup["item_id"].to_numpy(),
-        "source": dup["source"].to_numpy(),
-        "kept_item_id": first.loc[dup["_key"], "item_id"].to_numpy(),
-        "kept_source": first.loc[dup["_key"], "source"].to_numpy(),
-        "same_answer": (first.loc[dup["_key"], "answer"].to_numpy() == dup["answer"].to_numpy()),
-    }, columns=list(DUPLICATE_COLUMNS))
+    dropped = pd.DataFrame(
+        {
+            "item_id": dup["item_id"].to_numpy(),
+            "source": dup["source"].to_numpy(),
+            "kept_item_id": first.loc[dup["_key"], "item_id"].to_numpy(),
+            "kept_source": first.loc[dup["_key"], "source"].to_numpy(),
+            "same_answer": (first.loc[dup["_key"], "answer"].to_numpy() == dup["answer"].to_numpy()),
+        },
+        columns=list(DUPLICATE_COLUMNS),
+    )
     kept = table[table["item_id"].isin(set(first["item_id"]))].sort_values("_pos")
     return kept.drop(columns=["_key", "_no_expl", "_src", "_pos"]).reset_index(drop=True), dropped
 
@@ -105,7 +110,9 @@ def check_fractions(fractions: Mapping[str, float]) -> None:
     if set(fractions) != set(SPLITS) or any(not 0 <= float(v) <= 1 for v in fractions.values()):
         raise ValueError(f"split fractions must give {list(SPLITS)} in [0, 1], got {dict(fractions)}")
     if abs(sum(float(v) for v in fractions.values()) - 1.0) > 1e-9:
-        raise ValueError(f"split fractions must sum to 1, got {dict(fractions)} (sum {sum(fractions.values())})")
+        raise ValueError(
+            f"split fractions must sum to 1, got {dict(fractions)} (sum {sum(fractions.values())})"
+        )
 
 
 def split_items(
@@ -135,6 +142,8 @@ def split_items(
 
 def holdout_slice(keys: Sequence[str], size: int, seed: int) -> list[bool]:
     """Mark the ``size`` keys with the smallest seeded hash: a stable validation slice (``True`` = held out)."""
-    ranks = sorted(range(len(keys)), key=lambda i: hashlib.sha256(f"{seed}\x1fholdout\x1f{keys[i]}".encode()).hexdigest())
+    ranks = sorted(
+        range(len(keys)), key=lambda i: hashlib.sha256(f"{seed}\x1fholdout\x1f{keys[i]}".encode()).hexdigest()
+    )
     chosen = set(ranks[: max(0, min(size, len(keys)))])
     return [i in chosen for i in range(len(keys))]

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from finrag_pipelines.embedding.fingerprint import hash_model_folder, make_fingerprint
+from finrag_pipelines.kernels import KernelChoice
 from finrag_pipelines.rerank import loading
 from finrag_pipelines.rerank.formats import BODY_TEMPLATE, PREFIX, SUFFIX, QwenRerankPrompt
 from finrag_pipelines.rerank.interfaces import check_pairs
@@ -87,10 +88,14 @@ class CausalLMReranker:
         self._name = name or self._folder.name
         self._progress = progress
         self._content_hash = hash_model_folder(self._folder)
+        # flash-attn 2 on a GPU with bf16/fp16 weights when it imports, else sdpa; logged and in describe()
+        self._kernels: KernelChoice = loading.choose_reranker_kernels(self._name, self.device, self.dtype)
         self._tokenizer = loading.load_tokenizer(self._folder, "left")
         self._yes, self._no = (self._answer_token(t) for t in ("yes", "no"))
         self.prompt = QwenRerankPrompt(self._tokenizer, instruction, max_length)
-        self._model = loading.load_model(self._folder, AutoModelForCausalLM, self.dtype, self.device)
+        self._model = loading.load_model(
+            self._folder, AutoModelForCausalLM, self.dtype, self.device, self._kernels.attn_implementation
+        )
         self._architecture = str(getattr(self._model.config, "model_type", type(self._model).__name__))
         logger.info(
             "loaded causal-LM reranker %s (%s) on %s as %s",
@@ -142,12 +147,22 @@ class CausalLMReranker:
             "max_length": self.max_length,
             "padding_side": "left",
             "dtype": self.dtype,
+            # which attention kernel ran (kernels.choose_kernels); recorded, not fingerprinted: flash-attn and
+            # sdpa agree up to rounding
+            "attn_implementation": self._kernels.attn_implementation,
         }
 
     @property
+    def kernels(self) -> KernelChoice:
+        """The attention kernel this reranker runs with, and why."""
+        return self._kernels
+
+    @property
     def fingerprint(self) -> str:
-        """sha256 of describe() (minus the path) and of the config, tokenizer and weight files as loaded."""
-        return make_fingerprint(self.describe(), self._content_hash)
+        """sha256 of describe() (minus the path and the attention kernel) and of the config, tokenizer and
+        weight files as loaded."""
+        described = {k: v for k, v in self.describe().items() if k != "attn_implementation"}
+        return make_fingerprint(described, self._content_hash)
 
     def encode_pair(self, query: str, passage: str) -> list[int]:
         """The prompt's token ids for one pair (body cut from the right to fit ``max_length``)."""

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from finrag_pipelines.kernels import KernelChoice, choose_kernels
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -89,12 +91,24 @@ def load_tokenizer(folder: Path, padding_side: str) -> Any:
     return tokenizer
 
 
-def load_model(folder: Path, auto_class: Any, dtype: str, device: str) -> Any:
-    """``auto_class.from_pretrained(folder)`` in ``dtype`` on ``device``, in eval mode."""
+def choose_reranker_kernels(name: str, device: str, dtype: str) -> KernelChoice:
+    """The attention kernel a reranker loads with: flash-attn 2 on CUDA with bf16/fp16 weights when it
+    imports, else sdpa (:func:`~finrag_pipelines.kernels.choose_kernels`, logged with the reason)."""
+    return choose_kernels(f"reranker {name}", gpu=device == "cuda", dtype=dtype)
+
+
+def load_model(folder: Path, auto_class: Any, dtype: str, device: str, attn_implementation: str) -> Any:
+    """``auto_class.from_pretrained(folder)`` in ``dtype`` with ``attn_implementation`` on ``device``, in eval
+    mode."""
     import torch
 
     try:
-        model = auto_class.from_pretrained(str(folder), local_files_only=True, dtype=getattr(torch, dtype))
+        model = auto_class.from_pretrained(
+            str(folder),
+            local_files_only=True,
+            dtype=getattr(torch, dtype),
+            attn_implementation=attn_implementation,
+        )
     except Exception as exc:
         raise ValueError(
             f"could not load a {auto_class.__name__} from {folder} ({type(exc).__name__}: {exc}); put a "

@@ -14,7 +14,7 @@ import mmap
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -169,7 +169,7 @@ class DenseIndex:
             "num_docs": len(ids),
             "index_type": index_type,
             "corpus_hash": corpus_hash,
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if index_type == "hnsw":
             meta["hnsw"] = {"m": hnsw_m, "ef_search": ef_search, "ef_construction": ef_construction}

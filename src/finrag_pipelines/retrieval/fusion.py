@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -14,11 +14,15 @@ def _check_aligned(runs: Sequence[Run]) -> int:
         raise ValueError("fusion needs at least one run")
     sizes = {len(run) for run in runs}
     if len(sizes) != 1:
-        raise ValueError(f"runs cover different numbers of queries: {sorted(sizes)}; fuse runs of the same queries")
+        raise ValueError(
+            f"runs cover different numbers of queries: {sorted(sizes)}; fuse runs of the same queries"
+        )
     return sizes.pop()
 
 
-def rrf(runs: Sequence[Run], k: int = 60, weights: Sequence[float] | None = None, depth: int | None = None) -> Run:
+def rrf(
+    runs: Sequence[Run], k: int = 60, weights: Sequence[float] | None = None, depth: int | None = None
+) -> Run:
     """Reciprocal rank fusion: ``score(d) = Σ_i w_i / (k + rank_i(d))`` with ranks starting at 1.
 
     Args:

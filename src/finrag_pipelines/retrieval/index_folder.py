@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from finrag_pipelines.retrieval.types import IndexMismatchError
 
@@ -45,7 +46,9 @@ def read_meta_and_ids(
         meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
         doc_ids = json.loads((source / DOC_IDS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise IndexMismatchError(f"{label} index folder {source} has unreadable JSON ({exc}); {REBUILD_HINT}.") from exc
+        raise IndexMismatchError(
+            f"{label} index folder {source} has unreadable JSON ({exc}); {REBUILD_HINT}."
+        ) from exc
     if not isinstance(meta, dict) or meta.get("kind") != kind:
         found = meta.get("kind") if isinstance(meta, dict) else None
         raise IndexMismatchError(

@@ -1,6 +1,7 @@
 """The index interfaces every backend implements: a lexical index and a vector index.
 
-Lexical: bm25s (:class:`~finrag_pipelines.retrieval.bm25.index.BM25Index`) and Milvus BM25
+Lexical: bm25s (:class:`~finrag_pipelines.retrieval.bm25.index.BM25Index`), Lucene via pyserini
+(:class:`~finrag_pipelines.retrieval.lucene.index.LuceneBM25Index`) and Milvus BM25
 (:class:`~finrag_pipelines.retrieval.milvus.bm25.MilvusBM25Index`). Vector: FAISS
 (:class:`~finrag_pipelines.retrieval.dense.DenseIndex`) and Milvus
 (:class:`~finrag_pipelines.retrieval.milvus.dense.MilvusDenseIndex`). Code that searches an index (the
@@ -13,14 +14,17 @@ The members are the ones those callers use:
 * :class:`LexicalIndex` (a :class:`~.types.Retriever`): ``name``, ``meta``, ``num_docs``, ``doc_ids``,
   ``tokenizer``, ``search(queries, k)``, ``search_tokens(queries_tokens, k)``, ``check_compatible(hash)``.
 * :class:`TermScoringIndex`: a lexical index that also gives ``get_scores(tokens)``, the score of every
-  document for one query (negative mining reads the positive's own BM25 score from it). Only bm25s has it.
+  document for one query (negative mining reads the positive's own BM25 score from it): bm25s, and Lucene
+  without RM3.
 * :class:`VectorIndex`: ``meta``, ``num_docs``, ``doc_ids``, ``dim``, ``search_vectors(qvecs, k)``,
   ``check_compatible(corpus_hash=, encoder=)``.
 
 A backend that cannot provide a member declares it in a class attribute ``UNSUPPORTED`` (member → why, and
 what to use instead); :func:`require_term_scores` turns that into an :class:`IndexCapabilityError` naming
-the backend. The checks here look at the class, never at instance attributes, so they never trigger a
-property that asks a server (``runtime_checkable`` ``isinstance`` would, on Python < 3.12).
+the backend. A backend whose ``get_scores`` depends on how an index was built also defines the method
+``term_scores_unavailable(self) -> str | None`` (the reason, or ``None``), asked the same way. The checks
+here look at the class, never at instance attributes, so they never trigger a property that asks a server
+(``runtime_checkable`` ``isinstance`` would, on Python < 3.12).
 
 Kedro-free library module.
 """
@@ -143,10 +147,15 @@ def require_term_scores(index: LexicalIndex, purpose: str) -> TermScoringIndex:
         IndexCapabilityError: If the backend has no ``get_scores``.
     """
     if callable(getattr(type(index), "get_scores", None)):
-        return index  # type: ignore[return-value]  # checked on the class just above
-    why = unsupported(index).get(
-        "get_scores", "use a lexical index that implements TermScoringIndex (the bm25s BM25Index)"
-    )
+        ask = getattr(type(index), "term_scores_unavailable", None)
+        why_not = ask(index) if callable(ask) else None
+        if why_not is None:
+            return index  # type: ignore[return-value]  # checked on the class just above
+        why = str(why_not)
+    else:
+        why = unsupported(index).get(
+            "get_scores", "use a lexical index that implements TermScoringIndex (the bm25s BM25Index)"
+        )
     raise IndexCapabilityError(
         f"{purpose} needs get_scores (the score of every document for one query), which the lexical index "
         f"backend {index!r} does not provide: {why}."

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -35,7 +35,11 @@ def query_metrics(
     out[f"mrr@{cutoff}"] = 1.0 / first if first is not None and first <= cutoff else 0.0
     top = ranked[:cutoff]
     out[f"recall@{cutoff}"] = sum(1 for doc in set(top) if doc in relevant) / len(relevant)
-    dcg = sum((2 ** relevant[doc] - 1) / math.log2(rank + 1) for rank, doc in enumerate(top, start=1) if doc in relevant)
+    dcg = sum(
+        (2 ** relevant[doc] - 1) / math.log2(rank + 1)
+        for rank, doc in enumerate(top, start=1)
+        if doc in relevant
+    )
     ideal = sorted(relevant.values(), reverse=True)[:cutoff]
     idcg = sum((2**grade - 1) / math.log2(rank + 1) for rank, grade in enumerate(ideal, start=1))
     out[f"ndcg@{cutoff}"] = dcg / idcg
@@ -59,7 +63,9 @@ def paired_bootstrap(
     """Paired bootstrap over queries of the mean of ``a - b`` (per-query scores of two retrievers)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"paired bootstrap needs two equal-length non-empty vectors, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"paired bootstrap needs two equal-length non-empty vectors, got {a.shape} and {b.shape}"
+        )
     diff = a - b
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, diff.size, size=(n_resamples, diff.size))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 
 class RetrievalError(RuntimeError):
@@ -55,14 +56,16 @@ class Unavailable:
         """The ``meta.json`` of an index folder that records why the index was not built."""
         return {"status": "unavailable", "what": self.what, "reason": self.reason}
 
-    def save(self, folder: "os.PathLike[str] | str") -> None:
+    def save(self, folder: os.PathLike[str] | str) -> None:
         """Write only ``meta.json`` (index folder datasets call ``save`` on what a node returns)."""
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
-        (path / "meta.json").write_text(json.dumps(self.to_meta(), ensure_ascii=False, indent=2), encoding="utf-8")
+        (path / "meta.json").write_text(
+            json.dumps(self.to_meta(), ensure_ascii=False, indent=2), encoding="utf-8"
+        )
 
     @classmethod
-    def from_meta(cls, meta: dict[str, str]) -> "Unavailable | None":
+    def from_meta(cls, meta: dict[str, str]) -> Unavailable | None:
         """The stand-in recorded in an index ``meta.json``, or ``None`` for a real index."""
         if meta.get("status") != "unavailable":
             return None

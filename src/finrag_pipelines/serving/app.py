@@ -141,10 +141,7 @@ def format_results(
         passages: The corpus is split into passages: each document also names its ``doc_id``.
     """
     if return_scores:
-        return [
-            [{"document": _document(p, passages), "score": p.score} for p in hits]
-            for hits in results
-        ]
+        return [[{"document": _document(p, passages), "score": p.score} for p in hits] for hits in results]
     return [[_document(p, passages) for p in hits] for hits in results]
 
 
@@ -210,7 +207,9 @@ class _GuardMiddleware:
 
         try:
             if not self._authorised(scope):
-                await _error(401, "Authorization", "missing or wrong bearer token")(scope, receive, send_status)
+                await _error(401, "Authorization", "missing or wrong bearer token")(
+                    scope, receive, send_status
+                )
             else:
                 await self.app(scope, receive, send_status)
         except Exception:
@@ -230,9 +229,7 @@ class _GuardMiddleware:
             )
 
 
-def create_app(
-    backend: SearchBackend, settings: ServingSettings, *, token: str | None = None
-) -> FastAPI:
+def create_app(backend: SearchBackend, settings: ServingSettings, *, token: str | None = None) -> FastAPI:
     """Build the FastAPI app over a loaded backend.
 
     Args:

@@ -145,7 +145,9 @@ class SearchBackend:
         fusion: FusionSettings | None = None,
     ) -> None:
         if bm25 is None and dense is None:
-            raise ValueError("the server needs at least one index (bm25 or dense); build them with index_build.")
+            raise ValueError(
+                "the server needs at least one index (bm25 or dense); build them with index_build."
+            )
         if dense is not None and encoder is None:
             raise ValueError("a dense index needs its query encoder; pass encoder=.")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
@@ -183,7 +185,9 @@ class SearchBackend:
         self._dense = dense
         self._encoder = encoder
         self._retriever = (
-            DenseRetriever(dense, encoder, name="dense-serving", batch_size=encode_batch_size, corpus_hash=digest)
+            DenseRetriever(
+                dense, encoder, name="dense-serving", batch_size=encode_batch_size, corpus_hash=digest
+            )
             if dense is not None and encoder is not None
             else None
         )
@@ -194,8 +198,9 @@ class SearchBackend:
         self._dense_retrievers: dict[str, DenseRetriever] = {
             **({"dense": self._retriever} if self._retriever is not None else {}),
             **{
-                name: DenseRetriever(index, enc, name=f"{name}-serving", batch_size=encode_batch_size,
-                                     corpus_hash=digest)
+                name: DenseRetriever(
+                    index, enc, name=f"{name}-serving", batch_size=encode_batch_size, corpus_hash=digest
+                )
                 for name, (index, enc) in (vectors or {}).items()
             },
         }
@@ -294,8 +299,10 @@ class SearchBackend:
         if alpha is not None:
             if chosen != "hybrid":
                 raise SearchRequestError("alpha", f"only applies to method 'hybrid', not {chosen!r}")
-            if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
-                math.isfinite(alpha) and 0.0 <= alpha <= 1.0
+            if (
+                isinstance(alpha, bool)
+                or not isinstance(alpha, (int, float))
+                or not (math.isfinite(alpha) and 0.0 <= alpha <= 1.0)
             ):
                 raise SearchRequestError("alpha", f"must be a number within [0, 1], got {alpha!r}")
         weight = self.alpha if alpha is None else float(alpha)
@@ -473,13 +480,30 @@ class SearchBackend:
             meta = self._bm25.meta
             indexes["bm25"] = {
                 key: meta.get(key)
-                for key in ("name", "num_docs", "vocab_size", "built_at", "bm25", "tokenizer_fingerprint", "corpus_hash")
+                for key in (
+                    "name",
+                    "backend",
+                    "num_docs",
+                    "vocab_size",
+                    "built_at",
+                    "bm25",
+                    "lucene",
+                    "tokenizer_fingerprint",
+                    "corpus_hash",
+                )
             }
         for name, index in self._lexical.items():
             if name != "bm25":
                 meta = index.meta
-                keys = ("name", "num_docs", "vocab_size", "built_at", "bm25", "tokenizer_fingerprint",
-                        "corpus_hash")
+                keys = (
+                    "name",
+                    "num_docs",
+                    "vocab_size",
+                    "built_at",
+                    "bm25",
+                    "tokenizer_fingerprint",
+                    "corpus_hash",
+                )
                 indexes[name] = {key: meta.get(key) for key in keys}
         if self._dense is not None:
             meta = self._dense.meta
@@ -534,7 +558,12 @@ def tuned_alpha(fusion_weight: Any) -> float:
             "run `kedro run --pipelines evaluation` or set serving.alpha to a number."
         )
     weight = fusion_weight["dense_weight"]
-    if weight is None or isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+    if (
+        weight is None
+        or isinstance(weight, bool)
+        or not isinstance(weight, (int, float))
+        or not 0 <= weight <= 1
+    ):
         raise ValueError(
             f"fusion_weight.dense_weight is {weight!r} ({fusion_weight.get('source', 'no source')}); "
             "serving.alpha: tuned needs a tuned weight in [0, 1]. Run the evaluation pipeline with both "

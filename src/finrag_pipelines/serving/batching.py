@@ -150,7 +150,7 @@ class MicroBatcher(Generic[J, R]):
             return self._queue.get_nowait() if not self._queue.empty() else None
         try:
             return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     async def _collect(self) -> None:
@@ -194,7 +194,9 @@ class MicroBatcher(Generic[J, R]):
                 outcome = []
                 for job in jobs:
                     try:
-                        outcome.append((True, (await loop.run_in_executor(self._executor, self._run_batch, [job]))[0]))
+                        outcome.append(
+                            (True, (await loop.run_in_executor(self._executor, self._run_batch, [job]))[0])
+                        )
                     except Exception as single:  # noqa: BLE001 -- handed to this job's future
                         outcome.append((False, single))
         elapsed = time.perf_counter() - started

@@ -33,7 +33,9 @@ class ServerThread:
         log_level: uvicorn's log level.
     """
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+    def __init__(
+        self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+    ) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
@@ -42,7 +44,10 @@ class ServerThread:
         config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, name=f"uvicorn-{self.port}", daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            name=f"uvicorn-{self.port}",
+            daemon=True,
         )
 
     @property

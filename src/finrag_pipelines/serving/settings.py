@@ -113,7 +113,9 @@ class ServingSettings(_Strict):
     @model_validator(mode="after")
     def _topk_within_limit(self) -> ServingSettings:
         if self.default_topk > self.limits.max_topk:
-            raise ValueError(f"default_topk {self.default_topk} exceeds limits.max_topk {self.limits.max_topk}")
+            raise ValueError(
+                f"default_topk {self.default_topk} exceeds limits.max_topk {self.limits.max_topk}"
+            )
         return self
 
 
@@ -140,6 +142,4 @@ def load_settings(params: Mapping[str, Any], source: str = "parameters 'serving'
         problems = "; ".join(
             f"serving.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        raise ServingConfigError(
-            f"invalid {source} (conf/base/parameters_serving.yml): {problems}"
-        ) from exc
+        raise ServingConfigError(f"invalid {source} (conf/base/parameters_serving.yml): {problems}") from exc

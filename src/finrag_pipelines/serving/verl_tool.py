@@ -101,8 +101,14 @@ async def search_async(
     """
     body = build_request(queries, topk, method=method, alpha=alpha)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    metrics: dict[str, Any] = {"status": "api_error", "query_count": len(queries), "total_results": 0, "attempts": 0,
-                               "error": None, "doc_ids": []}
+    metrics: dict[str, Any] = {
+        "status": "api_error",
+        "query_count": len(queries),
+        "total_results": 0,
+        "attempts": 0,
+        "error": None,
+        "doc_ids": [],
+    }
     error = "no attempt made"
     for attempt in range(1, max(1, max_retries) + 1):
         metrics["attempts"] = attempt
@@ -127,7 +133,9 @@ async def search_async(
         if attempt < max_retries:
             await asyncio.sleep(retry_delay * attempt)
     metrics["error"] = error
-    logger.warning("finrag search tool: %s (%d queries, %d attempts)", error, len(queries), metrics["attempts"])
+    logger.warning(
+        "finrag search tool: %s (%d queries, %d attempts)", error, len(queries), metrics["attempts"]
+    )
     return f"Search error: {error}", metrics
 
 
@@ -163,7 +171,9 @@ class ToolSettings:
         token_env = config.get("token_env")
         self.token = os.environ.get(token_env, "").strip() or None if token_env else None
         if token_env and self.token is None:
-            raise ValueError(f"FinragSearchTool config names token_env {token_env!r}, but ${token_env} is unset.")
+            raise ValueError(
+                f"FinragSearchTool config names token_env {token_env!r}, but ${token_env} is unset."
+            )
 
 
 def _verl_classes() -> tuple[Any, Any, Any, Any] | None:
@@ -208,7 +218,9 @@ if _VERL is not None:
             return await super().create(instance_id, **kwargs)
 
         @_traced
-        async def execute(self, instance_id: str, parameters: dict[str, Any], **kwargs: Any) -> tuple[Any, float, dict]:
+        async def execute(
+            self, instance_id: str, parameters: dict[str, Any], **kwargs: Any
+        ) -> tuple[Any, float, dict]:
             try:
                 queries = parse_query_list(parameters, self.settings.max_queries)
             except ToolArgumentError as exc:
@@ -217,8 +229,15 @@ if _VERL is not None:
                 s = self.settings
                 async with httpx.AsyncClient(timeout=s.timeout) as client:
                     text, metrics = await search_async(
-                        client, s.url, queries, s.topk, method=s.method, alpha=s.alpha, token=s.token,
-                        max_retries=s.max_retries, max_chars=s.max_passage_chars,
+                        client,
+                        s.url,
+                        queries,
+                        s.topk,
+                        method=s.method,
+                        alpha=s.alpha,
+                        token=s.token,
+                        max_retries=s.max_retries,
+                        max_chars=s.max_passage_chars,
                     )
             state = self._instances.setdefault(instance_id, {"calls": 0, "source_doc_id": None})
             state["calls"] += 1

@@ -15,8 +15,9 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 
 class CorpusFormatError(ValueError):
@@ -104,7 +105,9 @@ def parse_document(row: SourceRow) -> Document:
         doc_id = _id_of(data["_id"], "_id", row.where)
         title, text = data.get("title") or "", data.get("text")
         if not isinstance(text, str):
-            raise CorpusFormatError(f"{row.where}: BEIR row '{doc_id}' needs a string 'text', got {text!r:.80}")
+            raise CorpusFormatError(
+                f"{row.where}: BEIR row '{doc_id}' needs a string 'text', got {text!r:.80}"
+            )
         if not isinstance(title, str):
             raise CorpusFormatError(f"{row.where}: 'title' must be a string, got {title!r:.80}")
         metadata = {k: v for k, v in data.items() if k not in ("_id", "title", "text")}
@@ -160,7 +163,9 @@ def parse_queries(rows: Iterable[SourceRow]) -> list[tuple[str, str]]:
     for row in rows:
         data = row.data
         if not isinstance(data, dict) or "_id" not in data or not isinstance(data.get("text"), str):
-            raise CorpusFormatError(f"{row.where}: a query row needs '_id' and a string 'text', got {data!r:.120}")
+            raise CorpusFormatError(
+                f"{row.where}: a query row needs '_id' and a string 'text', got {data!r:.120}"
+            )
         qid = _id_of(data["_id"], "_id", row.where)
         text = normalise_text(data["text"])
         if not text:
@@ -235,7 +240,9 @@ def parse_qrels(rows: Iterable[SourceRow]) -> list[tuple[str, str, int, str]]:
         if not qid or not did:
             raise CorpusFormatError(f"{row.where}: empty query-id or corpus-id")
         if (qid, did) in seen:
-            raise CorpusFormatError(f"{row.where}: duplicate judgement for ({qid}, {did}), first at {seen[qid, did]}")
+            raise CorpusFormatError(
+                f"{row.where}: duplicate judgement for ({qid}, {did}), first at {seen[qid, did]}"
+            )
         seen[qid, did] = row.where
         out.append((qid, did, grade, row.where))
     return out
@@ -260,7 +267,9 @@ def corpus_hash(doc_ids: Sequence[str], texts: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def indexable(doc_ids: Sequence[str], titles: Sequence[str], texts: Sequence[str]) -> tuple[list[str], list[str], str]:
+def indexable(
+    doc_ids: Sequence[str], titles: Sequence[str], texts: Sequence[str]
+) -> tuple[list[str], list[str], str]:
     """The ids, indexed texts and corpus hash of a prepared corpus — the same at build and at query time."""
     ids = [str(d) for d in doc_ids]
     bodies = [index_text(t, x) for t, x in zip(titles, texts, strict=True)]

@@ -59,7 +59,7 @@ class TrainingError(RuntimeError):
 
 def utc_now() -> str:
     """The current UTC time, ISO 8601 to the second (manifest timestamps)."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def shell_join(argv: Sequence[Any]) -> str:
@@ -284,6 +284,7 @@ def write_manifest(
     metrics: Mapping[str, Any] | None = None,
     fingerprint: str | None = None,
     root: str | Path | None = None,
+    kernels: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write a JSON manifest of a training run (atomically) and return it.
 
@@ -295,6 +296,8 @@ def write_manifest(
 
     Args:
         fingerprint: The base model's :func:`base_model_fingerprint`, when already computed.
+        kernels: The attention kernel and Liger setting the run uses, with reasons
+            (:meth:`~finrag_pipelines.kernels.KernelChoice.to_dict`), or ``None`` when not decided here.
     """
     path = Path(path)
     fingerprint = fingerprint or base_model_fingerprint(base_model)
@@ -317,6 +320,7 @@ def write_manifest(
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "output": str(output) if output is not None else None,
         "metrics": dict(metrics or {}),
+        "kernels": dict(kernels) if kernels is not None else None,
         "project_root": None,
     }
     project = Path.cwd() if root is None else Path(root)
@@ -417,6 +421,7 @@ class TrainingRun:
         self._argv: list[str] = []
         self._env: dict[str, str] = {}
         self._started: str | None = None
+        self._kernels: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -446,9 +451,12 @@ class TrainingRun:
         value = manifest.get(key)
         return recorded_path(self.manifest_path, manifest, value) if value else None
 
-    def start(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
-        """Record the run as running, with its command."""
+    def start(
+        self, argv: Sequence[str], env: Mapping[str, str], *, kernels: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record the run as running, with its command (and the kernels it runs with, when decided)."""
         self._argv, self._env, self._started = [str(a) for a in argv], dict(env), utc_now()
+        self._kernels = dict(kernels) if kernels is not None else None
         self._write(status="running", finished=None, output=None)
 
     def finish(
@@ -478,5 +486,6 @@ class TrainingRun:
             config=self.config,
             fingerprint=self.fingerprint,
             root=self.root,
+            kernels=self._kernels,
             **fields,
         )

@@ -5,7 +5,8 @@ The pieces, each usable on its own:
 * :class:`SwiftTrainConfig`: the knobs every ``swift sft`` run shares; :class:`SwiftEmbeddingConfig` adds
   InfoNCE's (the reranker's are in :mod:`~finrag_pipelines.training.swift_reranker`). Read from conf (no
   defaults hidden here).
-* :func:`swift_sft_argv`, :func:`build_sft_command`: the exact ``swift sft`` argv and the environment knobs.
+* :func:`swift_sft_argv`, :func:`build_sft_command`: the exact ``swift sft`` argv and the environment knobs;
+  :func:`swift_kernels`: flash-attn 2 or sdpa (``--attn_impl``) and Liger (``--use_liger_kernel``) for a run.
 * :func:`run_swift`: :func:`~finrag_pipelines.training.runs.run_logged` reading swift's step lines
   (``{'loss': …, 'global_step/max_steps': '3/5'}``) for the log and the progress bar.
 * :func:`train_swift` (:func:`train_embedding`): command, run, checkpoint, merge and manifest in order, with
@@ -31,6 +32,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol, get_args
 
 from pydantic import BeforeValidator, StrictBool, StrictInt, StrictStr, model_validator
 
+from finrag_pipelines.kernels import KernelChoice, choose_kernels
 from finrag_pipelines.training.checkpoints import find_last_swift_checkpoint, merge_swift_checkpoint
 from finrag_pipelines.training.machine import gpu_count, swift_executable
 from finrag_pipelines.training.runs import LogFormat, TrainingError, TrainingRun, copy_manifest, run_logged
@@ -83,6 +85,8 @@ _MANAGED_ARGS = frozenset(
         "dataloader_num_workers",
         "seed",
         "resume_from_checkpoint",
+        "attn_impl",
+        "use_liger_kernel",
     }
 )
 
@@ -133,6 +137,7 @@ class SwiftTrainConfig(TrainerConfig):
     torch_dtype: TorchDtype = setting(f"must be one of {TORCH_DTYPES}")
     nproc_per_node: StrictInt = setting(_POSITIVE, ge=1)
     deepspeed: DeepspeedStage | None = setting(f"must be one of {DEEPSPEED_STAGES}")
+    use_liger_kernel: StrictBool = setting(_BOOL)
     dataloader_num_workers: StrictInt = setting("must be an int >= 0", ge=0)
     seed: StrictInt = setting("must be an int")
     extra_args: Annotated[dict[StrictStr, Any], BeforeValidator(_empty_mapping_if_none)] = setting(
@@ -215,6 +220,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def swift_kernels(
+    config: SwiftTrainConfig, gpus: int | None = None, *, what: str = "ms-swift"
+) -> KernelChoice:
+    """flash-attn 2 / sdpa and Liger on / off for this ``swift sft`` run (embedding or reranker;
+    :func:`~finrag_pipelines.kernels.choose_kernels`; ``torch_dtype: auto`` leaves the dtype to swift)."""
+    gpus = gpu_count() if gpus is None else gpus
+    dtype = None if config.torch_dtype == "auto" else config.torch_dtype
+    return choose_kernels(what, gpu=gpus > 0, dtype=dtype, liger=config.use_liger_kernel)
+
+
 def swift_sft_argv(
     config: SwiftTrainConfig,
     model_dir: str | Path,
@@ -223,11 +238,13 @@ def swift_sft_argv(
     dev_file: str | Path | None,
     output_dir: str | Path,
     *,
+    kernels: KernelChoice,
     resume_from: str | Path | None = None,
     swift_bin: str | None = None,
 ) -> list[str]:
     """The ``swift sft`` argv of any task: model, ``task_args`` (model type, task, loss, ...), the shared
-    settings of ``config`` and its ``extra_args``."""
+    settings of ``config``, the attention kernel (``--attn_impl``) and Liger (``--use_liger_kernel true`` only
+    when on) of ``kernels``, and ``extra_args``."""
     argv = [swift_bin or swift_executable(), "sft", "--model", str(model_dir), *task_args,
             "--tuner_type", config.tuner_type]  # fmt: skip
     if config.tuner_type == "lora":
@@ -265,6 +282,9 @@ def swift_sft_argv(
         argv += ["--torch_dtype", config.torch_dtype]
     if config.deepspeed:
         argv += ["--deepspeed", config.deepspeed]
+    argv += ["--attn_impl", kernels.attn_implementation]
+    if kernels.use_liger:
+        argv += ["--use_liger_kernel", "true"]
     argv += [
         "--dataloader_num_workers", _fmt(config.dataloader_num_workers),
         "--seed", _fmt(config.seed),
@@ -299,6 +319,7 @@ def build_sft_command(
     resume_from: str | Path | None = None,
     gpus: int | None = None,
     swift_bin: str | None = None,
+    kernels: KernelChoice | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Build the ``swift sft`` command for InfoNCE embedding training.
 
@@ -311,6 +332,7 @@ def build_sft_command(
         resume_from: A checkpoint to resume from (``--resume_from_checkpoint``).
         gpus: GPUs available (``None``: ask torch). With 0, ``CUDA_VISIBLE_DEVICES`` is set to ''.
         swift_bin: The ``swift`` executable (default: :func:`swift_executable`).
+        kernels: Attention kernel and Liger; default: :func:`swift_kernels` on this machine.
 
     Returns:
         ``(argv, env)``: env holds only the variables to add to the current environment.
@@ -320,10 +342,11 @@ def build_sft_command(
     """
     gpus = gpu_count() if gpus is None else gpus
     check_hardware(config, gpus)
+    kernels = swift_kernels(config, gpus, what="ms-swift embedding") if kernels is None else kernels
     task = ["--model_type", "qwen3_emb", "--task_type", "embedding", "--loss_type", "infonce"]
     argv = swift_sft_argv(
         config, model_dir, task, train_file, dev_file, output_dir,
-        resume_from=resume_from, swift_bin=swift_bin,
+        kernels=kernels, resume_from=resume_from, swift_bin=swift_bin,
     )  # fmt: skip
     env = {
         "INFONCE_TEMPERATURE": _fmt(config.infonce_temperature),
@@ -401,6 +424,7 @@ class CommandBuilder(Protocol):
         output_dir: str | Path,
         *,
         resume_from: str | Path | None = None,
+        kernels: KernelChoice | None = None,
     ) -> tuple[list[str], dict[str, str]]: ...
 
 
@@ -453,8 +477,11 @@ def train_swift(
         logger.info("resuming an unfinished run of the same data and config from %s", resume_from)
     except FileNotFoundError:
         resume_from = None
-    argv, env = build_command(config, model_dir, train_file, dev_file, runs_dir, resume_from=resume_from)
-    run.start(argv, env)
+    kernels = swift_kernels(config, what=f"ms-swift {what}")
+    argv, env = build_command(
+        config, model_dir, train_file, dev_file, runs_dir, resume_from=resume_from, kernels=kernels
+    )
+    run.start(argv, env, kernels=kernels.to_dict())
     run_swift(argv, env, run.log_path, progress=progress)
     checkpoint = find_last_swift_checkpoint(runs_dir)
     merge_swift_checkpoint(checkpoint, merged_dir, log_path=run.log_path)

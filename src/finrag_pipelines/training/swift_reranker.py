@@ -27,6 +27,7 @@ from typing import ClassVar, Literal, get_args
 
 from pydantic import StrictInt, StrictStr, model_validator
 
+from finrag_pipelines.kernels import KernelChoice
 from finrag_pipelines.rerank.tiny_models import RERANK_TOKENS
 from finrag_pipelines.training import swift as sw
 from finrag_pipelines.training.trainer_config import NOT_BLANK, Number, setting
@@ -90,8 +91,12 @@ def build_reranker_command(
     resume_from: str | Path | None = None,
     gpus: int | None = None,
     swift_bin: str | None = None,
+    kernels: KernelChoice | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Build the ``swift sft`` command for reranker training.
+
+    ``kernels`` (attention kernel, Liger) defaults to :func:`~finrag_pipelines.training.swift.swift_kernels`
+    on this machine.
 
     Returns:
         ``(argv, env)``: env holds only the variables to add to the current environment.
@@ -101,6 +106,7 @@ def build_reranker_command(
     """
     gpus = sw.gpu_count() if gpus is None else gpus
     sw.check_hardware(config, gpus)
+    kernels = sw.swift_kernels(config, gpus, what="ms-swift reranker") if kernels is None else kernels
     task = [
         "--model_type",
         config.model_type,
@@ -118,6 +124,7 @@ def build_reranker_command(
         train_file,
         dev_file,
         output_dir,
+        kernels=kernels,
         resume_from=resume_from,
         swift_bin=swift_bin,
     )

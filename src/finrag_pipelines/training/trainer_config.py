@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 from pydantic_core import PydanticUndefined
-from typing_extensions import Self
 
 from finrag_pipelines.config import StrictModel
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import AfterValidator, BeforeValidator, StrictInt, StrictStr, model_validator
 
+from finrag_pipelines.kernels import KernelChoice
 from finrag_pipelines.training.checkpoints import find_last_verl_checkpoint, merge_verl_checkpoint
 from finrag_pipelines.training.runs import LogFormat, TrainingError, TrainingRun, file_sha256, run_logged
 from finrag_pipelines.training.trainer_config import (
@@ -139,6 +140,24 @@ class VerlConfig(TrainerConfig):
             if path is not None and Path(path).is_file():
                 files[name] = file_sha256(path)
         return {"kind": type(self).__name__, "config": settings, "files": files}
+
+
+def kernel_overrides(model: str, kernels: KernelChoice) -> dict[str, Any]:
+    """The Hydra overrides that make verl run ``kernels`` for the HF model under ``model`` (``"model"`` in
+    SFT, ``"actor_rollout_ref.model"`` in GRPO).
+
+    verl loads the model with ``flash_attention_2`` unless ``override_config.attn_implementation`` says
+    otherwise, and its remove-padding path packs sequences relying on flash-attn's varlen masking: without
+    flash-attn both are switched (sdpa, ``use_remove_padding`` false). ``use_liger`` follows the decision,
+    never the request alone.
+    """
+    overrides: dict[str, Any] = {
+        f"{model}.use_liger": kernels.use_liger,
+        f"+{model}.override_config.attn_implementation": kernels.attn_implementation,
+    }
+    if not kernels.flash:
+        overrides[f"{model}.use_remove_padding"] = False
+    return overrides
 
 
 def hydra_value(value: Any) -> str:
@@ -267,10 +286,12 @@ def train_and_merge(
     role: str | None = None,
     progress: bool = True,
     merge_env: Mapping[str, str] | None = None,
+    kernels: KernelChoice | None = None,
 ) -> Path:
-    """Record the run, run verl, merge its last checkpoint (``global_step_<N>[/<role>]``) into
-    ``merged_dir`` and record the run as finished with its last logged metrics."""
-    run.start(argv, env)
+    """Record the run (with the ``kernels`` it uses), run verl, merge its last checkpoint
+    (``global_step_<N>[/<role>]``) into ``merged_dir`` and record the run as finished with its last logged
+    metrics."""
+    run.start(argv, env, kernels=kernels.to_dict() if kernels is not None else None)
     run_verl(argv, env, run.log_path, progress=progress)
     metrics = last_step_metrics(run.log_path)
     logger.info("verl %s finished: %s", type(run.config).__name__, metrics)

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import StrictBool, StrictInt, StrictStr, model_validator
 
+from finrag_pipelines.kernels import KernelChoice, choose_kernels
 from finrag_pipelines.training.machine import gpu_count
 from finrag_pipelines.training.runs import TrainingError
 from finrag_pipelines.training.trainer_config import NOT_BLANK, Number, PathText, setting
@@ -38,6 +39,7 @@ from finrag_pipelines.training.verl_common import (
     VerlConfig,
     check_base_model,
     hydra_value,
+    kernel_overrides,
     train_and_merge,
     training_run,
 )
@@ -60,6 +62,8 @@ _GRPO_MANAGED = frozenset(
         "data.seed", "data.apply_chat_template_kwargs.enable_thinking",
         "actor_rollout_ref.model.path", "actor_rollout_ref.model.lora_rank",
         "actor_rollout_ref.model.lora_alpha", "actor_rollout_ref.model.target_modules",
+        "actor_rollout_ref.model.use_liger", "actor_rollout_ref.model.use_remove_padding",
+        "actor_rollout_ref.model.override_config.attn_implementation",
         "actor_rollout_ref.actor.optim.lr", "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio",
         "actor_rollout_ref.actor.ppo_mini_batch_size", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
         "actor_rollout_ref.actor.use_kl_loss", "actor_rollout_ref.actor.kl_loss_coef",
@@ -101,6 +105,7 @@ class VerlGRPOConfig(VerlConfig):
     reward_function_name: StrictStr = setting(
         "must be the name of a function in reward_function_path, e.g. compute_score"
     )
+    use_liger: StrictBool = setting(BOOL_RULE)
     rollout_engine: RolloutEngine = setting(f"must be one of {ROLLOUT_ENGINES}")
     rollout_n: StrictInt = setting("must be >= 2: GRPO compares responses within a group", ge=2)
     tensor_model_parallel_size: StrictInt = setting(POSITIVE_RULE, ge=1)
@@ -208,20 +213,30 @@ def check_grpo_preflight(config: VerlGRPOConfig, gpus: int | None = None) -> Non
         )
 
 
+def grpo_kernels(config: VerlGRPOConfig, gpus: int | None = None) -> KernelChoice:
+    """flash-attn 2 / sdpa and Liger on / off for the GRPO actor and reference
+    (:func:`~finrag_pipelines.kernels.choose_kernels`)."""
+    gpus = gpu_count() if gpus is None else gpus
+    return choose_kernels("verl GRPO", gpu=gpus > 0, liger=config.use_liger)
+
+
 def build_grpo_command(
     config: VerlGRPOConfig,
     *,
     checkpoint_dir: str | Path | None = None,
     python: str | None = None,
+    kernels: KernelChoice | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Build ``python -m verl.trainer.main_ppo algorithm.adv_estimator=grpo key=value ...``.
 
-    Pure: run :func:`check_grpo_preflight` before launching it.
+    Launches nothing: run :func:`check_grpo_preflight` before launching it.
 
     Args:
         config: GRPO settings.
         checkpoint_dir: ``trainer.default_local_dir`` (default ``<output_dir>/checkpoints``).
         python: The interpreter (default: this one).
+        kernels: The actor's attention kernel and Liger setting (default: :func:`grpo_kernels` on this
+            machine), through :func:`~finrag_pipelines.training.verl_common.kernel_overrides`.
 
     Returns:
         ``(argv, env)``: env holds only the variables to add to the current environment.
@@ -249,6 +264,7 @@ def build_grpo_command(
     if config.lora_rank > 0:
         overrides[f"{model}.lora_alpha"] = config.lora_alpha
         overrides[f"{model}.target_modules"] = config.target_modules
+    overrides.update(kernel_overrides(model, grpo_kernels(config) if kernels is None else kernels))
     overrides.update(
         {
             f"{actor}.optim.lr": config.learning_rate,
@@ -326,8 +342,11 @@ def train_grpo(
         logger.info("GRPO model in %s is up to date (%s); not retraining", merged_dir, run.manifest_path)
         return merged_dir
     checkpoint_dir = run.work_dir / "checkpoints" / run.key
-    argv, env = build_grpo_command(config, checkpoint_dir=checkpoint_dir)
-    return train_and_merge(run, argv, env, checkpoint_dir, merged_dir, role="actor", progress=progress)
+    kernels = grpo_kernels(config, gpus)
+    argv, env = build_grpo_command(config, checkpoint_dir=checkpoint_dir, kernels=kernels)
+    return train_and_merge(
+        run, argv, env, checkpoint_dir, merged_dir, role="actor", progress=progress, kernels=kernels
+    )
 
 
 def project_reward_file() -> Path:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import StrictBool, StrictInt, StrictStr, model_validator
 
+from finrag_pipelines.kernels import KernelChoice, choose_kernels
 from finrag_pipelines.training.machine import gpu_count, torchrun_executable
 from finrag_pipelines.training.runs import TrainingError
 from finrag_pipelines.training.trainer_config import NOT_BLANK, PathText, setting
@@ -34,6 +35,7 @@ from finrag_pipelines.training.verl_common import (
     VerlConfig,
     check_base_model,
     hydra_value,
+    kernel_overrides,
     train_and_merge,
     training_run,
 )
@@ -44,8 +46,8 @@ SFT_ENTRY = "verl.trainer.sft_trainer"
 LrScheduler = Literal["constant", "cosine"]
 LR_SCHEDULERS = get_args(LrScheduler)
 # overrides that make verl SFT run on CPU with the test shim (tests/training/verl_cpu_shim.py)
+# (the attention kernel, sdpa on a CPU, comes from kernels.choose_kernels like on a GPU)
 CPU_SMOKE_OVERRIDES = (
-    "+model.override_config.attn_implementation=sdpa",
     "engine.strategy=fsdp2",
     "engine.use_torch_compile=False",
     "trainer.device=cpu",
@@ -55,6 +57,7 @@ _SFT_MANAGED = frozenset(
         "data.train_files", "data.val_files", "data.messages_key", "data.train_batch_size",
         "data.micro_batch_size_per_gpu", "data.max_length", "data.truncation", "data.num_workers",
         "model.path", "model.lora_rank", "model.lora_alpha", "model.target_modules", "model.use_liger",
+        "model.use_remove_padding", "model.override_config.attn_implementation",
         "engine.ulysses_sequence_parallel_size", "engine.strategy", "engine.use_torch_compile",
         "optim.lr", "optim.lr_warmup_steps_ratio", "optim.lr_scheduler_type",
         "trainer.default_local_dir", "trainer.project_name", "trainer.experiment_name", "trainer.logger",
@@ -120,15 +123,11 @@ def check_gpu_available(config: VerlSFTConfig, gpus: int | None = None) -> None:
         gpus: GPUs available; ``None`` asks torch.
 
     Raises:
-        TrainingError: No GPU and not ``cpu_smoke``; liger kernels without a GPU; more processes than GPUs.
+        TrainingError: No GPU and not ``cpu_smoke``; more processes than GPUs. (Liger without a GPU is not an
+            error: :func:`sft_kernels` turns it off and says why.)
     """
     gpus = gpu_count() if gpus is None else gpus
     if config.cpu_smoke:
-        if config.use_liger:
-            raise TrainingError(
-                "verl SFT settings cpu_smoke: true and use_liger: true clash: liger kernels need a GPU. "
-                "Set use_liger: false for CPU smoke runs."
-            )
         return
     if gpus == 0:
         raise TrainingError(
@@ -150,6 +149,13 @@ def _entry_argv(entry: str | Path) -> list[str]:
     return ["-m", text]
 
 
+def sft_kernels(config: VerlSFTConfig, gpus: int | None = None) -> KernelChoice:
+    """flash-attn 2 / sdpa and Liger on / off for this SFT run
+    (:func:`~finrag_pipelines.kernels.choose_kernels`; a ``cpu_smoke`` run uses no GPU)."""
+    gpus = gpu_count() if gpus is None else gpus
+    return choose_kernels("verl SFT", gpu=gpus > 0 and not config.cpu_smoke, liger=config.use_liger)
+
+
 def build_sft_command(
     config: VerlSFTConfig,
     *,
@@ -157,6 +163,7 @@ def build_sft_command(
     entry: str | Path = SFT_ENTRY,
     gpus: int | None = None,
     torchrun_bin: str | None = None,
+    kernels: KernelChoice | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Build the ``torchrun ... verl.trainer.sft_trainer key=value ...`` command.
 
@@ -167,14 +174,25 @@ def build_sft_command(
         entry: A module (run with ``-m``) or a script path (e.g. a CPU shim for tests).
         gpus: GPUs available (``None``: ask torch); checked by :func:`check_gpu_available`.
         torchrun_bin: The ``torchrun`` executable (default: :func:`torchrun_executable`).
+        kernels: The attention kernel and Liger setting (default: :func:`sft_kernels` on this machine); set
+            ``model.use_liger``, ``override_config.attn_implementation`` and, without flash-attn,
+            ``use_remove_padding: false`` (:func:`~finrag_pipelines.training.verl_common.kernel_overrides`).
 
     Returns:
         ``(argv, env)``: env holds only the variables to add to the current environment.
 
     Raises:
-        TrainingError: If the machine cannot run the job (see :func:`check_gpu_available`).
+        TrainingError: If the machine cannot run the job (see :func:`check_gpu_available`), or sequence
+            parallelism is asked for without flash-attn (verl's Ulysses patch is flash-attn's).
     """
     check_gpu_available(config, gpus)
+    kernels = sft_kernels(config, gpus) if kernels is None else kernels
+    if not kernels.flash and config.ulysses_sequence_parallel_size > 1 and not config.cpu_smoke:
+        raise TrainingError(
+            f"verl SFT setting ulysses_sequence_parallel_size: {config.ulysses_sequence_parallel_size} needs "
+            "flash-attn (verl's sequence parallelism patches flash-attn's attention), but this run would "
+            f"use sdpa: {kernels.attn_reason}. Install flash-attn, or set ulysses_sequence_parallel_size: 1."
+        )
     ckpt_dir = Path(config.output_dir) / "checkpoints" if checkpoint_dir is None else Path(checkpoint_dir)
     overrides: dict[str, Any] = {
         "data.train_files": config.train_files,
@@ -191,9 +209,9 @@ def build_sft_command(
     if config.lora_rank > 0:
         overrides["model.lora_alpha"] = config.lora_alpha
         overrides["model.target_modules"] = config.target_modules
+    overrides.update(kernel_overrides("model", kernels))
     overrides.update(
         {
-            "model.use_liger": config.use_liger,
             "engine.ulysses_sequence_parallel_size": config.ulysses_sequence_parallel_size,
             "optim.lr": config.learning_rate,
             "optim.lr_warmup_steps_ratio": config.lr_warmup_steps_ratio,
@@ -256,6 +274,11 @@ def train_sft(
         logger.info("SFT model in %s is up to date (%s); not retraining", merged_dir, run.manifest_path)
         return merged_dir
     checkpoint_dir = run.work_dir / "checkpoints" / run.key
-    argv, env = build_sft_command(config, checkpoint_dir=checkpoint_dir, entry=entry, gpus=gpus)
+    kernels = sft_kernels(config, gpus)
+    argv, env = build_sft_command(
+        config, checkpoint_dir=checkpoint_dir, entry=entry, gpus=gpus, kernels=kernels
+    )
     merge_env = {"CUDA_VISIBLE_DEVICES": ""} if config.cpu_smoke else None
-    return train_and_merge(run, argv, env, checkpoint_dir, merged_dir, progress=progress, merge_env=merge_env)
+    return train_and_merge(
+        run, argv, env, checkpoint_dir, merged_dir, progress=progress, merge_env=merge_env, kernels=kernels
+    )

@@ -1,4 +1,3 @@
-
 import pandas as pd
 import pytest
 
@@ -40,7 +39,11 @@ def corpus():
 def test_screen_documents_audits_every_document(corpus):
     audit = screen_documents(corpus, FILTER, DEDUP)
     assert audit.set_index("doc_id")["status"].to_dict() == {
-        "d1": "kept", "d2": "near_duplicate", "d3": "too_short", "d4": "kept", "d5": "exact_duplicate",
+        "d1": "kept",
+        "d2": "near_duplicate",
+        "d3": "too_short",
+        "d4": "kept",
+        "d5": "exact_duplicate",
     }
     kept_as = audit.set_index("doc_id")["kept_as"]
     assert pd.isna(kept_as["d3"])
@@ -50,7 +53,9 @@ def test_screen_documents_audits_every_document(corpus):
 
 def test_qrels_follow_dedup_and_drop_judgements_on_too_short_documents(corpus):
     audit = screen_documents(corpus, FILTER, DEDUP)
-    queries = prepare_queries(rows([{"_id": "q1", "text": "产能多少"}, {"_id": "q2", "text": "太短?"}], "q.jsonl"))
+    queries = prepare_queries(
+        rows([{"_id": "q1", "text": "产能多少"}, {"_id": "q2", "text": "太短?"}], "q.jsonl")
+    )
     qrels_lines = rows(["query-id\tcorpus-id\tscore", "q1\td2\t1", "q1\td1\t2", "q2\td3\t1"], "qrels.tsv")
     qrels = prepare_qrels(qrels_lines, queries, audit)
     assert qrels.to_dict("records") == [{"query_id": "q1", "doc_id": "d1", "score": 2}]

@@ -20,7 +20,9 @@ PARAMS = {
 def write_beir(folder, corpus_lines):
     folder.mkdir()
     (folder / "corpus.jsonl").write_text("\n".join(corpus_lines) + "\n", encoding="utf-8")
-    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "回购"}, ensure_ascii=False) + "\n")
+    (folder / "queries.jsonl").write_text(
+        json.dumps({"_id": "q1", "text": "回购"}, ensure_ascii=False) + "\n"
+    )
     (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     return folder
 
@@ -35,8 +37,14 @@ def catalog_for(folder):
     )
     for name, value in PARAMS.items():
         catalog[name] = value
-    for name in ("corpus", "eval_queries", "eval_qrels", "corpus_prep_report", "corpus_doc_status",
-                 "corpus_passage_stats"):
+    for name in (
+        "corpus",
+        "eval_queries",
+        "eval_qrels",
+        "corpus_prep_report",
+        "corpus_doc_status",
+        "corpus_passage_stats",
+    ):
         catalog[name] = MemoryDataset()
     return catalog
 
@@ -44,7 +52,13 @@ def catalog_for(folder):
 def test_pipeline_runs_on_a_beir_folder(tmp_path):
     folder = write_beir(
         tmp_path / "set",
-        [json.dumps({"_id": f"d{i}", "title": "", "text": f"第{i}号公告：公司回购股份{i}万股，详见公告。"}, ensure_ascii=False) for i in range(1, 6)],
+        [
+            json.dumps(
+                {"_id": f"d{i}", "title": "", "text": f"第{i}号公告：公司回购股份{i}万股，详见公告。"},
+                ensure_ascii=False,
+            )
+            for i in range(1, 6)
+        ],
     )
     catalog = catalog_for(folder)
     SequentialRunner().run(create_pipeline(), catalog)
@@ -54,7 +68,9 @@ def test_pipeline_runs_on_a_beir_folder(tmp_path):
 
 
 def test_malformed_json_names_file_and_line(tmp_path):
-    folder = write_beir(tmp_path / "bad", ['{"_id": "d1", "text": "第一份公告的正文内容"}', '{"_id": "d2", "text": '])
+    folder = write_beir(
+        tmp_path / "bad", ['{"_id": "d1", "text": "第一份公告的正文内容"}', '{"_id": "d2", "text": ']
+    )
     with pytest.raises(Exception, match=r"corpus.jsonl:2: invalid JSON \(Expecting value at column 23\)"):
         SequentialRunner().run(create_pipeline(), catalog_for(folder))
 
@@ -63,8 +79,12 @@ def test_long_documents_become_passages_that_name_their_document(tmp_path):
     long_text = "".join(f"第{i}条：公司回购股份{i}万股，资金来源为自有资金。" for i in range(40))
     folder = write_beir(
         tmp_path / "long",
-        [json.dumps({"_id": "d1", "title": "回购公告", "text": long_text}, ensure_ascii=False),
-         json.dumps({"_id": "d2", "title": "", "text": "第二份公告：董事会换届选举的结果。"}, ensure_ascii=False)],
+        [
+            json.dumps({"_id": "d1", "title": "回购公告", "text": long_text}, ensure_ascii=False),
+            json.dumps(
+                {"_id": "d2", "title": "", "text": "第二份公告：董事会换届选举的结果。"}, ensure_ascii=False
+            ),
+        ],
     )
     catalog = catalog_for(folder)
     catalog["params:corpus_prep.passages"] = PassageParams(enabled=True, max_chars=120, overlap_chars=30)

@@ -42,6 +42,7 @@ SWIFT = {
     "torch_dtype": "float32",
     "nproc_per_node": 1,
     "deepspeed": None,
+    "use_liger_kernel": True,
     "infonce_temperature": 0.05,
     "infonce_use_batch": True,
     "infonce_mask_fake_negative": False,

@@ -13,8 +13,8 @@ from kedro.runner import SequentialRunner
 from finrag_pipelines.datasets.fusion import FixedFusionSettingsDataset
 from finrag_pipelines.pipelines.evaluation import create_pipeline
 from finrag_pipelines.pipelines.evaluation import first_stage as fs
-from finrag_pipelines.pipelines.evaluation.params import FirstStageFusionParams, MetricParams, RetrieveParams
 from finrag_pipelines.pipelines.evaluation.nodes import retrieve_bm25
+from finrag_pipelines.pipelines.evaluation.params import FirstStageFusionParams, MetricParams, RetrieveParams
 from finrag_pipelines.retrieval.bm25.index import BM25Index
 from finrag_pipelines.retrieval.bm25.scoring import BM25Config
 from finrag_pipelines.retrieval.runs import run_to_frame, unavailable_frame, unavailable_reason

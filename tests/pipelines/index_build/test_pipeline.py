@@ -13,22 +13,41 @@ from finrag_pipelines.embedding.hf_encoder import HFEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore
 from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.pipelines.index_build import create_pipeline
-from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams
+from finrag_pipelines.pipelines.index_build.params import BM25Params, DenseParams, LuceneParams
 from finrag_pipelines.retrieval.dense import DenseRetriever
 from finrag_pipelines.retrieval.types import IndexMismatchError, Unavailable
 from finrag_pipelines.text.corpus import indexable
 
-TOKENIZER = {"use_finance_dict": True, "user_dict_paths": [], "extra_words": [], "stopwords": "builtin",
-             "extra_stopwords": [], "lowercase": True, "hmm": True, "search_mode": True, "n_jobs": 1}
+TOKENIZER = {
+    "use_finance_dict": True,
+    "user_dict_paths": [],
+    "extra_words": [],
+    "stopwords": "builtin",
+    "extra_stopwords": [],
+    "lowercase": True,
+    "hmm": True,
+    "search_mode": True,
+    "n_jobs": 1,
+}
 SCORING = {"k1": 1.2, "b": 0.75, "method": "lucene", "tf_cap": 5, "domain_term_weight": 1.2}
+LUCENE_OFF = LuceneParams(compare=False, k1=None, b=None, rm3=None, index_threads=2, search_threads=2)
 ROOT = Path(__file__).resolve().parents[3]
-LOCAL = ExecutionConfig(backend="local", num_cpus=None, num_actors=1, batch_size=16, address=None, cpus_per_actor=1,
-                        gpus_per_actor=0)
+LOCAL = ExecutionConfig(
+    backend="local",
+    num_cpus=None,
+    num_actors=1,
+    batch_size=16,
+    address=None,
+    cpus_per_actor=1,
+    gpus_per_actor=0,
+)
 
 
 @pytest.fixture
 def corpus(disc_corpus):
-    return pd.DataFrame({"doc_id": [d for d, _ in disc_corpus[:60]], "title": "", "text": [t for _, t in disc_corpus[:60]]})
+    return pd.DataFrame(
+        {"doc_id": [d for d, _ in disc_corpus[:60]], "title": "", "text": [t for _, t in disc_corpus[:60]]}
+    )
 
 
 def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_dir):
@@ -40,26 +59,39 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
             "embedding_store": MemoryDataset(EmbeddingStore(tmp_path / "cache"), copy_mode="assign"),
             "bm25_index": BM25IndexDataset(str(tmp_path / "bm25")),
             "bm25_plain_index": BM25IndexDataset(str(tmp_path / "bm25_plain")),
+            "bm25_lucene_index": BM25IndexDataset(str(tmp_path / "bm25_lucene")),
             "dense_index": FaissIndexDataset(str(tmp_path / "dense")),
             # the fine-tuned model exists, the checkpoint it started from does not (yet)
             "finetuned_model@encoder": EncoderDataset(
-                {"kind": "hf", "model_path": str(tiny_qwen3_dir), "query_task": "检索金融新闻", "max_length": 64},
+                {
+                    "kind": "hf",
+                    "model_path": str(tiny_qwen3_dir),
+                    "query_task": "检索金融新闻",
+                    "max_length": 64,
+                },
                 optional=True,
             ),
             "finetune_base_model@encoder": EncoderDataset(
-                {"kind": "hf", "model_path": str(tmp_path / "nothing_here"), "query_task": "检索金融新闻"}, optional=True
+                {"kind": "hf", "model_path": str(tmp_path / "nothing_here"), "query_task": "检索金融新闻"},
+                optional=True,
             ),
             "dense_finetuned_index": FaissIndexDataset(str(tmp_path / "dense_finetuned")),
             "dense_pretrained_index": FaissIndexDataset(str(tmp_path / "dense_pretrained")),
         }
     )
-    catalog["params:index_build.bm25"] = BM25Params(name="bm25", tokenizer=TOKENIZER, scoring=SCORING)
+    catalog["params:index_build.bm25"] = BM25Params(
+        name="bm25", backend="bm25s", tokenizer=TOKENIZER, scoring=SCORING
+    )
     catalog["params:index_build.bm25_plain"] = BM25Params(
         name="bm25_plain",
+        backend="bm25s",
         tokenizer={**TOKENIZER, "use_finance_dict": False, "stopwords": None, "search_mode": False},
         scoring={**SCORING, "tf_cap": None, "domain_term_weight": 1.0},
     )
-    catalog["params:index_build.dense"] = DenseParams(index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16)
+    catalog["params:index_build.lucene"] = LUCENE_OFF
+    catalog["params:index_build.dense"] = DenseParams(
+        index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16
+    )
     catalog["params:index_build.execution"] = LOCAL
     add_ngram_and_vocabulary(catalog, corpus, tmp_path)
     SequentialRunner().run(create_pipeline(), catalog)
@@ -72,6 +104,9 @@ def test_index_build_writes_checked_index_folders(tmp_path, corpus, tiny_qwen3_d
     assert meta["bm25"]["tf_cap"] == 5 and meta["tokenizer"]["use_finance_dict"] is True
     assert meta["tokenizer"]["search_mode"] is True and bm25.name == "bm25"
     assert catalog.load("bm25_plain_index").name == "bm25_plain"
+    # the Lucene twin is off by default: recorded as not built, never a half index (and Java never started)
+    off = catalog.load("bm25_lucene_index")
+    assert isinstance(off, Unavailable) and "index_build.lucene.compare: false" in off.reason
 
     ngram = catalog.load("bm25_ngram_index")
     ngram_meta = json.loads((tmp_path / "bm25_ngram" / "meta.json").read_text())
@@ -113,20 +148,20 @@ def add_ngram_and_vocabulary(catalog: DataCatalog, corpus: pd.DataFrame, tmp_pat
     vocabulary = conf["vocabulary"]
     vocabulary["ablation"]["split"] = {"tune_fraction": 0.5, "seed": 1}
     vocabulary["statistical"]["min_freq"] = 2
-    queries = pd.DataFrame({"query_id": [f"q{i}" for i in range(20)],
-                            "text": [t[5:30] for t in corpus["text"][:20]]})
+    queries = pd.DataFrame(
+        {"query_id": [f"q{i}" for i in range(20)], "text": [t[5:30] for t in corpus["text"][:20]]}
+    )
     catalog["bm25_ngram_index"] = BM25IndexDataset(str(tmp_path / "bm25_ngram"))
     catalog["eval_queries"] = queries
-    catalog["eval_qrels"] = pd.DataFrame({"query_id": queries["query_id"], "doc_id": corpus["doc_id"][:20],
-                                          "score": 1})
+    catalog["eval_qrels"] = pd.DataFrame(
+        {"query_id": queries["query_id"], "doc_id": corpus["doc_id"][:20], "score": 1}
+    )
     catalog["prompt_vocabulary_entities"] = yaml.safe_load(
         (ROOT / "conf/base/prompts/vocabulary_entities.yml").read_text(encoding="utf-8")
     )
     catalog["llm_credentials"] = {}
     catalog["llm_journal"] = MemoryDataset(ResponseJournal(tmp_path / "journal.jsonl"), copy_mode="assign")
-    catalog["params:llm"] = LLMConfig.from_mapping(
-        {**read("parameters.yml")["llm"], "backend": "keyword"}
-    )
+    catalog["params:llm"] = LLMConfig.from_mapping({**read("parameters.yml")["llm"], "backend": "keyword"})
     catalog["params:index_build.bm25_ngram"] = NgramBM25Params(**conf["bm25_ngram"])
     catalog["params:index_build.vocabulary"] = VocabularyParams(**vocabulary)
 
@@ -138,8 +173,16 @@ def test_dense_index_on_ray_matches_local(tmp_path, corpus, tiny_qwen3_dir):
     pytest.importorskip("ray.data")
     from finrag_pipelines.embedding.factory import build_encoder
 
-    encoder = build_encoder({"kind": "hf", "model_path": str(tiny_qwen3_dir), "query_task": "检索金融新闻",
-                             "max_length": 64, "batch_size": 8, "device": "cpu"})
+    encoder = build_encoder(
+        {
+            "kind": "hf",
+            "model_path": str(tiny_qwen3_dir),
+            "query_task": "检索金融新闻",
+            "max_length": 64,
+            "batch_size": 8,
+            "device": "cpu",
+        }
+    )
     sliced = create_pipeline().only_nodes("index_build.build_dense_index")
     indexes = {}
     for name, execution in (
@@ -150,11 +193,15 @@ def test_dense_index_on_ray_matches_local(tmp_path, corpus, tiny_qwen3_dir):
             {
                 "corpus": MemoryDataset(corpus),
                 "base_encoder": MemoryDataset(encoder, copy_mode="assign"),
-                "embedding_store": MemoryDataset(EmbeddingStore(tmp_path / name / "cache"), copy_mode="assign"),
+                "embedding_store": MemoryDataset(
+                    EmbeddingStore(tmp_path / name / "cache"), copy_mode="assign"
+                ),
                 "dense_index": FaissIndexDataset(str(tmp_path / name / "dense")),
             }
         )
-        catalog["params:index_build.dense"] = DenseParams(index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16)
+        catalog["params:index_build.dense"] = DenseParams(
+            index_type="flat", hnsw_m=16, ef_search=32, chunk_size=16
+        )
         catalog["params:index_build.execution"] = execution
         SequentialRunner().run(sliced, catalog)
         indexes[name] = catalog.load("dense_index")

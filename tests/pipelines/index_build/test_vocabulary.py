@@ -13,7 +13,7 @@ from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.llm.stub_server import Reply, ScriptedOpenAIServer, last_user_message
 from finrag_pipelines.pipelines.index_build import vocabulary as voc
-from finrag_pipelines.pipelines.index_build.params import BM25Params, VocabularyParams
+from finrag_pipelines.pipelines.index_build.params import BM25Params, LuceneParams, VocabularyParams
 
 ROOT = Path(__file__).resolve().parents[3]
 CONF = yaml.safe_load((ROOT / "conf/base/parameters_index_build.yml").read_text(encoding="utf-8"))[
@@ -21,6 +21,7 @@ CONF = yaml.safe_load((ROOT / "conf/base/parameters_index_build.yml").read_text(
 ]
 LLM_BASE = yaml.safe_load((ROOT / "conf/base/parameters.yml").read_text(encoding="utf-8"))["llm"]
 BM25 = BM25Params(**CONF["bm25"])
+LUCENE = LuceneParams(**CONF["lucene"])
 BEFORE = ["今天买", "我们看", "市场说", "公司卖", "大家爱", "游客抢", "孩子要", "媒体报"]
 AFTER = ["很受欢迎", "售罄", "走红", "上市", "热销", "脱销", "火了", "出圈"]
 
@@ -134,11 +135,13 @@ def test_the_ablation_decides_on_tune_and_the_index_takes_its_decision(corpus) -
     )
     assert never["decision"] == "none" and never["terms_kept"] == 0
 
-    kept = voc.build_bm25_index_with_vocabulary(corpus, merged, {"sources_kept": ["statistical"]}, BM25)
+    kept = voc.build_bm25_index_with_vocabulary(
+        corpus, merged, {"sources_kept": ["statistical"]}, BM25, LUCENE
+    )
     described = kept.meta["tokenizer"]
     assert described["user_dict_paths"][0].startswith("mined vocabulary (statistical, ")
     assert kept.tokenizer.is_domain_term("冰墩墩")
-    plain = voc.build_bm25_index_with_vocabulary(corpus, merged, {"sources_kept": []}, BM25)
+    plain = voc.build_bm25_index_with_vocabulary(corpus, merged, {"sources_kept": []}, BM25, LUCENE)
     assert plain.meta["tokenizer"]["user_dict_paths"] == [] and not plain.tokenizer.is_domain_term("冰墩墩")
 
 

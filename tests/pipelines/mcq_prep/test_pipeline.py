@@ -20,13 +20,17 @@ FRACTIONS = {"sft_train": 0.6, "rl_train": 0.3, "eval": 0.1}
 
 
 def make_catalog(tmp_path: Path, sources: list[dict]) -> DataCatalog:
-    catalog = DataCatalog({
-        "mcq_items": ParquetDataset(filepath=str(tmp_path / "mcq_items.parquet")),
-        "mcq_rejects": CSVDataset(filepath=str(tmp_path / "mcq_rejects.csv"), save_args={"index": False}),
-        "mcq_duplicates": CSVDataset(filepath=str(tmp_path / "mcq_duplicates.csv"), save_args={"index": False}),
-        "mcq_splits": ParquetDataset(filepath=str(tmp_path / "mcq_splits.parquet")),
-        "mcq_prep_stats": JSONDataset(filepath=str(tmp_path / "mcq_prep_stats.json")),
-    })
+    catalog = DataCatalog(
+        {
+            "mcq_items": ParquetDataset(filepath=str(tmp_path / "mcq_items.parquet")),
+            "mcq_rejects": CSVDataset(filepath=str(tmp_path / "mcq_rejects.csv"), save_args={"index": False}),
+            "mcq_duplicates": CSVDataset(
+                filepath=str(tmp_path / "mcq_duplicates.csv"), save_args={"index": False}
+            ),
+            "mcq_splits": ParquetDataset(filepath=str(tmp_path / "mcq_splits.parquet")),
+            "mcq_prep_stats": JSONDataset(filepath=str(tmp_path / "mcq_prep_stats.json")),
+        }
+    )
     catalog["params:mcq_prep.load"] = LoadParams(sources=sources)
     catalog["params:mcq_prep.dedup"] = DedupParams(source_order=[s["name"] for s in sources])
     catalog["params:mcq_prep.split"] = SplitParams(seed=11, fractions=FRACTIONS)
@@ -39,7 +43,11 @@ def test_pipeline_on_bundled_files(tmp_path):
         {"name": "cflue", "kind": "cflue", "path": str(RAW / "cflue" / "knowledge.json")},
         {"name": "fin_eva_sufe", "kind": "fin_eva_sufe", "path": str(RAW / "fin_eva" / "SUFE")},
         {"name": "fin_eva_ant", "kind": "fin_eva_ant", "path": str(RAW / "fin_eva" / "Ant")},
-        {"name": "agentar", "kind": "chat_jsonl", "path": str(Path(__file__).parents[2] / "mcq" / "fixtures" / "agentar_chat.jsonl")},
+        {
+            "name": "agentar",
+            "kind": "chat_jsonl",
+            "path": str(Path(__file__).parents[2] / "mcq" / "fixtures" / "agentar_chat.jsonl"),
+        },
     ]
     catalog = make_catalog(tmp_path, sources)
     SequentialRunner().run(create_pipeline(), catalog)
@@ -72,7 +80,9 @@ def test_bad_params_are_rejected():
 
 def test_sources_that_yield_no_usable_item_fail_on_the_floor_after_saving_the_rejects(tmp_path):
     chats = tmp_path / "chats.jsonl"
-    answerless = '{"messages": [{"role": "user", "content": "下列哪项属于货币政策工具？\\nA. 再贴现\\nB. 国债"}, '
+    answerless = (
+        '{"messages": [{"role": "user", "content": "下列哪项属于货币政策工具？\\nA. 再贴现\\nB. 国债"}, '
+    )
     row = answerless + '{"role": "assistant", "content": "不知道"}]}'
     chats.write_text("\n".join([row] * 3), encoding="utf-8")
     catalog = make_catalog(tmp_path, [{"name": "chats", "kind": "chat_jsonl", "path": str(chats)}])

@@ -93,7 +93,9 @@ def test_sampling_is_seeded_and_independent_of_row_order():
     kwargs = {"rank_min": 1, "rank_max": 14, "num_negatives": 3}
     first = run(table, **kwargs)
     shuffled = run(table.sample(frac=1.0, random_state=1), **kwargs)
-    kept = lambda sel: sorted(map(tuple, sel.loc[sel.status == "kept", ["query_id", "candidate_id"]].values))
+    def kept(sel: pd.DataFrame) -> list[tuple]:
+        return sorted(map(tuple, sel.loc[sel.status == "kept", ["query_id", "candidate_id"]].values))
+
     assert kept(first) == kept(shuffled)
     assert (first.status == "kept").sum() == 6
     other_seed = run(table, seed=99, **kwargs)

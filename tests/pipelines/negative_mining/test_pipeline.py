@@ -94,7 +94,10 @@ def catalog_for(tmp_path, corpus, queries, encoder, store, dense, bm25, relative
             **{
                 name: ParquetDataset(filepath=str(tmp_path / f"{name}.parquet"))
                 for name in (
-                    "mining_query_split", "mining_selection", "infonce_row_ids", "mining_rerank_scores"
+                    "mining_query_split",
+                    "mining_selection",
+                    "infonce_row_ids",
+                    "mining_rerank_scores",
                 )
             },
         }
@@ -116,8 +119,11 @@ def catalog_for(tmp_path, corpus, queries, encoder, store, dense, bm25, relative
     catalog["params:negative_mining.format"] = FormatParams(query_task=TASK)
     catalog["params:negative_mining.rerank_filter"] = RerankFilterParams(**CONF["rerank_filter"])
     catalog["params:negative_mining.floor"] = FloorParams(**CONF["floor"])
-    catalog["params:negative_mining.execution"] = ExecutionConfig(**yaml.safe_load(
-        (ROOT / "conf/base/parameters_negative_mining.yml").read_text(encoding="utf-8"))["negative_mining"]["execution"])
+    catalog["params:negative_mining.execution"] = ExecutionConfig(
+        **yaml.safe_load((ROOT / "conf/base/parameters_negative_mining.yml").read_text(encoding="utf-8"))[
+            "negative_mining"
+        ]["execution"]
+    )
     return catalog
 
 

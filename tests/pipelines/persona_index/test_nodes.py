@@ -141,8 +141,9 @@ def test_sample_personas_is_seeded_and_keeps_order():
 
 
 def _translate_args(tmp_path, **llm):
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     from finrag_pipelines.llm.config import LLMConfig
     from finrag_pipelines.llm.journal import ResponseJournal
@@ -155,30 +156,45 @@ def _translate_args(tmp_path, **llm):
 
 def test_translation_off_passes_the_persona_through(tmp_path):
     table = pd.DataFrame({"persona_id": ["p1"], "persona": ["A banker"], "source": ["f:1"]})
-    out = nodes.translate_personas(table, *_translate_args(tmp_path, backend="keyword"), TranslateParams(enabled=False))
+    out = nodes.translate_personas(
+        table, *_translate_args(tmp_path, backend="keyword"), TranslateParams(enabled=False)
+    )
     assert out["persona_text"].tolist() == ["A banker"]
 
 
 def test_translation_on_needs_an_llm_backend(tmp_path):
     table = pd.DataFrame({"persona_id": ["p1"], "persona": ["A banker"], "source": ["f:1"]})
     with pytest.raises(ValueError, match="llm.backend=openai"):
-        nodes.translate_personas(table, *_translate_args(tmp_path, backend="keyword"), TranslateParams(enabled=True))
+        nodes.translate_personas(
+            table, *_translate_args(tmp_path, backend="keyword"), TranslateParams(enabled=True)
+        )
 
 
 def test_translation_through_a_real_local_endpoint(tmp_path):
     from finrag_pipelines.llm.stub_server import Reply, ScriptedOpenAIServer
 
-    table = pd.DataFrame({"persona_id": ["p1", "p2"], "persona": ["A banker", "A tax adviser"], "source": ["f:1", "f:2"]})
+    table = pd.DataFrame(
+        {"persona_id": ["p1", "p2"], "persona": ["A banker", "A tax adviser"], "source": ["f:1", "f:2"]}
+    )
 
     def behaviour(body, n):
         text = body["messages"][-1]["content"]
         return Reply(content="译文：一位银行家" if "A banker" in text else "Sorry, I can't.")
 
     with ScriptedOpenAIServer(behaviour) as server:
-        args = _translate_args(tmp_path, backend="openai", base_url=server.base_url, backoff_base_s=0.01,
-                               max_invalid_retries=1, max_failure_rate=0.5)
+        args = _translate_args(
+            tmp_path,
+            backend="openai",
+            base_url=server.base_url,
+            backoff_base_s=0.01,
+            max_invalid_retries=1,
+            max_failure_rate=0.5,
+        )
         out = nodes.translate_personas(table, *args, TranslateParams(enabled=True))
-    assert out["persona_text"].tolist() == ["一位银行家", "A tax adviser"]  # a failed one keeps its English text
+    assert out["persona_text"].tolist() == [
+        "一位银行家",
+        "A tax adviser",
+    ]  # a failed one keeps its English text
     assert out["translation_error"].isna().tolist() == [True, False]
 
 

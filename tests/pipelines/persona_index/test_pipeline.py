@@ -8,12 +8,13 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import ParquetDataset
 
-from finrag_pipelines.execution import ExecutionConfig
-
 from finrag_pipelines.datasets.indexes import FaissIndexDataset
 from finrag_pipelines.datasets.source_lines import SourceLinesDataset
-from finrag_pipelines.embedding.use_encoder import USEEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore
+from finrag_pipelines.embedding.use_encoder import USEEncoder
+from finrag_pipelines.execution import ExecutionConfig
+from finrag_pipelines.llm.config import LLMConfig
+from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.pipelines.persona_index import create_pipeline
 from finrag_pipelines.pipelines.persona_index.params import (
     DedupParams,
@@ -23,8 +24,6 @@ from finrag_pipelines.pipelines.persona_index.params import (
     SampleParams,
     TranslateParams,
 )
-from finrag_pipelines.llm.config import LLMConfig
-from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.retrieval.dense import DenseRetriever
 from finrag_pipelines.text.corpus import corpus_hash
 
@@ -93,7 +92,9 @@ def make_catalog(tmp_path, personas_file, encoder):
     catalog["params:llm"] = LLMConfig.from_mapping({**LLM, "backend": "keyword"})
     catalog["llm_credentials"] = {}
     catalog["llm_journal"] = MemoryDataset(ResponseJournal(tmp_path / "journal.jsonl"), copy_mode="assign")
-    catalog["prompt_persona_translate"] = yaml.safe_load((ROOT / "conf/base/prompts/persona_translate.yml").read_text())
+    catalog["prompt_persona_translate"] = yaml.safe_load(
+        (ROOT / "conf/base/prompts/persona_translate.yml").read_text()
+    )
     return catalog
 
 

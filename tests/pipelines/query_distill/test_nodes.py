@@ -15,7 +15,13 @@ from finrag_pipelines.text.corpus import corpus_hash
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 
 SPEC = SpecParams(
-    question_types={"keywords": "k", "acquire_knowledge": "a", "summary": "s", "yes_or_no": "y", "background": "b"},
+    question_types={
+        "keywords": "k",
+        "acquire_knowledge": "a",
+        "summary": "s",
+        "yes_or_no": "y",
+        "background": "b",
+    },
     difficulties={"high_school": "h", "university": "u", "phd": "p"},
     length_rules={"keywords": "", "acquire_knowledge": "", "summary": "", "yes_or_no": "", "background": ""},
 )
@@ -27,10 +33,22 @@ ANSWERS = AnswerParams(**CONF["answers"])
 STAGE1 = PromptTemplate.from_yaml(ROOT / "conf/base/prompts/query_distill_stage1.yml")
 STAGE2 = PromptTemplate.from_yaml(ROOT / "conf/base/prompts/query_distill_stage2.yml")
 ECHO1 = answers.PromptEcho.of(STAGE1, ANSWERS.echo_min_chars)
-CANDIDATES = ["A budget-conscious traveler who plans trips around exchange rates", "一位关注家庭理财的中学老师",
-              "a bank analyst", "a bank auditor", "30岁的基金经理"]
-CLEAN = CleanParams(min_chars=4, max_chars=60, max_copied_chars=12, near_duplicates=True, dedup_max_hamming=3,
-                    dedup_min_jaccard=0.8, round_trip={"enabled": True, "top_k": 1})
+CANDIDATES = [
+    "A budget-conscious traveler who plans trips around exchange rates",
+    "一位关注家庭理财的中学老师",
+    "a bank analyst",
+    "a bank auditor",
+    "30岁的基金经理",
+]
+CLEAN = CleanParams(
+    min_chars=4,
+    max_chars=60,
+    max_copied_chars=12,
+    near_duplicates=True,
+    dedup_max_hamming=3,
+    dedup_min_jaccard=0.8,
+    round_trip={"enabled": True, "top_k": 1},
+)
 
 
 def test_keyword_choices_are_deterministic_and_spread():
@@ -62,9 +80,14 @@ def test_stage1_validator_accepts_messy_answers_and_rejects_rule_breaks():
         ('{"character": 6, "question_type": "summary", "difficulty": "phd"}', "not one of 1..5"),
         ('{"character": 1, "question_type": "essay", "difficulty": "phd"}', "question_type"),
         ('{"character": "the analyst", "question_type": "summary", "difficulty": "phd"}', "candidate number"),
-        ('{"character": "a bank", "question_type": "summary", "difficulty": "phd"}',
-         r"several candidates \(3, 4\)"),
-        ('{"character": "3. 一位关注家庭理财的中学老师", "question_type": "summary", "difficulty": "phd"}', "by number"),
+        (
+            '{"character": "a bank", "question_type": "summary", "difficulty": "phd"}',
+            r"several candidates \(3, 4\)",
+        ),
+        (
+            '{"character": "3. 一位关注家庭理财的中学老师", "question_type": "summary", "difficulty": "phd"}',
+            "by number",
+        ),
         ('{"character": 1, "question_type": "summary", "difficulty": "研究生"}', "difficulty must be one of"),
         ("no json here", "(?i)json"),
     ]:
@@ -82,9 +105,15 @@ def test_stage2_validator_cleans_labels_and_rejects_non_queries():
         validate("公司" * 20)
     with pytest.raises(ValueError, match="empty"):
         validate("   ")
-    echoed = STAGE2.render(question_type="summary", question_type_description="概括", difficulty="phd",
-                           difficulty_description="难", length_rule="10 到 20 个字", character="一位老师",
-                           passage="基金净值。")
+    echoed = STAGE2.render(
+        question_type="summary",
+        question_type_description="概括",
+        difficulty="phd",
+        difficulty_description="难",
+        length_rule="10 到 20 个字",
+        character="一位老师",
+        passage="基金净值。",
+    )
     with pytest.raises(ValueError, match="repeats the prompt"):
         validate(echoed[-1]["content"])
 
@@ -129,14 +158,20 @@ def test_stage1_accepts_label_names_aliases_and_prefixes(question_type, difficul
 def test_stage1_rejects_an_answer_that_repeats_the_prompt_and_its_example():
     validate = answers.stage1_validator(CANDIDATES, SPEC, ANSWERS, ECHO1)
     numbered = "\n".join(f"{i}. {c}" for i, c in enumerate(CANDIDATES, 1))
-    rendered = STAGE1.render(passage="某基金2023年1月5日单位净值1.2345元。", question_types="- summary: s",
-                             difficulties="- phd: p", characters=numbered)
+    rendered = STAGE1.render(
+        passage="某基金2023年1月5日单位净值1.2345元。",
+        question_types="- summary: s",
+        difficulties="- phd: p",
+        characters=numbered,
+    )
     prompt = rendered[-1]["content"]
     assert '{"character": 2, "question_type": "acquire_knowledge", "difficulty": "high_school"}' in prompt
     with pytest.raises(ValueError, match="repeats the prompt.*prompt's own example"):
         validate(prompt)
     # a real answer around its JSON may quote a persona or the passage: that is no echo
-    quoted = f'候选人2“{CANDIDATES[1]}”最关心，{{"character": 2, "question_type": "summary", "difficulty": "phd"}}'
+    quoted = (
+        f'候选人2“{CANDIDATES[1]}”最关心，{{"character": 2, "question_type": "summary", "difficulty": "phd"}}'
+    )
     assert validate(quoted)["character"] == 2
     # the example object alone, verbatim, is the prompt's example too (not a plan for this document)
     with pytest.raises(ValueError, match="prompt's own example"):
@@ -144,7 +179,10 @@ def test_stage1_rejects_an_answer_that_repeats_the_prompt_and_its_example():
     # the same values in another order of keys are still the example; other values are a plan
     with pytest.raises(ValueError, match="prompt's own example"):
         validate('{"difficulty": "high_school", "character": 2, "question_type": "acquire_knowledge"}')
-    assert validate('{"character": 2, "question_type": "acquire_knowledge", "difficulty": "phd"}')["character"] == 2
+    assert (
+        validate('{"character": 2, "question_type": "acquire_knowledge", "difficulty": "phd"}')["character"]
+        == 2
+    )
 
 
 def test_answer_aliases_must_name_one_known_label():
@@ -167,40 +205,90 @@ def test_copy_and_length_filters():
 
 
 def test_clean_queries_applies_every_filter_and_stamps_rows():
-    docs = pd.DataFrame({
-        "doc_id": ["d1", "d2"],
-        "text": ["公司于2019年底完成新工厂搬迁，新工厂的设计产能为20万台每年。", "第一期员工持股计划的股票来源为回购专用账户。"],
-    })
+    docs = pd.DataFrame(
+        {
+            "doc_id": ["d1", "d2"],
+            "text": [
+                "公司于2019年底完成新工厂搬迁，新工厂的设计产能为20万台每年。",
+                "第一期员工持股计划的股票来源为回购专用账户。",
+            ],
+        }
+    )
     tokenizer = FinanceTokenizer(stopwords="builtin", search_mode=True)
     ids, texts = list(docs["doc_id"]), list(docs["text"])
     index = BM25Index.build(ids, texts, tokenizer, BM25Config(), corpus_hash(ids, texts))
-    generated = pd.DataFrame({
-        "doc_id": ["d1", "d1", "d1", "d2", "d2", "d1", "d2"],
-        "persona_id": ["p1"] * 7,
-        "question_type": ["keywords"] * 7,
-        "difficulty": ["phd"] * 7,
-        "query": ["新工厂产能多大？", "新工厂产能多大?", "公司于2019年底完成新工厂搬迁了吗", "员工持股计划股票从哪来？",
-                  "好", "员工持股计划股票来源？", None],
-        "error": [None] * 6 + ["stage 2: HTTP 500 after 6 attempts"],
-    })
-    personas = pd.DataFrame({"persona_id": ["p1"], "persona": ["an investor"], "persona_text": ["an investor"]})
+    generated = pd.DataFrame(
+        {
+            "doc_id": ["d1", "d1", "d1", "d2", "d2", "d1", "d2"],
+            "persona_id": ["p1"] * 7,
+            "question_type": ["keywords"] * 7,
+            "difficulty": ["phd"] * 7,
+            "query": [
+                "新工厂产能多大？",
+                "新工厂产能多大?",
+                "公司于2019年底完成新工厂搬迁了吗",
+                "员工持股计划股票从哪来？",
+                "好",
+                "员工持股计划股票来源？",
+                None,
+            ],
+            "error": [None] * 6 + ["stage 2: HTTP 500 after 6 attempts"],
+        }
+    )
+    personas = pd.DataFrame(
+        {"persona_id": ["p1"], "persona": ["an investor"], "persona_text": ["an investor"]}
+    )
     llm = type("L", (), {"backend": "keyword", "model": "x"})()
-    audit = nodes.clean_queries(generated, docs, personas, index, {}, llm, {}, {},
-                                nodes.KeywordBackendParams(top_keywords=3, seed=1, templates={"keywords": ["$k1"]}), CLEAN)
-    assert list(audit["status"]) == ["kept", "exact_duplicate", "copies_document", "kept", "too_short", "round_trip_miss"]
-    assert set(audit["model"]) == {"keyword-baseline"} and audit["prompt_hash"].str.startswith("keyword:").all()
+    audit = nodes.clean_queries(
+        generated,
+        docs,
+        personas,
+        index,
+        {},
+        llm,
+        {},
+        {},
+        nodes.KeywordBackendParams(top_keywords=3, seed=1, templates={"keywords": ["$k1"]}),
+        CLEAN,
+    )
+    assert list(audit["status"]) == [
+        "kept",
+        "exact_duplicate",
+        "copies_document",
+        "kept",
+        "too_short",
+        "round_trip_miss",
+    ]
+    assert (
+        set(audit["model"]) == {"keyword-baseline"} and audit["prompt_hash"].str.startswith("keyword:").all()
+    )
     assert audit["query_id"].is_unique and set(audit["persona"]) == {"an investor"}
     kept = nodes.select_kept_queries(audit, {"passed": True})
-    assert list(kept.columns) == ["query_id", "doc_id", "query", "persona", "question_type", "difficulty", "model", "prompt_hash"]
+    assert list(kept.columns) == [
+        "query_id",
+        "doc_id",
+        "query",
+        "persona",
+        "question_type",
+        "difficulty",
+        "model",
+        "prompt_hash",
+    ]
     assert len(kept) == 2
 
 
 def test_distillation_report_carries_the_floor_and_the_check_fails_below_it():
-    audit = pd.DataFrame({
-        "query_id": ["q1", "q2", "q3"], "doc_id": ["d1", "d2", "d3"], "query": ["同一个问题？"] * 3,
-        "question_type": ["summary"] * 3, "difficulty": ["phd"] * 3, "prompt_hash": ["h"] * 3,
-        "status": ["kept", "exact_duplicate", "exact_duplicate"],
-    })
+    audit = pd.DataFrame(
+        {
+            "query_id": ["q1", "q2", "q3"],
+            "doc_id": ["d1", "d2", "d3"],
+            "query": ["同一个问题？"] * 3,
+            "question_type": ["summary"] * 3,
+            "difficulty": ["phd"] * 3,
+            "prompt_hash": ["h"] * 3,
+            "status": ["kept", "exact_duplicate", "exact_duplicate"],
+        }
+    )
     failures = pd.DataFrame({"doc_id": ["d4"], "error": ["stage 1: invalid output: no JSON object"]})
     llm = type("L", (), {"backend": "openai", "model": "m"})()
     summary = {"documents": 4, "failed": 1}

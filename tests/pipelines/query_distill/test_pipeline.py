@@ -2,6 +2,7 @@
 
 import json
 import threading
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -33,57 +34,87 @@ from finrag_pipelines.retrieval.dense import DenseIndex
 from finrag_pipelines.text.corpus import corpus_hash, indexable
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 
-from pathlib import Path
-
 ROOT = Path(__file__).resolve().parents[3]
-CONF = yaml.safe_load((ROOT / "conf/base/parameters_query_distill.yml").read_text(encoding="utf-8"))["query_distill"]
+CONF = yaml.safe_load((ROOT / "conf/base/parameters_query_distill.yml").read_text(encoding="utf-8"))[
+    "query_distill"
+]
 N_DOCS = 24
-PERSONAS = pd.DataFrame({
-    "persona_id": [f"p{i}" for i in range(6)],
-    "persona": ["a retail investor", "a bank analyst", "a fund manager", "an accountant", "a journalist", "a student"],
-})
+PERSONAS = pd.DataFrame(
+    {
+        "persona_id": [f"p{i}" for i in range(6)],
+        "persona": [
+            "a retail investor",
+            "a bank analyst",
+            "a fund manager",
+            "an accountant",
+            "a journalist",
+            "a student",
+        ],
+    }
+)
 PERSONAS["persona_text"] = PERSONAS["persona"]
 
 
 @pytest.fixture(scope="module")
 def world(disc_corpus, tiny_qwen3_dir, tmp_path_factory):
     """A small corpus, its BM25 index and a persona index built with the tiny local Qwen3."""
-    corpus = pd.DataFrame({"doc_id": [d for d, _ in disc_corpus[:N_DOCS]], "title": "",
-                           "text": [t for _, t in disc_corpus[:N_DOCS]]})
+    corpus = pd.DataFrame(
+        {
+            "doc_id": [d for d, _ in disc_corpus[:N_DOCS]],
+            "title": "",
+            "text": [t for _, t in disc_corpus[:N_DOCS]],
+        }
+    )
     ids, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
-    bm25 = BM25Index.build(ids, texts, FinanceTokenizer(stopwords="builtin", search_mode=True), BM25Config(), digest)
+    bm25 = BM25Index.build(
+        ids, texts, FinanceTokenizer(stopwords="builtin", search_mode=True), BM25Config(), digest
+    )
     encoder = HFEncoder(str(tiny_qwen3_dir), query_task="为文档检索提问人", max_length=64, batch_size=8)
     vectors = encoder.encode_documents(list(PERSONAS["persona_text"]))
-    persona_index = DenseIndex.build(list(PERSONAS["persona_id"]), vectors, {**encoder.describe(), "fingerprint": encoder.fingerprint},
-                                     corpus_hash(list(PERSONAS["persona_id"]), list(PERSONAS["persona_text"])))
+    persona_index = DenseIndex.build(
+        list(PERSONAS["persona_id"]),
+        vectors,
+        {**encoder.describe(), "fingerprint": encoder.fingerprint},
+        corpus_hash(list(PERSONAS["persona_id"]), list(PERSONAS["persona_text"])),
+    )
     return corpus, bm25, encoder, persona_index, tmp_path_factory.mktemp("qd")
 
 
 def catalog_for(world, llm: dict, journal_path, execution: dict | None = None):
     corpus, bm25, encoder, persona_index, tmp = world
-    catalog = DataCatalog({
-        "corpus": MemoryDataset(corpus),
-        "bm25_index": MemoryDataset(bm25, copy_mode="assign"),
-        "persona_index": MemoryDataset(persona_index, copy_mode="assign"),
-        "persona_encoder": MemoryDataset(encoder, copy_mode="assign"),
-        "embedding_store": MemoryDataset(EmbeddingStore(tmp / "store"), copy_mode="assign"),
-        "finance_personas": MemoryDataset(PERSONAS),
-        "llm_credentials": MemoryDataset({"api_key": "test-key"}),
-        "llm_journal": MemoryDataset(ResponseJournal(journal_path), copy_mode="assign"),
-        "prompt_query_distill_stage1": MemoryDataset(yaml.safe_load((ROOT / "conf/base/prompts/query_distill_stage1.yml").read_text())),
-        "prompt_query_distill_stage2": MemoryDataset(yaml.safe_load((ROOT / "conf/base/prompts/query_distill_stage2.yml").read_text())),
-        # saved like the real catalog does (a MemoryDataset is released once its last reader ran)
-        **{name: ParquetDataset(filepath=str(journal_path.parent / f"{name}.parquet"))
-           for name in ("document_personas", "query_plans", "distill_failures", "distilled_query_audit")},
-        "distill_report": JSONDataset(filepath=str(journal_path.parent / "distill_report.json")),
-    })
+    catalog = DataCatalog(
+        {
+            "corpus": MemoryDataset(corpus),
+            "bm25_index": MemoryDataset(bm25, copy_mode="assign"),
+            "persona_index": MemoryDataset(persona_index, copy_mode="assign"),
+            "persona_encoder": MemoryDataset(encoder, copy_mode="assign"),
+            "embedding_store": MemoryDataset(EmbeddingStore(tmp / "store"), copy_mode="assign"),
+            "finance_personas": MemoryDataset(PERSONAS),
+            "llm_credentials": MemoryDataset({"api_key": "test-key"}),
+            "llm_journal": MemoryDataset(ResponseJournal(journal_path), copy_mode="assign"),
+            "prompt_query_distill_stage1": MemoryDataset(
+                yaml.safe_load((ROOT / "conf/base/prompts/query_distill_stage1.yml").read_text())
+            ),
+            "prompt_query_distill_stage2": MemoryDataset(
+                yaml.safe_load((ROOT / "conf/base/prompts/query_distill_stage2.yml").read_text())
+            ),
+            # saved like the real catalog does (a MemoryDataset is released once its last reader ran)
+            **{
+                name: ParquetDataset(filepath=str(journal_path.parent / f"{name}.parquet"))
+                for name in ("document_personas", "query_plans", "distill_failures", "distilled_query_audit")
+            },
+            "distill_report": JSONDataset(filepath=str(journal_path.parent / "distill_report.json")),
+        }
+    )
     base_llm = yaml.safe_load((ROOT / "conf/base/parameters.yml").read_text())["llm"]
     catalog["params:llm"] = LLMConfig.from_mapping({**base_llm, **llm})
     catalog["params:query_distill.select"] = SelectParams(**CONF["select"])
     catalog["params:query_distill.personas"] = PersonaParams(top_k=3)
     catalog["params:query_distill.spec"] = SpecParams(**CONF["spec"])
     catalog["params:query_distill.keyword_backend"] = KeywordBackendParams(**CONF["keyword_backend"])
-    catalog["params:query_distill.clean"] = CleanParams(**{**CONF["clean"], "round_trip": {"enabled": False, "top_k": 10}})
+    catalog["params:query_distill.clean"] = CleanParams(
+        **{**CONF["clean"], "round_trip": {"enabled": False, "top_k": 10}}
+    )
     catalog["params:query_distill.execution"] = ExecutionConfig(**{**CONF["execution"], **(execution or {})})
     catalog["params:query_distill.answers"] = AnswerParams(**CONF["answers"])
     catalog["params:query_distill.floor"] = FloorParams(**CONF["floor"])
@@ -112,15 +143,26 @@ def scripted(corpus, broken: set[str] | None = None):
         if stage1:
             if first and doc.endswith(("1", "5")):
                 return Reply(content="I cannot decide.")  # invalid: retried with a new attempt
-            return Reply(content='```json\n{"character": 2, "question_type": "Summary", "difficulty": "university"}\n```')
+            return Reply(
+                content='```json\n{"character": 2, "question_type": "Summary", "difficulty": "university"}\n```'
+            )
         return Reply(content=f"查询：文档{doc}里提到的主要事项是什么？")
 
     return behaviour
 
 
 def fast_llm(server, **extra):
-    return {"backend": "openai", "base_url": server.base_url, "model": "stub-qwen", "backoff_base_s": 0.01,
-            "backoff_max_s": 0.05, "max_retries": 2, "timeout_s": 5, "max_concurrency": 8, **extra}
+    return {
+        "backend": "openai",
+        "base_url": server.base_url,
+        "model": "stub-qwen",
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+        "max_retries": 2,
+        "timeout_s": 5,
+        "max_concurrency": 8,
+        **extra,
+    }
 
 
 def test_openai_backend_end_to_end_with_retries(world, tmp_path):
@@ -168,7 +210,9 @@ def test_failure_ceiling_then_resume_without_repeating_calls(world, tmp_path):
 
 
 def test_keyword_backend_needs_no_endpoint(world, tmp_path):
-    catalog = catalog_for(world, {"backend": "keyword", "base_url": "http://127.0.0.1:9/v1"}, tmp_path / "j.jsonl")
+    catalog = catalog_for(
+        world, {"backend": "keyword", "base_url": "http://127.0.0.1:9/v1"}, tmp_path / "j.jsonl"
+    )
     SequentialRunner().run(create_pipeline(), catalog)
     queries = catalog.load("distilled_queries")
     assert len(queries) > N_DOCS // 2 and set(queries["model"]) == {"keyword-baseline"}

@@ -24,7 +24,7 @@ from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.llm.stub_agent import search_agent
 from finrag_pipelines.llm.stub_server import Reply, ScriptedOpenAIServer
 from finrag_pipelines.pipelines.index_build.nodes import build_bm25_index
-from finrag_pipelines.pipelines.index_build.params import BM25Params
+from finrag_pipelines.pipelines.index_build.params import BM25Params, LuceneParams
 from finrag_pipelines.pipelines.rag_answer import create_pipeline
 from finrag_pipelines.pipelines.rag_answer.params import BootstrapParams, QuestionParams
 from finrag_pipelines.rag.judge import JudgeSettings
@@ -87,7 +87,8 @@ def world():
         }
     )
     params = yaml.safe_load((ROOT / "conf/base/parameters_index_build.yml").read_text(encoding="utf-8"))
-    bm25 = build_bm25_index(corpus, BM25Params(**params["index_build"]["bm25"]))
+    conf = params["index_build"]
+    bm25 = build_bm25_index(corpus, BM25Params(**conf["bm25"]), LuceneParams(**conf["lucene"]))
     return corpus, queries, qrels, splits, bm25
 
 

@@ -35,7 +35,8 @@ SWIFT = {
     "num_train_epochs": 1, "max_steps": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
     "warmup_ratio": 0.0, "max_length": 320, "truncation_strategy": "delete", "save_steps": 3,
     "logging_steps": 1,
-    "torch_dtype": "float32", "nproc_per_node": 1, "deepspeed": None, "dataloader_num_workers": 0, "seed": 0,
+    "torch_dtype": "float32", "nproc_per_node": 1, "deepspeed": None, "use_liger_kernel": True,
+    "dataloader_num_workers": 0, "seed": 0,
 }  # fmt: skip
 
 
@@ -104,6 +105,10 @@ def test_finetune_trains_a_tiny_reranker_then_skips(disc_corpus, tmp_path: Path)
         "--task_type" in manifest["argv"]
         and manifest["env_knobs"]["GENERATIVE_RERANKER_POSITIVE_TOKEN"] == "yes"
     )
+    # CPU: sdpa and no Liger although conf asks for it, with the reasons in the manifest
+    assert manifest["argv"][manifest["argv"].index("--attn_impl") + 1] == "sdpa"
+    assert "--use_liger_kernel" not in manifest["argv"]
+    assert manifest["kernels"]["use_liger"] is False and "no CUDA GPU" in manifest["kernels"]["liger_reason"]
     log = (tmp_path / "work" / "train.log").read_text(encoding="utf-8")
     assert "global_step/max_steps': '3/3'" in log and "filtered dataset length" not in log  # no row dropped
     rows = [

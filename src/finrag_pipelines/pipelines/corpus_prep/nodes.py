@@ -29,7 +29,9 @@ def normalise_corpus(corpus_raw: list[SourceRow]) -> pd.DataFrame:
     docs = parse_documents(corpus_raw)
     if not docs:
         raise CorpusFormatError("the corpus file has no documents")
-    frame = pd.DataFrame([(d.doc_id, d.title, d.text, d.metadata, d.where) for d in docs], columns=CORPUS_COLUMNS)
+    frame = pd.DataFrame(
+        [(d.doc_id, d.title, d.text, d.metadata, d.where) for d in docs], columns=CORPUS_COLUMNS
+    )
     logger.info("corpus_prep: parsed %d documents", len(frame))
     return frame
 
@@ -98,8 +100,12 @@ def split_passages(corpus: pd.DataFrame, passages: PassageParams) -> tuple[pd.Da
     meta = corpus.drop(columns=["text"]).rename(columns={"doc_id": "parent_id"})
     out = table.merge(meta, on="parent_id", how="left", validate="many_to_one")
     out = out[[*CORPUS_COLUMNS, "parent_id", "passage"]]
-    report = {"enabled": True, "max_chars": passages.max_chars, "overlap_chars": passages.overlap_chars,
-              **stats.to_dict()}
+    report = {
+        "enabled": True,
+        "max_chars": passages.max_chars,
+        "overlap_chars": passages.overlap_chars,
+        **stats.to_dict(),
+    }
     logger.info(
         "corpus_prep: %d documents -> %d passages (%d documents split; %d table rows over max_chars "
         "kept whole, %d sentences cut at max_chars)",
@@ -119,7 +125,9 @@ def prepare_queries(queries_raw: list[SourceRow]) -> pd.DataFrame:
     return queries
 
 
-def prepare_qrels(qrels_raw: list[SourceRow], queries: pd.DataFrame, doc_status: pd.DataFrame) -> pd.DataFrame:
+def prepare_qrels(
+    qrels_raw: list[SourceRow], queries: pd.DataFrame, doc_status: pd.DataFrame
+) -> pd.DataFrame:
     """Validate judgements against the queries and corpus, and follow deduplication.
 
     A judgement on a removed duplicate moves to the document kept in its place (the highest grade wins
@@ -151,12 +159,16 @@ def prepare_qrels(qrels_raw: list[SourceRow], queries: pd.DataFrame, doc_status:
     return qrels
 
 
-def summarise_corpus_prep(doc_status: pd.DataFrame, queries: pd.DataFrame, qrels: pd.DataFrame) -> dict[str, Any]:
+def summarise_corpus_prep(
+    doc_status: pd.DataFrame, queries: pd.DataFrame, qrels: pd.DataFrame
+) -> dict[str, Any]:
     """Counts for the record: documents by status, queries, judgements, queries left without relevant docs."""
     answerable = set(qrels.loc[qrels["score"] > 0, "query_id"])
     unanswerable = sorted(set(queries["query_id"]) - answerable)
     if unanswerable:
-        logger.warning("corpus_prep: %d queries have no relevant document left: %s", len(unanswerable), unanswerable[:10])
+        logger.warning(
+            "corpus_prep: %d queries have no relevant document left: %s", len(unanswerable), unanswerable[:10]
+        )
     return {
         "documents_in": int(len(doc_status)),
         "documents_by_status": {k: int(v) for k, v in doc_status["status"].value_counts().items()},

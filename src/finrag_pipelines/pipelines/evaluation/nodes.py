@@ -7,11 +7,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.store import EmbeddingStore
-from matplotlib.figure import Figure
-
 from finrag_pipelines.pipelines.evaluation.params import (
     BootstrapParams,
     FusionParams,
@@ -47,7 +46,9 @@ def split_queries(eval_queries: pd.DataFrame, split: SplitParams) -> pd.DataFram
     return splits
 
 
-def _search(retriever: Retriever, corpus: pd.DataFrame, queries: pd.DataFrame, params: RetrieveParams) -> pd.DataFrame:
+def _search(
+    retriever: Retriever, corpus: pd.DataFrame, queries: pd.DataFrame, params: RetrieveParams
+) -> pd.DataFrame:
     texts = list(queries["text"])
     run: Run = []
     for start in range(0, len(texts), params.batch_size):
@@ -59,12 +60,16 @@ def _search(retriever: Retriever, corpus: pd.DataFrame, queries: pd.DataFrame, p
                 f"retriever '{retriever.name}' failed on queries {start}..{start + len(batch) - 1}: {exc}"
             ) from exc
         if len(hits) != len(batch):
-            raise RetrievalError(f"retriever '{retriever.name}' returned {len(hits)} result lists for {len(batch)} queries")
+            raise RetrievalError(
+                f"retriever '{retriever.name}' returned {len(hits)} result lists for {len(batch)} queries"
+            )
         run.extend(hits)
     known = set(corpus["doc_id"])
     unknown = {h.doc_id for hits in run for h in hits} - known
     if unknown:
-        raise RetrievalError(f"retriever '{retriever.name}' returned ids not in the corpus, e.g. {sorted(unknown)[:5]}")
+        raise RetrievalError(
+            f"retriever '{retriever.name}' returned ids not in the corpus, e.g. {sorted(unknown)[:5]}"
+        )
     empty = sum(1 for hits in run if not hits)
     if empty:
         logger.warning("evaluation: %s found nothing for %d of %d queries", retriever.name, empty, len(run))
@@ -72,12 +77,20 @@ def _search(retriever: Retriever, corpus: pd.DataFrame, queries: pd.DataFrame, p
 
 
 def retrieve_bm25(
-    index: LexicalIndex, corpus: pd.DataFrame, eval_queries: pd.DataFrame, retrieve: RetrieveParams
+    index: LexicalIndex | Unavailable,
+    corpus: pd.DataFrame,
+    eval_queries: pd.DataFrame,
+    retrieve: RetrieveParams,
 ) -> pd.DataFrame:
     """Run a lexical (BM25) index over the evaluation queries, after checking it was built from this corpus.
 
-    Any backend (bm25s folder, Milvus collection) that implements ``LexicalIndex``.
+    Any backend (bm25s or Lucene folder, Milvus collection) that implements ``LexicalIndex``. An optional
+    index recorded as not built (``bm25_lucene`` without ``index_build.lucene.compare``) gives a run marked
+    unavailable.
     """
+    if isinstance(index, Unavailable):
+        logger.warning("evaluation: lexical retriever not evaluated: %s", index.reason)
+        return unavailable_frame(index.reason)
     _, _, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
     index.check_compatible(digest)
     return _search(index, corpus, eval_queries, retrieve)
@@ -107,17 +120,23 @@ def retrieve_dense(
     return _search(retriever, corpus, eval_queries, retrieve)
 
 
-def fuse_rrf(dense_run: pd.DataFrame, bm25_run: pd.DataFrame, eval_queries: pd.DataFrame, fusion: FusionParams) -> pd.DataFrame:
+def fuse_rrf(
+    dense_run: pd.DataFrame, bm25_run: pd.DataFrame, eval_queries: pd.DataFrame, fusion: FusionParams
+) -> pd.DataFrame:
     """Reciprocal rank fusion of the dense and BM25 runs (no tuning needed)."""
     reason = _unavailable(dense_run, bm25_run)
     if reason:
         return unavailable_frame(reason)
     qids = list(eval_queries["query_id"])
-    fused = rrf([frame_to_run(dense_run, qids), frame_to_run(bm25_run, qids)], k=fusion.rrf_k, depth=fusion.depth)
+    fused = rrf(
+        [frame_to_run(dense_run, qids), frame_to_run(bm25_run, qids)], k=fusion.rrf_k, depth=fusion.depth
+    )
     return run_to_frame(qids, fused)
 
 
-def _weighted(dense_run: pd.DataFrame, bm25_run: pd.DataFrame, qids: list[str], weight: float, fusion: FusionParams) -> Run:
+def _weighted(
+    dense_run: pd.DataFrame, bm25_run: pd.DataFrame, qids: list[str], weight: float, fusion: FusionParams
+) -> Run:
     runs = [frame_to_run(dense_run, qids), frame_to_run(bm25_run, qids)]
     return weighted_sum(runs, [weight, 1.0 - weight], method=fusion.normalisation, depth=fusion.depth)
 
@@ -166,12 +185,24 @@ def tune_fusion_weight(
     """
     reason = _unavailable(dense_run, bm25_run)
     if reason:
-        return {"dense_weight": None, "metric": fusion.tune_metric, "n_tune_queries": 0, "grid": [],
-                "source": f"not tuned: {reason}"}
+        return {
+            "dense_weight": None,
+            "metric": fusion.tune_metric,
+            "n_tune_queries": 0,
+            "grid": [],
+            "source": f"not tuned: {reason}",
+        }
     if fusion.fixed_dense_weight is not None:
-        logger.info("evaluation: weighted hybrid dense weight fixed in conf at %.2f", fusion.fixed_dense_weight)
-        return {"dense_weight": fusion.fixed_dense_weight, "metric": fusion.tune_metric, "n_tune_queries": 0,
-                "grid": [], "source": "fixed in conf (evaluation.fusion.fixed_dense_weight)"}
+        logger.info(
+            "evaluation: weighted hybrid dense weight fixed in conf at %.2f", fusion.fixed_dense_weight
+        )
+        return {
+            "dense_weight": fusion.fixed_dense_weight,
+            "metric": fusion.tune_metric,
+            "n_tune_queries": 0,
+            "grid": [],
+            "source": "fixed in conf (evaluation.fusion.fixed_dense_weight)",
+        }
     relevance = _relevance(eval_qrels)
     tune_ids = set(query_splits.loc[query_splits["split"] == "tune", "query_id"])
     qids = [q for q in eval_queries["query_id"] if q in tune_ids and q in relevance]
@@ -181,7 +212,9 @@ def tune_fusion_weight(
             "evaluation.fusion.fixed_dense_weight"
         )
     if fusion.tune_metric not in metric_names(metrics.ks, metrics.cutoff):
-        raise ValueError(f"fusion.tune_metric {fusion.tune_metric!r} is not one of {metric_names(metrics.ks, metrics.cutoff)}")
+        raise ValueError(
+            f"fusion.tune_metric {fusion.tune_metric!r} is not one of {metric_names(metrics.ks, metrics.cutoff)}"
+        )
     grid = []
     parents = passage_parents(corpus)
     for weight in fusion.weight_grid:
@@ -196,21 +229,35 @@ def tune_fusion_weight(
     best = max(grid, key=lambda row: (row[fusion.tune_metric], -abs(row["dense_weight"] - 0.5)))
     logger.info(
         "evaluation: weighted hybrid dense weight %.2f (%s %.4f on %d tune queries)",
-        best["dense_weight"], fusion.tune_metric, best[fusion.tune_metric], len(qids),
+        best["dense_weight"],
+        fusion.tune_metric,
+        best[fusion.tune_metric],
+        len(qids),
     )
-    return {"dense_weight": best["dense_weight"], "metric": fusion.tune_metric, "n_tune_queries": len(qids), "grid": grid,
-            "source": "tuned on the tune split"}
+    return {
+        "dense_weight": best["dense_weight"],
+        "metric": fusion.tune_metric,
+        "n_tune_queries": len(qids),
+        "grid": grid,
+        "source": "tuned on the tune split",
+    }
 
 
 def fuse_weighted(
-    dense_run: pd.DataFrame, bm25_run: pd.DataFrame, eval_queries: pd.DataFrame, fusion_weight: dict[str, Any], fusion: FusionParams
+    dense_run: pd.DataFrame,
+    bm25_run: pd.DataFrame,
+    eval_queries: pd.DataFrame,
+    fusion_weight: dict[str, Any],
+    fusion: FusionParams,
 ) -> pd.DataFrame:
     """Weighted sum of normalised dense and BM25 scores with the tuned dense weight."""
     reason = _unavailable(dense_run, bm25_run)
     if reason:
         return unavailable_frame(reason)
     qids = list(eval_queries["query_id"])
-    return run_to_frame(qids, _weighted(dense_run, bm25_run, qids, float(fusion_weight["dense_weight"]), fusion))
+    return run_to_frame(
+        qids, _weighted(dense_run, bm25_run, qids, float(fusion_weight["dense_weight"]), fusion)
+    )
 
 
 def score_runs(
@@ -228,8 +275,11 @@ def score_runs(
     """
     parents = passage_parents(corpus)
     if parents is not None:
-        logger.info("evaluation: %d passages of %d documents; runs scored per document", len(parents),
-                    len(set(parents.values())))
+        logger.info(
+            "evaluation: %d passages of %d documents; runs scored per document",
+            len(parents),
+            len(set(parents.values())),
+        )
     relevance = _relevance(eval_qrels)
     qids = [q for q in eval_queries["query_id"] if q in relevance]
     skipped = len(eval_queries) - len(qids)
@@ -250,8 +300,10 @@ def score_runs(
 
 def record_retriever_status(**runs: pd.DataFrame) -> dict[str, str]:
     """``{"<retriever>": "evaluated" | "not evaluated: <reason>"}`` for every configured run."""
-    return {name: f"not evaluated: {unavailable_reason(frame)}" if unavailable_reason(frame) else "evaluated"
-            for name, frame in runs.items()}
+    return {
+        name: f"not evaluated: {unavailable_reason(frame)}" if unavailable_reason(frame) else "evaluated"
+        for name, frame in runs.items()
+    }
 
 
 def summarise_metrics(per_query_metrics: pd.DataFrame, metrics: MetricParams) -> dict[str, dict[str, float]]:
@@ -288,11 +340,24 @@ def compare_retrievers(
         right = report[report["retriever"] == b].set_index("query_id").loc[left.index]
         for metric in bootstrap.metrics:
             ci = paired_bootstrap(
-                left[metric].to_numpy(), right[metric].to_numpy(), bootstrap.n_resamples, bootstrap.confidence, bootstrap.seed
+                left[metric].to_numpy(),
+                right[metric].to_numpy(),
+                bootstrap.n_resamples,
+                bootstrap.confidence,
+                bootstrap.seed,
             )
             out.append(
-                {"a": a, "b": b, "metric": metric, "mean_diff": ci.mean_diff, "low": ci.low, "high": ci.high,
-                 "p_value": ci.p_value, "n_queries": ci.n_queries, "confidence": bootstrap.confidence}
+                {
+                    "a": a,
+                    "b": b,
+                    "metric": metric,
+                    "mean_diff": ci.mean_diff,
+                    "low": ci.low,
+                    "high": ci.high,
+                    "p_value": ci.p_value,
+                    "n_queries": ci.n_queries,
+                    "confidence": bootstrap.confidence,
+                }
             )
     return out
 
@@ -315,26 +380,35 @@ def write_report(
     fusion_settings: dict[str, Any] | None = None,
     vocabulary_ablation: dict[str, Any] | None = None,
     bm25_ngram_index_meta: dict[str, Any] | None = None,
+    bm25_lucene_index_meta: dict[str, Any] | None = None,
 ) -> str:
     """The markdown report (metrics, bootstrap differences, fusion tuning, rerank stage, index provenance).
 
     Paths under the project root are written relative to it (the report travels; the machine does not).
     """
-    return portable_text(render_markdown(
-        dataset,
-        retrieval_metrics,
-        retrieval_comparisons,
-        {"hybrid_weighted": fusion_weight, "hybrid_weighted_finetuned": fusion_weight_finetuned},
-        query_splits["split"].value_counts().to_dict(),
-        corpus_prep_report,
-        {"bm25": bm25_index_meta, "bm25_plain": bm25_plain_index_meta, "dense": dense_index_meta,
-         "dense_pretrained": dense_pretrained_index_meta, "dense_finetuned": dense_finetuned_index_meta,
-         **({"bm25_ngram": bm25_ngram_index_meta} if bm25_ngram_index_meta else {})},
-        retriever_status=retriever_status,
-        rerank=rerank_settings,
-        first_stage_fusion=fusion_settings,
-        vocabulary=vocabulary_ablation,
-    ))
+    return portable_text(
+        render_markdown(
+            dataset,
+            retrieval_metrics,
+            retrieval_comparisons,
+            {"hybrid_weighted": fusion_weight, "hybrid_weighted_finetuned": fusion_weight_finetuned},
+            query_splits["split"].value_counts().to_dict(),
+            corpus_prep_report,
+            {
+                "bm25": bm25_index_meta,
+                "bm25_plain": bm25_plain_index_meta,
+                **({"bm25_lucene": bm25_lucene_index_meta} if bm25_lucene_index_meta is not None else {}),
+                "dense": dense_index_meta,
+                "dense_pretrained": dense_pretrained_index_meta,
+                "dense_finetuned": dense_finetuned_index_meta,
+                **({"bm25_ngram": bm25_ngram_index_meta} if bm25_ngram_index_meta else {}),
+            },
+            retriever_status=retriever_status,
+            rerank=rerank_settings,
+            first_stage_fusion=fusion_settings,
+            vocabulary=vocabulary_ablation,
+        )
+    )
 
 
 def plot_retrieval_metrics(retrieval_metrics: dict[str, dict[str, float]], dataset: str) -> Figure:

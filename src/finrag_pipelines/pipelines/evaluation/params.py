@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,8 +15,10 @@ class SplitParams(_Strict):
     """Queries are split once, by a seeded hash of their id, into ``tune`` and ``report``."""
 
     tune_fraction: float = Field(
-        ge=0.0, lt=1.0, description="share of queries used only for tuning fusion (0: every query is reported; "
-        "then fusion.fixed_dense_weight must be set, e.g. to the weight tuned on a dev set)"
+        ge=0.0,
+        lt=1.0,
+        description="share of queries used only for tuning fusion (0: every query is reported; "
+        "then fusion.fixed_dense_weight must be set, e.g. to the weight tuned on a dev set)",
     )
     seed: int
 
@@ -33,11 +35,15 @@ class FusionParams(_Strict):
 
     rrf_k: int = Field(ge=1)
     normalisation: Literal["minmax", "zscore"]
-    weight_grid: list[float] = Field(min_length=1, description="candidate dense weights, tuned on the tune split")
+    weight_grid: list[float] = Field(
+        min_length=1, description="candidate dense weights, tuned on the tune split"
+    )
     tune_metric: str
     depth: int = Field(ge=10)
-    fixed_dense_weight: Optional[float] = Field(
-        ge=0.0, le=1.0, description="use this weight instead of tuning (e.g. tuned on a dev set, applied to a test set)"
+    fixed_dense_weight: float | None = Field(
+        ge=0.0,
+        le=1.0,
+        description="use this weight instead of tuning (e.g. tuned on a dev set, applied to a test set)",
     )
 
 

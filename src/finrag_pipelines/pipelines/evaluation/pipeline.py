@@ -25,8 +25,10 @@ HYBRID = {"": "dense", "_finetuned": "dense_finetuned"}
 # `<name>_rerank_finetuned` (reranker_finetune's model)
 RERANKABLE = rerank.RERANKABLE
 RERANKERS = {"": "reranker", "_finetuned": "reranker_finetuned@reranker"}
+# bm25_lucene: index_build.bm25 in Lucene (pyserini), "not evaluated" unless index_build.lucene.compare is on
 RETRIEVERS = [
-    "bm25", "bm25_plain", *DENSE, *(f"hybrid_{k}{s}" for s in HYBRID for k in ("rrf", "weighted")),
+    "bm25", "bm25_plain", "bm25_lucene", *DENSE,
+    *(f"hybrid_{k}{s}" for s in HYBRID for k in ("rrf", "weighted")),
     *(f"{first}_rerank{suffix}" for first in RERANKABLE for suffix in RERANKERS),
 ]  # fmt: skip
 # lexical retriever → its index dataset
@@ -49,12 +51,24 @@ def _dense_nodes() -> list[Node]:
 def _hybrid_nodes(suffix: str, dense: str) -> list[Node]:
     weight = f"fusion_weight{suffix}"
     return [
-        Node(nodes.fuse_rrf, [f"run_{dense}", "run_bm25", "eval_queries", P + "fusion"], f"run_hybrid_rrf{suffix}",
-             name=f"fuse_rrf{suffix}"),
+        Node(
+            nodes.fuse_rrf,
+            [f"run_{dense}", "run_bm25", "eval_queries", P + "fusion"],
+            f"run_hybrid_rrf{suffix}",
+            name=f"fuse_rrf{suffix}",
+        ),
         Node(
             nodes.tune_fusion_weight,
-            [f"run_{dense}", "run_bm25", "eval_queries", "eval_qrels", "query_splits", P + "fusion",
-             P + "metrics", "corpus"],
+            [
+                f"run_{dense}",
+                "run_bm25",
+                "eval_queries",
+                "eval_qrels",
+                "query_splits",
+                P + "fusion",
+                P + "metrics",
+                "corpus",
+            ],
             weight,
             name=f"tune_fusion_weight{suffix}",
         ),
@@ -103,9 +117,14 @@ def _first_stage_fusion_nodes() -> list[Node]:
     return [
         Node(
             first_stage.tune_first_stage_fusion,
-            {**common, "eval_qrels": "eval_qrels", "query_splits": "query_splits",
-             "fusion_settings_fixed": "fusion_settings_fixed", "params": P + "first_stage_fusion",
-             "metrics": P + "metrics"},
+            {
+                **common,
+                "eval_qrels": "eval_qrels",
+                "query_splits": "query_splits",
+                "fusion_settings_fixed": "fusion_settings_fixed",
+                "params": P + "first_stage_fusion",
+                "metrics": P + "metrics",
+            },
             "fusion_settings",
             name="tune_first_stage_fusion",
         ),
@@ -144,19 +163,36 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                 "run_bm25_ngram",
                 name="retrieve_bm25_ngram",
             ),
+            Node(
+                nodes.retrieve_bm25,
+                ["bm25_lucene_index", "corpus", "eval_queries", P + "retrieve"],
+                "run_bm25_lucene",
+                name="retrieve_bm25_lucene",
+            ),
             *_dense_nodes(),
             *_first_stage_fusion_nodes(),
             *(node for suffix, dense in HYBRID.items() for node in _hybrid_nodes(suffix, dense)),
             *_rerank_nodes(),
             Node(
                 nodes.score_runs,
-                {"eval_queries": "eval_queries", "eval_qrels": "eval_qrels", "query_splits": "query_splits",
-                 "metrics": P + "metrics", "corpus": "corpus", **runs},
+                {
+                    "eval_queries": "eval_queries",
+                    "eval_qrels": "eval_qrels",
+                    "query_splits": "query_splits",
+                    "metrics": P + "metrics",
+                    "corpus": "corpus",
+                    **runs,
+                },
                 "per_query_metrics",
                 name="score_runs",
             ),
             Node(nodes.record_retriever_status, runs, "retriever_status", name="record_retriever_status"),
-            Node(nodes.summarise_metrics, ["per_query_metrics", P + "metrics"], "retrieval_metrics", name="summarise_metrics"),
+            Node(
+                nodes.summarise_metrics,
+                ["per_query_metrics", P + "metrics"],
+                "retrieval_metrics",
+                name="summarise_metrics",
+            ),
             Node(
                 nodes.compare_retrievers,
                 ["per_query_metrics", "retriever_status", P + "bootstrap"],
@@ -183,6 +219,7 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                     "fusion_settings",
                     "vocabulary_ablation",
                     "bm25_ngram_index_meta",
+                    "bm25_lucene_index_meta",
                 ],
                 "retrieval_report",
                 name="write_report",

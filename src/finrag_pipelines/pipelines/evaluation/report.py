@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -47,12 +48,23 @@ def comparisons_table(comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
 def _index_lines(name: str, meta: Mapping[str, Any]) -> list[str]:
     if meta.get("status") == "unavailable":
         return [f"- **{name}**: not built — {meta.get('reason')}"]
-    lines = [f"- **{name}**: built {meta.get('built_at', '?')}, {meta.get('num_docs', '?')} docs, "
-             f"corpus hash `{str(meta.get('corpus_hash', '?'))[:12]}`"]
+    lines = [
+        f"- **{name}**: built {meta.get('built_at', '?')}, {meta.get('num_docs', '?')} docs, "
+        f"corpus hash `{str(meta.get('corpus_hash', '?'))[:12]}`"
+    ]
     if "bm25" in meta:
         lines.append(f"  - scoring: `{meta['bm25']}`")
+        if meta.get("backend") == "lucene":
+            lucene = meta.get("lucene", {})
+            lines.append(
+                f"  - backend: Lucene (pyserini {lucene.get('versions', {}).get('pyserini')}), "
+                f"k1 {lucene.get('k1')}, b {lucene.get('b')}, RM3 `{lucene.get('rm3')}`; "
+                f"not applied: `{lucene.get('not_applied')}`"
+            )
         tok = meta.get("tokenizer", {})
-        shown = {k: v for k, v in tok.items() if not k.endswith("sha256") and k not in ("kind", "format_version")}
+        shown = {
+            k: v for k, v in tok.items() if not k.endswith("sha256") and k not in ("kind", "format_version")
+        }
         lines.append(f"  - tokenizer: `{shown}`")
     if "encoder" in meta:
         enc = meta["encoder"]
@@ -61,7 +73,9 @@ def _index_lines(name: str, meta: Mapping[str, Any]) -> list[str]:
             f"(fingerprint `{str(enc.get('fingerprint', '?'))[:12]}`), dim {meta.get('dim')}, "
             f"index `{meta.get('index_type')}`"
         )
-        lines.append(f"  - query instruction: `{meta.get('query_task')!r}` in template `{meta.get('instruction_template')!r}`")
+        lines.append(
+            f"  - query instruction: `{meta.get('query_task')!r}` in template `{meta.get('instruction_template')!r}`"
+        )
     return lines
 
 
@@ -77,17 +91,24 @@ def _fusion_lines(name: str, dense: str, weight: Mapping[str, Any]) -> list[str]
     if weight.get("dense_weight") is None:
         return [f"- `{name}`: {weight.get('source', 'not evaluated')}."]
     grid = ", ".join(f"{row['dense_weight']:.2f}→{row[weight['metric']]:.4f}" for row in weight["grid"])
-    how = (f"chosen by {weight['metric']} on {weight['n_tune_queries']} tune queries. Grid: {grid}."
-           if weight["grid"] else f"{weight.get('source', 'fixed in conf')}, not tuned on this set.")
-    return [f"- `{name}`: `w·{dense} + (1−w)·bm25` over per-query normalised scores; w = **{weight['dense_weight']:.2f}**, {how}"]
+    how = (
+        f"chosen by {weight['metric']} on {weight['n_tune_queries']} tune queries. Grid: {grid}."
+        if weight["grid"]
+        else f"{weight.get('source', 'fixed in conf')}, not tuned on this set."
+    )
+    return [
+        f"- `{name}`: `w·{dense} + (1−w)·bm25` over per-query normalised scores; w = **{weight['dense_weight']:.2f}**, {how}"
+    ]
 
 
-def _finetune_lines(comparisons: Sequence[Mapping[str, Any]], index_meta: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _finetune_lines(
+    comparisons: Sequence[Mapping[str, Any]], index_meta: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
     def model(name: str) -> str:
         meta = index_meta.get(name, {})
         if meta.get("status") == "unavailable":
             return f"not available ({meta.get('reason')})"
-        enc = meta.get('encoder', {})
+        enc = meta.get("encoder", {})
         return f"`{enc.get('model_path') or enc.get('model_name') or enc.get('kind', '?')}`"
 
     lines = [
@@ -101,8 +122,11 @@ def _finetune_lines(comparisons: Sequence[Mapping[str, Any]], index_meta: Mappin
         "compares two different models.",
     ]
     by_pair = {(c["a"], c["b"], c.get("metric")): c for c in comparisons}
-    for a, b in (("dense_finetuned", "dense_pretrained"), ("dense_finetuned", "dense"),
-                 ("hybrid_weighted_finetuned", "hybrid_weighted")):
+    for a, b in (
+        ("dense_finetuned", "dense_pretrained"),
+        ("dense_finetuned", "dense"),
+        ("hybrid_weighted_finetuned", "hybrid_weighted"),
+    ):
         c = by_pair.get((a, b, "mrr@10"))
         if c:
             lines.append(f"- `{a}` is **{_verdict(c)}** `{b}` on mrr@10: {_diff_text(c)}.")
@@ -169,8 +193,11 @@ def render_markdown(
         f"{prep.get('queries')} queries, {prep.get('judgements')} judgements.",
         f"Queries without any relevant document (not scored): {len(prep.get('queries_without_relevant_documents', []))}.",
         f"Query split (seeded hash of the id): {dict(split_counts)}. "
-        + ("The weighted hybrids' dense weights are tuned on `tune` only; " if tuned
-           else "The weighted hybrids' dense weights are fixed in conf (not tuned on this set); ")
+        + (
+            "The weighted hybrids' dense weights are tuned on `tune` only; "
+            if tuned
+            else "The weighted hybrids' dense weights are fixed in conf (not tuned on this set); "
+        )
         + "every number below is on `report` only.",
         "",
         "## Metrics (report split)",
@@ -180,7 +207,9 @@ def render_markdown(
     ]
     if not_evaluated:
         lines += ["Not evaluated (no score recorded):", ""]
-        lines += [f"- `{name}`: {status.removeprefix('not evaluated: ')}" for name, status in not_evaluated.items()]
+        lines += [
+            f"- `{name}`: {status.removeprefix('not evaluated: ')}" for name, status in not_evaluated.items()
+        ]
         lines.append("")
     lines += [
         "## Paired differences (bootstrap over report queries)",
@@ -196,8 +225,18 @@ def render_markdown(
                 f"Our BM25 (finance dictionary, search-mode sub-words, stopwords, tf cap, domain-term weight) is "
                 f"**{_verdict(c)}** plain jieba+bm25s on {metric}: {_diff_text(c)}."
             )
+    for metric in ("mrr@10", "ndcg@10"):
+        c = by_pair.get(("bm25_lucene", "bm25", metric))
+        if c:
+            lines.append(
+                f"The same BM25 tokens in Lucene (pyserini; without the tf cap and the domain-term weight) "
+                "are "
+                f"**{_verdict(c)}** `bm25` on {metric}: {_diff_text(c)}."
+            )
     lines += ["", *_finetune_lines(comparisons, index_meta), "## Hybrid fusion", ""]
-    lines.append("- `hybrid_rrf` / `hybrid_rrf_finetuned`: reciprocal rank fusion of `dense` / `dense_finetuned` and `bm25` (no tuning).")
+    lines.append(
+        "- `hybrid_rrf` / `hybrid_rrf_finetuned`: reciprocal rank fusion of `dense` / `dense_finetuned` and `bm25` (no tuning)."
+    )
     for name, weight in fusion_weights.items():
         lines += _fusion_lines(name, "dense_finetuned" if name.endswith("_finetuned") else "dense", weight)
     if rerank is not None:

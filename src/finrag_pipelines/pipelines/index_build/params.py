@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from finrag_pipelines.retrieval.lucene.index import LuceneConfig
 
 
 class _Strict(BaseModel):
@@ -17,7 +19,7 @@ class TokenizerParams(_Strict):
     use_finance_dict: bool = Field(description="load the shipped finance user dictionary")
     user_dict_paths: list[str] = Field(description="extra jieba user-dict files (word [freq] [tag] per line)")
     extra_words: list[str] = Field(description="extra domain terms kept whole and boosted")
-    stopwords: Optional[str] = Field(description="'builtin', a file path, or null for none")
+    stopwords: str | None = Field(description="'builtin', a file path, or null for none")
     extra_stopwords: list[str]
     lowercase: bool
     hmm: bool = Field(description="jieba's HMM for unknown words")
@@ -31,16 +33,48 @@ class ScoringParams(_Strict):
     k1: float = Field(gt=0)
     b: float = Field(ge=0, le=1)
     method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"]
-    tf_cap: Optional[int] = Field(ge=1, description="a term stops counting after this many occurrences; null = off")
-    domain_term_weight: float = Field(gt=0, description="weight of query terms found in the domain dictionary")
+    tf_cap: int | None = Field(
+        ge=1, description="a term stops counting after this many occurrences; null = off"
+    )
+    domain_term_weight: float = Field(
+        gt=0, description="weight of query terms found in the domain dictionary"
+    )
 
 
 class BM25Params(_Strict):
     """One BM25 index."""
 
     name: str = Field(description="the retriever's name in logs, meta.json and the report")
+    backend: Literal["bm25s", "lucene"] = Field(
+        description="bm25s (tf cap, domain-term weight) or lucene (pyserini/Anserini: k1/b and RM3 from "
+        "index_build.lucene; the bm25s-only settings are listed as not applied in meta.json)"
+    )
     tokenizer: TokenizerParams
     scoring: ScoringParams
+
+
+class LuceneRM3Params(_Strict):
+    """Lucene's RM3 query expansion (pyserini ``set_rm3``)."""
+
+    fb_terms: int = Field(ge=1, description="expansion terms")
+    fb_docs: int = Field(ge=1, description="feedback documents")
+    original_query_weight: float = Field(ge=0, le=1)
+    filter_terms: bool = Field(description="Anserini's [a-z0-9]-only term filter; false for Chinese")
+
+
+class LuceneParams(_Strict):
+    """Settings of every Lucene BM25 index (``backend: lucene``, and the ``bm25_lucene`` comparison)."""
+
+    compare: bool = Field(description="also build bm25_lucene (index_build.bm25 in Lucene) to evaluate it")
+    k1: float | None = Field(gt=0, description="null = the index group's scoring.k1")
+    b: float | None = Field(ge=0, le=1, description="null = the index group's scoring.b")
+    rm3: LuceneRM3Params | None = Field(description="null = plain BM25")
+    index_threads: int = Field(ge=1)
+    search_threads: int = Field(ge=1, description="threads of one batched search")
+
+    def config(self) -> LuceneConfig:
+        """The library's :class:`~finrag_pipelines.retrieval.lucene.index.LuceneConfig`."""
+        return LuceneConfig.from_mapping(self.model_dump(exclude={"compare"}))
 
 
 class DenseParams(_Strict):
@@ -122,7 +156,7 @@ class VocabularyAblationParams(_Strict):
     metric: str = Field(description="e.g. mrr@10 (name as in evaluation.metrics)")
     min_gain: float = Field(ge=0, description="keep a variant only when it beats no mined terms by more")
     depth: int = Field(ge=10, description="hits per query searched")
-    fixed_decision: Optional[Literal["none", "statistical", "llm", "all"]] = Field(
+    fixed_decision: Literal["none", "statistical", "llm", "all"] | None = Field(
         description="use this variant unmeasured (a held-out set: the dev set's decision); null = ablate"
     )
 

@@ -1,9 +1,10 @@
 """index_build pipeline: ``corpus`` → ``bm25_index``, ``bm25_plain_index`` (baseline), ``bm25_ngram_index``
-(character n-grams), ``dense_index`` (base encoder), ``dense_finetuned_index`` and ``dense_pretrained_index``
-(the fine-tuned model and its starting checkpoint).
+(character n-grams), ``bm25_lucene_index`` (optional Lucene twin of ``bm25_index``), ``dense_index`` (base
+encoder), ``dense_finetuned_index`` and ``dense_pretrained_index`` (the fine-tuned model and its starting
+checkpoint).
 
-``bm25_index`` takes the mined vocabulary (statistical new words, LLM entities) the ablation on the evaluation
-queries' tune split kept, if any (``vocabulary.py``)."""
+``bm25_index`` (and ``bm25_lucene_index``) take the mined vocabulary (statistical new words, LLM entities) the
+ablation on the evaluation queries' tune split kept, if any (``vocabulary.py``)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
             *_vocabulary_nodes(),
             Node(
                 vocabulary.build_bm25_index_with_vocabulary,
-                ["corpus", "mined_vocabulary", "vocabulary_ablation", P + "bm25"],
+                ["corpus", "mined_vocabulary", "vocabulary_ablation", P + "bm25", P + "lucene"],
                 "bm25_index",
                 name="build_bm25_index",
             ),
@@ -56,7 +57,19 @@ def create_pipeline(**kwargs) -> Pipeline:  # noqa: D103
                 "bm25_ngram_index",
                 name="build_ngram_index",
             ),
-            Node(nodes.build_bm25_index, ["corpus", P + "bm25_plain"], "bm25_plain_index", name="build_bm25_plain_index"),
+            Node(
+                nodes.build_bm25_index,
+                ["corpus", P + "bm25_plain", P + "lucene"],
+                "bm25_plain_index",
+                name="build_bm25_plain_index",
+            ),
+            # index_build.bm25 in Lucene (pyserini), evaluated next to bm25 with index_build.lucene.compare
+            Node(
+                vocabulary.build_bm25_lucene_index,
+                ["corpus", "mined_vocabulary", "vocabulary_ablation", P + "bm25", P + "lucene"],
+                "bm25_lucene_index",
+                name="build_bm25_lucene_index",
+            ),
             Node(
                 nodes.build_dense_index,
                 ["corpus", "base_encoder", "embedding_store", P + "dense", P + "execution"],

@@ -5,7 +5,9 @@ against the word tokenizer (known words, stopwords, compounds of known words, fu
 edges) and records every decision with its source (provenance); ``ablate_mined_vocabulary`` builds word BM25
 without mined terms and with each source's terms and measures them on the evaluation queries' ``tune``
 split; ``build_bm25_index_with_vocabulary`` builds ``bm25`` with the variant that won (none when no variant
-beat the baseline by ``ablation.min_gain``), the mined terms as a user dictionary whose source names them.
+beat the baseline by ``ablation.min_gain``), the mined terms as a user dictionary whose source names them
+(``bm25_lucene`` takes the same dictionary). The ablation scores the variants with the bm25s backend whatever
+``bm25.backend`` is: it chooses terms of the tokenizer, which both backends share.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from finrag_pipelines.llm.distributed import run_chat_requests
 from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.llm.parsing import extract_json_object
 from finrag_pipelines.llm.prompts import PromptTemplate
-from finrag_pipelines.pipelines.index_build.params import BM25Params, VocabularyParams
+from finrag_pipelines.pipelines.index_build.nodes import lexical_index
+from finrag_pipelines.pipelines.index_build.params import BM25Params, LuceneParams, VocabularyParams
 from finrag_pipelines.retrieval.bm25.index import BM25Index
 from finrag_pipelines.retrieval.bm25.scoring import BM25Config
+from finrag_pipelines.retrieval.interfaces import LexicalIndex
 from finrag_pipelines.retrieval.metrics import query_metrics
 from finrag_pipelines.retrieval.splits import TUNE, assign_splits
+from finrag_pipelines.retrieval.types import Unavailable
 from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.dictionaries import TextResource
 from finrag_pipelines.text.tokenize import FinanceTokenizer
@@ -349,23 +354,35 @@ def build_bm25_index_with_vocabulary(
     mined_vocabulary: pd.DataFrame,
     vocabulary_ablation: dict[str, Any],
     params: BM25Params,
-) -> BM25Index:
-    """The word BM25 index, with the mined terms of the sources the ablation kept as a user dictionary."""
+    lucene: LuceneParams,
+) -> LexicalIndex:
+    """The word BM25 index (``params.backend``), with the mined terms of the sources the ablation kept as a
+    user dictionary."""
     sources = list(vocabulary_ablation.get("sources_kept") or [])
     user_dict = _user_dict(mined_vocabulary, sources) if sources else None
     ids, texts, digest = indexable(corpus["doc_id"], corpus["title"], corpus["text"])
-    index = BM25Index.build(
-        ids,
-        texts,
-        _tokenizer(params, user_dict),
-        BM25Config(**params.scoring.model_dump()),
-        digest,
-        name=params.name,
-    )
+    index = lexical_index(ids, texts, digest, _tokenizer(params, user_dict), params, lucene)
     logger.info(
-        "index_build: %s over %d documents, mined vocabulary: %s",
+        "index_build: %s (%s) over %d documents, mined vocabulary: %s",
         params.name,
+        params.backend,
         len(ids),
         user_dict.source if user_dict else "none (the ablation kept no variant)",
     )
     return index
+
+
+def build_bm25_lucene_index(
+    corpus: pd.DataFrame,
+    mined_vocabulary: pd.DataFrame,
+    vocabulary_ablation: dict[str, Any],
+    params: BM25Params,
+    lucene: LuceneParams,
+) -> LexicalIndex | Unavailable:
+    """``bm25_lucene``: ``params`` (index_build.bm25, same mined vocabulary) in Lucene, evaluated next to
+    ``bm25``; only with ``lucene.compare`` (otherwise recorded as not built: evaluation reports it as not
+    evaluated)."""
+    if not lucene.compare:
+        return Unavailable(what="bm25_lucene index", reason="off (index_build.lucene.compare: false)")
+    same = params.model_copy(update={"name": "bm25_lucene", "backend": "lucene"})
+    return build_bm25_index_with_vocabulary(corpus, mined_vocabulary, vocabulary_ablation, same, lucene)

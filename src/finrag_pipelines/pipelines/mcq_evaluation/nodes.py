@@ -32,21 +32,31 @@ def select_eval_items(mcq_splits: pd.DataFrame, params: SelectParams) -> pd.Data
     if params.sources is not None:
         unknown = set(params.sources) - set(mcq_splits["source"])
         if unknown:
-            raise ValueError(f"mcq_evaluation.select.sources names unknown sources {sorted(unknown)}; "
-                             f"known: {sorted(set(mcq_splits['source']))}")
+            raise ValueError(
+                f"mcq_evaluation.select.sources names unknown sources {sorted(unknown)}; "
+                f"known: {sorted(set(mcq_splits['source']))}"
+            )
         items = items[items["source"].isin(params.sources)]
     if items.empty:
         raise ValueError(f"mcq_evaluation: no items in split {params.split!r} for sources {params.sources}")
     if params.max_items is not None and len(items) > params.max_items:
         keep = np.random.default_rng(params.seed).choice(len(items), size=params.max_items, replace=False)
         items = items.iloc[np.sort(keep)]
-    logger.info("mcq_evaluation: %d items from split %r (%s)", len(items), params.split,
-                items["source"].value_counts().to_dict())
+    logger.info(
+        "mcq_evaluation: %d items from split %r (%s)",
+        len(items),
+        params.split,
+        items["source"].value_counts().to_dict(),
+    )
     return items.reset_index(drop=True)
 
 
 def ask_eval_items(
-    mcq_eval_items: pd.DataFrame, llm: LLMConfig, credentials: dict[str, Any], journal: ResponseJournal, params: AskParams
+    mcq_eval_items: pd.DataFrame,
+    llm: LLMConfig,
+    credentials: dict[str, Any],
+    journal: ResponseJournal,
+    params: AskParams,
 ) -> pd.DataFrame:
     """Ask the endpoint every item (journal first, so a rerun asks only what has no answer yet)."""
     config = LLMConfig.from_mapping({**dataclasses.asdict(llm), **params.llm_overrides})
@@ -57,34 +67,65 @@ def ask_eval_items(
         )
     system = [{"role": "system", "content": params.system_prompt}] if params.system_prompt else []
     requests = [
-        ChatRequest(id=f"mcq:{item_id}", messages=[*system, {"role": "user", "content": render_prompt(q, opts, kind)}])
-        for item_id, q, opts, kind in zip(mcq_eval_items["item_id"], mcq_eval_items["question"],
-                                          mcq_eval_items["options"], mcq_eval_items["kind"])
+        ChatRequest(
+            id=f"mcq:{item_id}", messages=[*system, {"role": "user", "content": render_prompt(q, opts, kind)}]
+        )
+        for item_id, q, opts, kind in zip(
+            mcq_eval_items["item_id"],
+            mcq_eval_items["question"],
+            mcq_eval_items["options"],
+            mcq_eval_items["kind"],
+        )
     ]
-    results = run_chat_batch(requests, client_factory=client_factory(config, credentials), journal=journal,
-                             config=config, validate=None, desc="mcq_evaluation")
-    return pd.DataFrame({
-        "item_id": mcq_eval_items["item_id"],
-        "response": [r.text if r.error is None else None for r in results],
-        "error": [r.error for r in results],
-        "model": config.model,
-    })
+    results = run_chat_batch(
+        requests,
+        client_factory=client_factory(config, credentials),
+        journal=journal,
+        config=config,
+        validate=None,
+        desc="mcq_evaluation",
+    )
+    return pd.DataFrame(
+        {
+            "item_id": mcq_eval_items["item_id"],
+            "response": [r.text if r.error is None else None for r in results],
+            "error": [r.error for r in results],
+            "model": config.model,
+        }
+    )
 
 
-def score_answers(mcq_eval_items: pd.DataFrame, mcq_answers: pd.DataFrame, params: ScoreParams) -> pd.DataFrame:
+def score_answers(
+    mcq_eval_items: pd.DataFrame, mcq_answers: pd.DataFrame, params: ScoreParams
+) -> pd.DataFrame:
     """One row per item: extracted letters, correct (None when the request failed), format compliance, reason."""
     answers = mcq_eval_items.merge(mcq_answers, on="item_id", how="left", validate="one_to_one")
     rows = []
     for row in answers.itertuples(index=False):
         base = {"item_id": row.item_id, "source": row.source, "kind": row.kind, "gold": row.answer}
         if row.error is not None and not (isinstance(row.error, float) and np.isnan(row.error)):
-            rows.append({**base, "status": "failed", "predicted": None, "correct": None, "format_ok": None,
-                         "reason": str(row.error)})
+            rows.append(
+                {
+                    **base,
+                    "status": "failed",
+                    "predicted": None,
+                    "correct": None,
+                    "format_ok": None,
+                    "reason": str(row.error),
+                }
+            )
             continue
         found = extract_answer(row.response, parse_options(row.options), allow_fallback=params.allow_fallback)
-        rows.append({**base, "status": "answered", "predicted": found.letters,
-                     "correct": bool(found.letters is not None and found.letters == row.answer),
-                     "format_ok": bool(found.format_ok and found.reasoning_ok), "reason": found.reason})
+        rows.append(
+            {
+                **base,
+                "status": "answered",
+                "predicted": found.letters,
+                "correct": bool(found.letters is not None and found.letters == row.answer),
+                "format_ok": bool(found.format_ok and found.reasoning_ok),
+                "reason": found.reason,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -95,7 +136,9 @@ def _rates(group: pd.DataFrame) -> dict[str, Any]:
         "answered": int(len(answered)),
         "failed": int(len(group) - len(answered)),
         "accuracy": round(float(answered["correct"].astype(bool).mean()), 6) if len(answered) else None,
-        "format_compliance": round(float(answered["format_ok"].astype(bool).mean()), 6) if len(answered) else None,
+        "format_compliance": round(float(answered["format_ok"].astype(bool).mean()), 6)
+        if len(answered)
+        else None,
     }
 
 
@@ -105,8 +148,12 @@ def summarise_mcq(mcq_scores: pd.DataFrame, mcq_answers: pd.DataFrame, llm: LLMC
     Fails the run (after ``mcq_scores`` is saved) when more requests failed than ``llm.max_failure_rate``.
     """
     failed = int((mcq_scores["status"] == "failed").sum())
-    assert_failure_rate(failed, len(mcq_scores), llm.max_failure_rate,
-                        "mcq_evaluation requests (failed rows: data/08_reporting/mcq/mcq_scores.parquet)")
+    assert_failure_rate(
+        failed,
+        len(mcq_scores),
+        llm.max_failure_rate,
+        "mcq_evaluation requests (failed rows: data/08_reporting/mcq/mcq_scores.parquet)",
+    )
     answered = mcq_scores[mcq_scores["status"] == "answered"]
     return {
         "model": str(mcq_answers["model"].iloc[0]) if len(mcq_answers) else None,
@@ -124,15 +171,26 @@ def render_mcq_report(mcq_metrics: dict[str, Any]) -> str:
     def fmt(value: float | None) -> str:
         return "—" if value is None else f"{value:.4f}"
 
-    lines = [f"# MCQ evaluation — `{mcq_metrics['model']}`", "",
-             "| slice | items | answered | failed | accuracy | format compliance |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# MCQ evaluation — `{mcq_metrics['model']}`",
+        "",
+        "| slice | items | answered | failed | accuracy | format compliance |",
+        "|---|---|---|---|---|---|",
+    ]
     slices = [("overall", mcq_metrics["overall"])]
     slices += [(f"source: {k}", v) for k, v in mcq_metrics["by_source"].items()]
     slices += [(f"kind: {k}", v) for k, v in mcq_metrics["by_kind"].items()]
     for name, r in slices:
-        lines.append(f"| {name} | {r['items']} | {r['answered']} | {r['failed']} | {fmt(r['accuracy'])} | "
-                     f"{fmt(r['format_compliance'])} |")
-    lines += ["", f"Answer reasons (answered items): {mcq_metrics['answer_reasons']}.", "",
-              "Format compliance: exactly one `答案：\\boxed{…}` after a closed (or absent) think block, with reasoning. "
-              "A failed request is listed in `mcq_scores` with its error and is not scored.", ""]
+        lines.append(
+            f"| {name} | {r['items']} | {r['answered']} | {r['failed']} | {fmt(r['accuracy'])} | "
+            f"{fmt(r['format_compliance'])} |"
+        )
+    lines += [
+        "",
+        f"Answer reasons (answered items): {mcq_metrics['answer_reasons']}.",
+        "",
+        "Format compliance: exactly one `答案：\\boxed{…}` after a closed (or absent) think block, with reasoning. "
+        "A failed request is listed in `mcq_scores` with its error and is not scored.",
+        "",
+    ]
     return "\n".join(lines)

@@ -30,4 +30,6 @@ class AskParams(_Strict):
 class ScoreParams(_Strict):
     """How answers are read."""
 
-    allow_fallback: bool = Field(description="also accept an unboxed `答案：A` for accuracy (never for format)")
+    allow_fallback: bool = Field(
+        description="also accept an unboxed `答案：A` for accuracy (never for format)"
+    )

@@ -23,7 +23,10 @@ def load_mcq_items(params: LoadParams) -> tuple[pd.DataFrame, pd.DataFrame]:
         part = load_source(SourceSpec(spec.name, spec.kind, spec.path, columns))
         logger.info(
             "mcq_prep: %s: %d items, %d rejects %s",
-            spec.name, len(part.items), len(part.rejects), part.rejects["reason"].value_counts().to_dict(),
+            spec.name,
+            len(part.items),
+            len(part.rejects),
+            part.rejects["reason"].value_counts().to_dict(),
         )
         parts.append(part)
     result = LoadResult.concat(parts)
@@ -38,7 +41,9 @@ def deduplicate_mcq_items(mcq_items: pd.DataFrame, params: DedupParams) -> tuple
     kept, dropped = deduplicate(mcq_items, params.source_order)
     logger.info(
         "mcq_prep: dropped %d duplicates (%d with a different answer) of %d items",
-        len(dropped), int((~dropped["same_answer"]).sum()), len(mcq_items),
+        len(dropped),
+        int((~dropped["same_answer"]).sum()),
+        len(mcq_items),
     )
     return kept, dropped
 
@@ -62,20 +67,29 @@ def summarise_mcq_prep(
     ``mcq_prep.floor`` (usable unique items per row read)."""
     reasons = {str(k): int(v) for k, v in mcq_rejects["reason"].value_counts().items()}
     reasons["duplicate"] = len(mcq_duplicates)
-    verdict = floor_verdict("mcq_prep", len(mcq_splits), len(mcq_items) + len(mcq_rejects), floor, reasons,
-                            unit="rows read", evidence=["mcq_prep_stats", "mcq_rejects", "mcq_duplicates"],
-                            hint="Check mcq_prep.load.sources (paths and kinds) against the files.")
+    verdict = floor_verdict(
+        "mcq_prep",
+        len(mcq_splits),
+        len(mcq_items) + len(mcq_rejects),
+        floor,
+        reasons,
+        unit="rows read",
+        evidence=["mcq_prep_stats", "mcq_rejects", "mcq_duplicates"],
+        hint="Check mcq_prep.load.sources (paths and kinds) against the files.",
+    )
     return {
         "items_per_source": mcq_items["source"].value_counts().sort_index().to_dict(),
         "rejects_per_source_and_reason": {
-            src: grp["reason"].value_counts().sort_index().to_dict() for src, grp in mcq_rejects.groupby("source")
+            src: grp["reason"].value_counts().sort_index().to_dict()
+            for src, grp in mcq_rejects.groupby("source")
         },
         "duplicates_dropped": len(mcq_duplicates),
         "duplicates_with_different_answer": int((~mcq_duplicates["same_answer"].astype(bool)).sum()),
         "duplicates_per_source": mcq_duplicates["source"].value_counts().sort_index().to_dict(),
         "split_sizes": {s: int((mcq_splits["split"] == s).sum()) for s in SPLITS},
         "split_by_kind": {
-            s: mcq_splits.loc[mcq_splits["split"] == s, "kind"].value_counts().sort_index().to_dict() for s in SPLITS
+            s: mcq_splits.loc[mcq_splits["split"] == s, "kind"].value_counts().sort_index().to_dict()
+            for s in SPLITS
         },
         "with_explanation": {
             s: int(mcq_splits.loc[mcq_splits["split"] == s, "explanation"].notna().sum()) for s in SPLITS

@@ -38,10 +38,14 @@ class SourceParams(_Strict):
     @model_validator(mode="after")
     def _kind(self) -> SourceParams:
         if self.kind not in SOURCE_KINDS:
-            raise ValueError(f"mcq_prep.load.sources[{self.name}].kind {self.kind!r} is not one of {list(SOURCE_KINDS)}")
+            raise ValueError(
+                f"mcq_prep.load.sources[{self.name}].kind {self.kind!r} is not one of {list(SOURCE_KINDS)}"
+            )
         if (self.kind == "generic") != (self.columns is not None):
-            raise ValueError(f"mcq_prep.load.sources[{self.name}]: a columns mapping goes with kind generic, "
-                             f"and only with it (kind is {self.kind!r})")
+            raise ValueError(
+                f"mcq_prep.load.sources[{self.name}]: a columns mapping goes with kind generic, "
+                f"and only with it (kind is {self.kind!r})"
+            )
         return self
 
 
@@ -76,5 +80,7 @@ class SplitParams(_Strict):
     @model_validator(mode="after")
     def _fractions(self) -> SplitParams:
         if set(self.fractions) != set(SPLITS) or abs(sum(self.fractions.values()) - 1) > 1e-9:
-            raise ValueError(f"mcq_prep.split.fractions must give {list(SPLITS)} summing to 1, got {self.fractions}")
+            raise ValueError(
+                f"mcq_prep.split.fractions must give {list(SPLITS)} summing to 1, got {self.fractions}"
+            )
         return self

@@ -9,28 +9,29 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.distributed import encode_with_execution
+from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
 from finrag_pipelines.execution import ExecutionConfig
-from finrag_pipelines.rerank.interfaces import Reranker
-from finrag_pipelines.retrieval.types import Unavailable
 from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
-from . import mining, report
 from finrag_pipelines.pipelines.negative_mining.params import (
     CandidateParams,
-    RerankFilterParams,
     FormatParams,
+    RerankFilterParams,
     RuleParams,
     SplitParams,
 )
+from finrag_pipelines.rerank.interfaces import Reranker
 from finrag_pipelines.retrieval.interfaces import (
     LexicalIndex,
     TermScoringIndex,
     VectorIndex,
     require_term_scores,
 )
+from finrag_pipelines.retrieval.types import Unavailable
 from finrag_pipelines.text.corpus import indexable
+
+from . import mining, report
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,9 @@ def mine_candidates(
     qids = distilled_queries["query_id"].astype(str).tolist()
     pos_ids = distilled_queries["doc_id"].astype(str).tolist()
     queries = distilled_queries["query"].astype(str).tolist()
-    qvecs = encode_with_execution(base_encoder, queries, "query", embedding_store, params.batch_size, execution)
+    qvecs = encode_with_execution(
+        base_encoder, queries, "query", embedding_store, params.batch_size, execution
+    )
     pvecs = encode_with_store(
         base_encoder, [texts[d] for d in pos_ids], "document", embedding_store, chunk_size=params.batch_size
     )
@@ -314,11 +317,15 @@ def summarise_mining(
     stats = report.mining_stats(mining_candidates, mining_selection, mining_query_split, rules.num_negatives)
     kept, total, reasons = report.hard_negative_yield(mining_selection, mining_query_split)
     stats["floor"] = floor_verdict(
-        "negative_mining", kept, total, floor, reasons,
+        "negative_mining",
+        kept,
+        total,
+        floor,
+        reasons,
         unit="queries with a hard negative",
         evidence=["mining_stats", "mining_selection", "mining_candidates"],
         hint="Check negative_mining.rules (rank window, relative_margin) and that the indexes and "
-             "distilled_queries belong to this corpus.",
+        "distilled_queries belong to this corpus.",
     )
     return stats
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.distributed import encode_with_execution
+from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.store import EmbeddingStore, encode_with_store
 from finrag_pipelines.execution import ExecutionConfig
 from finrag_pipelines.llm.batch import ChatRequest, check_failure_rate, run_chat_batch
@@ -143,16 +143,31 @@ def translate_personas(
             f"or turn translation off; llm.backend is {llm.backend!r}"
         )
     prompt = PromptTemplate.from_mapping(translate_prompt, source="conf prompts/persona_translate.yml")
-    requests = [ChatRequest(id=pid, messages=prompt.render(persona=text))
-                for pid, text in zip(personas["persona_id"], personas["persona"])]
-    results = run_chat_batch(requests, client_factory=client_factory(llm, llm_credentials), journal=llm_journal,
-                             config=llm, validate=_chinese_translation, desc="translate personas")
+    requests = [
+        ChatRequest(id=pid, messages=prompt.render(persona=text))
+        for pid, text in zip(personas["persona_id"], personas["persona"])
+    ]
+    results = run_chat_batch(
+        requests,
+        client_factory=client_factory(llm, llm_credentials),
+        journal=llm_journal,
+        config=llm,
+        validate=_chinese_translation,
+        desc="translate personas",
+    )
     failed = [r for r in results if r.error is not None]
-    logger.info("persona_index: translated %d personas, %d kept their English text", len(results) - len(failed), len(failed))
+    logger.info(
+        "persona_index: translated %d personas, %d kept their English text",
+        len(results) - len(failed),
+        len(failed),
+    )
     check_failure_rate(len(failed), len(results), llm.max_failure_rate, "persona translations")
     by_id = {r.id: r for r in results}
     return personas.assign(
-        persona_text=[by_id[p].value if by_id[p].error is None else t for p, t in zip(personas["persona_id"], personas["persona"])],
+        persona_text=[
+            by_id[p].value if by_id[p].error is None else t
+            for p, t in zip(personas["persona_id"], personas["persona"])
+        ],
         translation_error=[by_id[p].error for p in personas["persona_id"]],
     )
 

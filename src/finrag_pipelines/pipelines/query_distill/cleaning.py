@@ -9,7 +9,9 @@ def copied_span(query: str, document: str) -> int:
     """Length of the longest run of characters the query shares with the document."""
     if not query or not document:
         return 0
-    match = SequenceMatcher(None, query, document, autojunk=False).find_longest_match(0, len(query), 0, len(document))
+    match = SequenceMatcher(None, query, document, autojunk=False).find_longest_match(
+        0, len(query), 0, len(document)
+    )
     return match.size
 
 

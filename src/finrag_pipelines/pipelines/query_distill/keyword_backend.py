@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from string import Template
-from typing import Sequence
 
 import jieba.analyse
 
@@ -31,7 +31,9 @@ def keywords(text: str, top_k: int) -> list[str]:
     return [t for t in tags if _USEFUL.search(t)][:top_k]
 
 
-def fill_template(seed: int, doc_id: str, question_type: str, templates: Sequence[str], words: Sequence[str]) -> str:
+def fill_template(
+    seed: int, doc_id: str, question_type: str, templates: Sequence[str], words: Sequence[str]
+) -> str:
     """Fill the first template (in a seeded order) whose placeholders the keywords can cover.
 
     Raises:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,6 @@ from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.llm.distributed import run_chat_requests
 from finrag_pipelines.llm.journal import ResponseJournal
 from finrag_pipelines.llm.prompts import PromptTemplate
-from . import keyword_backend
 from finrag_pipelines.pipelines.query_distill.answers import PromptEcho, stage1_validator, stage2_validator
 from finrag_pipelines.pipelines.query_distill.cleaning import copied_span, length_problem
 from finrag_pipelines.pipelines.query_distill.params import (
@@ -40,6 +40,8 @@ from finrag_pipelines.retrieval.interfaces import LexicalIndex, VectorIndex
 from finrag_pipelines.text.corpus import indexable
 from finrag_pipelines.text.dedup import find_duplicates
 
+from . import keyword_backend
+
 logger = logging.getLogger(__name__)
 
 KEYWORD_MODEL = "keyword-baseline"
@@ -51,7 +53,11 @@ def select_documents(corpus: pd.DataFrame, select: SelectParams) -> pd.DataFrame
     docs = pd.DataFrame({"doc_id": corpus["doc_id"].astype(str), "text": texts})
     short = docs["text"].str.len() < select.min_chars
     if short.any():
-        logger.info("query_distill: %d documents shorter than %d characters get no query", int(short.sum()), select.min_chars)
+        logger.info(
+            "query_distill: %d documents shorter than %d characters get no query",
+            int(short.sum()),
+            select.min_chars,
+        )
     docs = docs[~short]
     if select.max_documents is not None and select.max_documents < len(docs):
         rng = np.random.default_rng(select.seed)
@@ -75,16 +81,32 @@ def retrieve_personas(
     known = set(finance_personas["persona_id"])
     unknown = {h.doc_id for hits in run for h in hits} - known
     if unknown:
-        raise ValueError(f"persona index holds ids missing from finance_personas, e.g. {sorted(unknown)[:3]}; rebuild persona_index")
-    return pd.DataFrame({"doc_id": documents["doc_id"], "persona_ids": [[h.doc_id for h in hits] for hits in run]})
+        raise ValueError(
+            f"persona index holds ids missing from finance_personas, e.g. {sorted(unknown)[:3]}; rebuild persona_index"
+        )
+    return pd.DataFrame(
+        {"doc_id": documents["doc_id"], "persona_ids": [[h.doc_id for h in hits] for hits in run]}
+    )
 
 
 def _llm_run(
-    requests: list[ChatRequest], llm: LLMConfig, credentials: dict[str, Any], journal: ResponseJournal,
-    validate: Callable[[str], Any] | None, desc: str, execution: ExecutionConfig | None,
+    requests: list[ChatRequest],
+    llm: LLMConfig,
+    credentials: dict[str, Any],
+    journal: ResponseJournal,
+    validate: Callable[[str], Any] | None,
+    desc: str,
+    execution: ExecutionConfig | None,
 ) -> list[ChatResult]:
-    return run_chat_requests(requests, llm_config=llm, credentials=credentials, journal=journal, validate=validate,
-                             desc=desc, execution=execution)
+    return run_chat_requests(
+        requests,
+        llm_config=llm,
+        credentials=credentials,
+        journal=journal,
+        validate=validate,
+        desc=desc,
+        execution=execution,
+    )
 
 
 def _choice_list(options: dict[str, str]) -> str:
@@ -121,8 +143,12 @@ def plan_queries(
             {
                 "doc_id": doc_id,
                 "persona_id": keyword_backend.pick(keyword.seed, doc_id, "persona", list(candidates[doc_id])),
-                "question_type": keyword_backend.pick(keyword.seed, doc_id, "type", list(spec.question_types)),
-                "difficulty": keyword_backend.pick(keyword.seed, doc_id, "difficulty", list(spec.difficulties)),
+                "question_type": keyword_backend.pick(
+                    keyword.seed, doc_id, "type", list(spec.question_types)
+                ),
+                "difficulty": keyword_backend.pick(
+                    keyword.seed, doc_id, "difficulty", list(spec.difficulties)
+                ),
                 "error": None,
             }
             for doc_id in documents["doc_id"]
@@ -149,11 +175,25 @@ def plan_queries(
     for result in results:
         if result.error is None:
             plan = result.value
-            rows.append({"doc_id": result.id, "persona_id": candidates[result.id][plan["character"] - 1],
-                         "question_type": plan["question_type"], "difficulty": plan["difficulty"], "error": None})
+            rows.append(
+                {
+                    "doc_id": result.id,
+                    "persona_id": candidates[result.id][plan["character"] - 1],
+                    "question_type": plan["question_type"],
+                    "difficulty": plan["difficulty"],
+                    "error": None,
+                }
+            )
         else:
-            rows.append({"doc_id": result.id, "persona_id": None, "question_type": None, "difficulty": None,
-                         "error": f"stage 1: {result.error}"})
+            rows.append(
+                {
+                    "doc_id": result.id,
+                    "persona_id": None,
+                    "question_type": None,
+                    "difficulty": None,
+                    "error": f"stage 1: {result.error}",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -226,22 +266,40 @@ def write_queries(
 
 def collect_failures(generated_queries: pd.DataFrame) -> pd.DataFrame:
     """Every document that got no query, with the reason (kept as a dataset, never silently dropped)."""
-    failed = generated_queries[generated_queries["error"].notna()][["doc_id", "persona_id", "question_type", "difficulty", "error"]]
+    failed = generated_queries[generated_queries["error"].notna()][
+        ["doc_id", "persona_id", "question_type", "difficulty", "error"]
+    ]
     if len(failed):
-        logger.warning("query_distill: %d documents failed; first reasons: %s", len(failed), list(failed["error"].head(3)))
+        logger.warning(
+            "query_distill: %d documents failed; first reasons: %s",
+            len(failed),
+            list(failed["error"].head(3)),
+        )
     return failed.reset_index(drop=True)
 
 
-def check_failure_rate(distill_failures: pd.DataFrame, generated_queries: pd.DataFrame, llm: LLMConfig) -> dict[str, Any]:
+def check_failure_rate(
+    distill_failures: pd.DataFrame, generated_queries: pd.DataFrame, llm: LLMConfig
+) -> dict[str, Any]:
     """Fail the run when more documents failed than ``llm.max_failure_rate`` allows (failures are saved first)."""
     total = len(generated_queries)
-    assert_failure_rate(len(distill_failures), total, llm.max_failure_rate, "query_distill documents (see distill_failures)")
-    return {"documents": total, "failed": len(distill_failures),
-            "failure_rate": round(len(distill_failures) / total, 6) if total else 0.0,
-            "max_failure_rate": llm.max_failure_rate}
+    assert_failure_rate(
+        len(distill_failures), total, llm.max_failure_rate, "query_distill documents (see distill_failures)"
+    )
+    return {
+        "documents": total,
+        "failed": len(distill_failures),
+        "failure_rate": round(len(distill_failures) / total, 6) if total else 0.0,
+        "max_failure_rate": llm.max_failure_rate,
+    }
 
 
-def _prompt_stamp(llm: LLMConfig, stage1_prompt: dict[str, Any], stage2_prompt: dict[str, Any], keyword: KeywordBackendParams) -> tuple[str, str]:
+def _prompt_stamp(
+    llm: LLMConfig,
+    stage1_prompt: dict[str, Any],
+    stage2_prompt: dict[str, Any],
+    keyword: KeywordBackendParams,
+) -> tuple[str, str]:
     """(model, prompt hash) stamped on every row: what produced it."""
     if llm.backend == "keyword":
         blob = json.dumps(keyword.model_dump(), sort_keys=True, ensure_ascii=False)
@@ -269,15 +327,21 @@ def clean_queries(
     kept); the round trip (the base BM25 index must rank the source document in the top k).
     ``failure_summary`` is only an ordering input: cleaning runs after the failure-rate check passed.
     """
-    frame = generated_queries[generated_queries["error"].isna()].drop(columns=["error"]).reset_index(drop=True)
+    frame = (
+        generated_queries[generated_queries["error"].isna()].drop(columns=["error"]).reset_index(drop=True)
+    )
     text_of = dict(zip(documents["doc_id"], documents["text"]))
     status = [length_problem(q, clean.min_chars, clean.max_chars) or "kept" for q in frame["query"]]
     for i, (q, d) in enumerate(zip(frame["query"], frame["doc_id"])):
         if status[i] == "kept" and copied_span(q, text_of[d]) >= clean.max_copied_chars:
             status[i] = "copies_document"
     alive = [i for i, s in enumerate(status) if s == "kept"]
-    for match in find_duplicates([frame["query"].iat[i] for i in alive], near=clean.near_duplicates,
-                                 max_hamming=clean.dedup_max_hamming, min_jaccard=clean.dedup_min_jaccard):
+    for match in find_duplicates(
+        [frame["query"].iat[i] for i in alive],
+        near=clean.near_duplicates,
+        max_hamming=clean.dedup_max_hamming,
+        min_jaccard=clean.dedup_min_jaccard,
+    ):
         status[alive[match.index]] = f"{match.kind}_duplicate"
     if clean.round_trip.enabled:
         alive = [i for i, s in enumerate(status) if s == "kept"]
@@ -288,12 +352,27 @@ def clean_queries(
     model, prompt_hash = _prompt_stamp(llm, stage1_prompt, stage2_prompt, keyword)
     persona_of = dict(zip(finance_personas["persona_id"], finance_personas["persona"]))
     frame["persona"] = frame["persona_id"].map(persona_of)
-    frame["query_id"] = [f"dq-{hashlib.sha1(f'{d}:{q}'.encode()).hexdigest()[:12]}" for d, q in zip(frame["doc_id"], frame["query"])]
+    frame["query_id"] = [
+        f"dq-{hashlib.sha1(f'{d}:{q}'.encode()).hexdigest()[:12]}"
+        for d, q in zip(frame["doc_id"], frame["query"])
+    ]
     frame["model"], frame["prompt_hash"], frame["status"] = model, prompt_hash, status
     counts = pd.Series(status).value_counts().to_dict()
     logger.info("query_distill: %d generated queries; %s", len(frame), counts)
-    return frame[["query_id", "doc_id", "query", "persona_id", "persona", "question_type", "difficulty",
-                  "model", "prompt_hash", "status"]]
+    return frame[
+        [
+            "query_id",
+            "doc_id",
+            "query",
+            "persona_id",
+            "persona",
+            "question_type",
+            "difficulty",
+            "model",
+            "prompt_hash",
+            "status",
+        ]
+    ]
 
 
 def select_kept_queries(query_audit: pd.DataFrame, floor_check: dict[str, Any]) -> pd.DataFrame:
@@ -304,7 +383,9 @@ def select_kept_queries(query_audit: pd.DataFrame, floor_check: dict[str, Any]) 
     held.
     """
     kept = query_audit[query_audit["status"] == "kept"]
-    return kept[["query_id", "doc_id", "query", "persona", "question_type", "difficulty", "model", "prompt_hash"]].reset_index(drop=True)
+    return kept[
+        ["query_id", "doc_id", "query", "persona", "question_type", "difficulty", "model", "prompt_hash"]
+    ].reset_index(drop=True)
 
 
 def _reason_kind(error: str) -> str:
@@ -327,16 +408,22 @@ def summarise_distillation(
     failure_reasons = {k: int(v) for k, v in kinds.items()}
     dropped = {k: int(v) for k, v in query_audit["status"].value_counts().items() if k != "kept"}
     verdict = floor_verdict(
-        "query_distill", len(kept), failure_summary["documents"], floor, {**failure_reasons, **dropped},
+        "query_distill",
+        len(kept),
+        failure_summary["documents"],
+        floor,
+        {**failure_reasons, **dropped},
         unit="documents",
         evidence=["distill_report", "distilled_query_audit", "distill_failures"],
         hint="An endpoint answering every request alike collapses into duplicates; quarantined answers carry "
-             "their reason in distill_failures.",
+        "their reason in distill_failures.",
     )
     return {
         "backend": llm.backend,
         "model": KEYWORD_MODEL if llm.backend == "keyword" else llm.model,
-        "note": "keyword backend: TF-IDF keywords in templates, an offline baseline, not an LLM" if llm.backend == "keyword" else "",
+        "note": "keyword backend: TF-IDF keywords in templates, an offline baseline, not an LLM"
+        if llm.backend == "keyword"
+        else "",
         "documents": failure_summary["documents"],
         "failed_documents": failure_summary["failed"],
         "failure_reasons": failure_reasons,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from finrag_pipelines.llm.parsing import normalise_text
@@ -16,7 +14,7 @@ class _Strict(BaseModel):
 class SelectParams(_Strict):
     """Which corpus documents get a query."""
 
-    max_documents: Optional[int] = Field(ge=1, description="null = all documents; else a seeded sample")
+    max_documents: int | None = Field(ge=1, description="null = all documents; else a seeded sample")
     seed: int
     min_chars: int = Field(ge=0)
     passage_max_chars: int = Field(ge=50, description="passage shown to the LLM is cut here")
@@ -36,7 +34,7 @@ class SpecParams(_Strict):
     length_rules: dict[str, str]
 
     @model_validator(mode="after")
-    def _rules_cover_types(self) -> "SpecParams":
+    def _rules_cover_types(self) -> SpecParams:
         missing = set(self.question_types) - set(self.length_rules)
         if missing:
             raise ValueError(f"query_distill.spec.length_rules lacks {sorted(missing)}")

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
+from finrag_pipelines.kernels import planned_kernels
 from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.mcq.records import (
     DATA_SOURCE,
@@ -44,7 +45,9 @@ from finrag_pipelines.training.verl_grpo import (
 logger = logging.getLogger(__name__)
 
 
-def build_rl_rows_by_split(mcq_splits: pd.DataFrame, params: RlDataParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_rl_rows_by_split(
+    mcq_splits: pd.DataFrame, params: RlDataParams
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """GRPO train rows from rl_train; val rows from eval (or a held-out slice of rl_train)."""
     rl = mcq_splits[mcq_splits["split"] == "rl_train"].reset_index(drop=True)
     if params.val_source == "eval":
@@ -59,18 +62,27 @@ def build_rl_rows_by_split(mcq_splits: pd.DataFrame, params: RlDataParams) -> tu
     if params.val_source == "rl_train_slice":
         train = rl[~held.to_numpy()]
     train_rows, val_rows = build_rl_rows(train, "rl_train"), build_rl_rows(val, "rl_val")
-    logger.info("rl: %d train rows, %d val rows (val from %s)", len(train_rows), len(val_rows), params.val_source)
+    logger.info(
+        "rl: %d train rows, %d val rows (val from %s)", len(train_rows), len(val_rows), params.val_source
+    )
     return train_rows, val_rows
 
 
-def limit_rl_prompt_lengths(rl_rows: pd.DataFrame, params: RlLengthParams) -> tuple[pd.DataFrame, dict[str, Any]]:
+def limit_rl_prompt_lengths(
+    rl_rows: pd.DataFrame, params: RlLengthParams
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Prompt length after the chat template (with the generation prompt); apply the policy, validate."""
-    lengths, unit = chat_lengths(rl_rows["prompt"], load_tokenizer(params.tokenizer_path), add_generation_prompt=True)
+    lengths, unit = chat_lengths(
+        rl_rows["prompt"], load_tokenizer(params.tokenizer_path), add_generation_prompt=True
+    )
     kept, counts = limit_lengths(rl_rows, lengths, params.max_prompt_length, params.truncation)
     validate_task_rows(kept)
     report = {
-        "tokenizer": tokenizer_name(params.tokenizer_path), "max_prompt_length": params.max_prompt_length,
-        "truncation": params.truncation, **counts, "lengths": describe_lengths(lengths, unit),
+        "tokenizer": tokenizer_name(params.tokenizer_path),
+        "max_prompt_length": params.max_prompt_length,
+        "truncation": params.truncation,
+        **counts,
+        "lengths": describe_lengths(lengths, unit),
     }
     logger.info("rl: prompt length policy %s", {k: v for k, v in report.items() if k != "lengths"})
     return kept, report
@@ -82,17 +94,24 @@ def export_reward_config(
     """The reward config JSON the launcher hands to verl (``reward_kwargs.config_path`` or
     ``$FINRAG_MCQ_REWARD_CONFIG``); checked here with the reward's own parser so a bad value fails now.
     With ``rl.tasks.search_qa`` on it holds a ``search_qa`` block (its judge prompt copied in)."""
-    judge: dict[str, Any] = {"enabled": params.judge.enabled, "max_reasoning_chars": params.judge.max_reasoning_chars}
+    judge: dict[str, Any] = {
+        "enabled": params.judge.enabled,
+        "max_reasoning_chars": params.judge.max_reasoning_chars,
+    }
     if params.judge.enabled:
         judge["llm"] = {**dataclasses.asdict(llm), **params.judge.llm_overrides}
     config = {
-        "weights": dict(params.weights), "partial_credit": params.partial_credit,
-        "allow_fallback": params.allow_fallback, "judge": judge,
+        "weights": dict(params.weights),
+        "partial_credit": params.partial_credit,
+        "allow_fallback": params.allow_fallback,
+        "judge": judge,
     }
     if tasks.search_qa:
         search = params.search_qa.model_dump()
         search["judge_llm"] = (
-            {**dataclasses.asdict(llm), **params.judge.llm_overrides} if search["outcome"] == "judge" else None
+            {**dataclasses.asdict(llm), **params.judge.llm_overrides}
+            if search["outcome"] == "judge"
+            else None
         )
         search["judge_prompt"] = dict(search_qa_judge_prompt)
         config["search_qa"] = search
@@ -124,7 +143,10 @@ def summarise_rl_data(
         }
 
     verdict = floor_verdict(
-        "rl", len(rl_train_parquet), int(rl_train_length_report["n_in"]), floor,
+        "rl",
+        len(rl_train_parquet),
+        int(rl_train_length_report["n_in"]),
+        floor,
         {"dropped_too_long": int(rl_train_length_report["n_dropped"])},
         unit="train rows",
         evidence=["rl_data_stats", "mcq_splits"],
@@ -167,20 +189,39 @@ def launch_grpo(
     extra = list(params.verl.get("extra_overrides") or [])
     extra.append(f"+reward.custom_reward_function.reward_kwargs.config_path={reward_config}")
     tools = params.verl.get("tool_config_path")  # read by verl's ray workers, which may run elsewhere
-    config = VerlGRPOConfig.from_params({
-        **params.verl, "extra_overrides": extra, "model_path": str(Path(params.base_model_path).resolve()), "train_files": str(train),
-        "val_files": str(val), "output_dir": str(work), "reward_function_path": reward,
-        "max_prompt_length": length.max_prompt_length,
-        "tool_config_path": str(Path(tools).resolve()) if tools else None,
-    })
+    config = VerlGRPOConfig.from_params(
+        {
+            **params.verl,
+            "extra_overrides": extra,
+            "model_path": str(Path(params.base_model_path).resolve()),
+            "train_files": str(train),
+            "val_files": str(val),
+            "output_dir": str(work),
+            "reward_function_path": reward,
+            "max_prompt_length": length.max_prompt_length,
+            "tool_config_path": str(Path(tools).resolve()) if tools else None,
+        }
+    )
     if params.mode == "plan":
-        argv, env = build_grpo_command(config)
+        kernels = planned_kernels("verl GRPO", liger=config.use_liger)  # decided again at launch
+        argv, env = build_grpo_command(config, kernels=kernels)
         logger.info("rl: launch planned, not run (rl.launch.mode=plan): %s", " ".join(argv[:6]))
-        return {"status": "planned", "reason": "rl.launch.mode=plan", "argv": portable_argv(argv), "env": env,
-                "train_rows": len(rl_train_parquet), "val_rows": len(rl_val_parquet),
-                "base_model_exists": (Path(params.base_model_path) / "config.json").is_file()}
+        return {
+            "status": "planned",
+            "reason": "rl.launch.mode=plan",
+            "argv": portable_argv(argv),
+            "env": env,
+            "kernels": kernels.to_dict(),
+            "train_rows": len(rl_train_parquet),
+            "val_rows": len(rl_val_parquet),
+            "base_model_exists": (Path(params.base_model_path) / "config.json").is_file(),
+        }
     merged = train_grpo(config, params.merged_dir, progress=params.progress)
-    return {"status": "trained", "model": portable_path(merged),
-            "manifest": portable_path(work / MANIFEST_NAME),
-            "last_metrics": last_step_metrics(work / TRAIN_LOG_NAME),
-            "train_rows": len(rl_train_parquet), "val_rows": len(rl_val_parquet)}
+    return {
+        "status": "trained",
+        "model": portable_path(merged),
+        "manifest": portable_path(work / MANIFEST_NAME),
+        "last_metrics": last_step_metrics(work / TRAIN_LOG_NAME),
+        "train_rows": len(rl_train_parquet),
+        "val_rows": len(rl_val_parquet),
+    }

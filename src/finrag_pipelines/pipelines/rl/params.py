@@ -84,7 +84,9 @@ class RlLaunchParams(StrictModel):
     merged_dir: str
     reward_function_path: str | None = Field(description="null = the project's reward (mcq/verl_reward.py)")
     progress: bool
-    verl: dict[str, Any] = Field(description="every VerlGRPOConfig setting but the paths and max_prompt_length")
+    verl: dict[str, Any] = Field(
+        description="every VerlGRPOConfig setting but the paths and max_prompt_length"
+    )
 
 
 class TaskRows(StrictModel):

@@ -20,8 +20,15 @@ def create_pipeline(**kwargs) -> Pipeline:
         # rl.tasks: MCQ rows, search-QA rows (rl_search_qa's items, read through an optional view) or both
         Node(
             tasks.mix_rl_tasks,
-            ["rl_train_rows", "rl_val_rows", "search_qa_items@optional", "prompt_rl_search_qa", P + "tasks",
-             P + "reward", P + "launch"],
+            [
+                "rl_train_rows",
+                "rl_val_rows",
+                "search_qa_items@optional",
+                "prompt_rl_search_qa",
+                P + "tasks",
+                P + "reward",
+                P + "launch",
+            ],
             ["rl_task_train_rows", "rl_task_val_rows", "rl_task_mix"],
             name="mix_rl_tasks",
         ),
@@ -45,8 +52,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         ),
         Node(
             nodes.summarise_rl_data,
-            ["rl_train_parquet", "rl_val_parquet", "rl_train_length_report", "rl_val_length_report",
-             P + "floor"],
+            [
+                "rl_train_parquet",
+                "rl_val_parquet",
+                "rl_train_length_report",
+                "rl_val_length_report",
+                P + "floor",
+            ],
             "rl_data_stats",
             name="summarise_rl_data",
         ),
@@ -57,8 +69,14 @@ def create_pipeline(**kwargs) -> Pipeline:
     launch = [
         Node(
             nodes.launch_grpo,
-            ["rl_train_parquet", "rl_val_parquet", "rl_reward_config", P + "length", P + "launch",
-             "rl_floor_check"],
+            [
+                "rl_train_parquet",
+                "rl_val_parquet",
+                "rl_reward_config",
+                P + "length",
+                P + "launch",
+                "rl_floor_check",
+            ],
             "rl_launch_report",
             name="launch_grpo",
         ),

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from finrag_pipelines.floors import FloorParams, enforce_floor, floor_verdict
+from finrag_pipelines.kernels import planned_kernels
 from finrag_pipelines.mcq.records import (
     build_sft_rows,
     chat_lengths,
@@ -33,13 +34,18 @@ logger = logging.getLogger(__name__)
 def build_sft_examples(mcq_splits: pd.DataFrame, params: SftDataParams) -> pd.DataFrame:
     """Chats for every sft_train item, with ``question_key`` and ``has_explanation`` kept for slicing/stats."""
     items = mcq_splits[mcq_splits["split"] == "sft_train"].reset_index(drop=True)
-    rows, excluded = build_sft_rows(items, target_style=params.target_style, missing_explanation=params.missing_explanation)
+    rows, excluded = build_sft_rows(
+        items, target_style=params.target_style, missing_explanation=params.missing_explanation
+    )
     meta = items.set_index("item_id").loc[rows["item_id"], ["question_key", "explanation"]]
     rows["question_key"] = meta["question_key"].to_numpy()
     rows["has_explanation"] = meta["explanation"].notna().to_numpy()
     logger.info(
         "sft: %d sft_train items -> %d chats (%d excluded without explanation, missing_explanation=%s)",
-        len(items), len(rows), excluded, params.missing_explanation,
+        len(items),
+        len(rows),
+        excluded,
+        params.missing_explanation,
     )
     return rows
 
@@ -72,23 +78,38 @@ def mix_sft_sources(
     return mixed, {"rows": len(mixed), "order": [s.name for s in mix.sources], "sources": counts}
 
 
-def limit_sft_lengths(sft_examples: pd.DataFrame, params: LengthParams) -> tuple[pd.DataFrame, dict[str, Any]]:
+def limit_sft_lengths(
+    sft_examples: pd.DataFrame, params: LengthParams
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Measure each chat after the chat template and apply ``max_length``/``truncation``."""
-    lengths, unit = chat_lengths(sft_examples["messages"], load_tokenizer(params.tokenizer_path), add_generation_prompt=False)
+    lengths, unit = chat_lengths(
+        sft_examples["messages"], load_tokenizer(params.tokenizer_path), add_generation_prompt=False
+    )
     kept, counts = limit_lengths(sft_examples, lengths, params.max_length, params.truncation)
     report = {
-        "tokenizer": tokenizer_name(params.tokenizer_path), "max_length": params.max_length,
-        "truncation": params.truncation, **counts, "lengths": describe_lengths(lengths, unit),
+        "tokenizer": tokenizer_name(params.tokenizer_path),
+        "max_length": params.max_length,
+        "truncation": params.truncation,
+        **counts,
+        "lengths": describe_lengths(lengths, unit),
     }
     logger.info("sft: length policy %s", {k: v for k, v in report.items() if k != "lengths"})
     return kept, report
 
 
-def split_sft_validation(sft_examples_fit: pd.DataFrame, params: SftDataParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_sft_validation(
+    sft_examples_fit: pd.DataFrame, params: SftDataParams
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A small stable held-out slice of sft_train as sft_val; both validated as verl SFT parquet."""
-    held = pd.Series(holdout_slice(list(sft_examples_fit["question_key"]), params.val_size, params.seed), index=sft_examples_fit.index)
+    held = pd.Series(
+        holdout_slice(list(sft_examples_fit["question_key"]), params.val_size, params.seed),
+        index=sft_examples_fit.index,
+    )
     cols = ["item_id", "messages"]
-    train, val = sft_examples_fit.loc[~held, cols].reset_index(drop=True), sft_examples_fit.loc[held, cols].reset_index(drop=True)
+    train, val = (
+        sft_examples_fit.loc[~held, cols].reset_index(drop=True),
+        sft_examples_fit.loc[held, cols].reset_index(drop=True),
+    )
     validate_sft_rows(train)
     validate_sft_rows(val)
     return train, val
@@ -118,7 +139,11 @@ def summarise_sft_data(
         "val_rows": len(sft_val_parquet),
         "length": sft_length_report,
         "floor": floor_verdict(
-            "sft", kept, items, floor, reasons,
+            "sft",
+            kept,
+            items,
+            floor,
+            reasons,
             unit="sft_train items",
             evidence=["sft_data_stats", "mcq_splits"],
             hint="Check sft.data.missing_explanation and sft.length (max_length, truncation).",
@@ -147,20 +172,42 @@ def launch_sft(
     """
     work = Path(params.work_dir).resolve()  # verl (and its ray workers) may run from another directory
     train = write_parquet_if_changed(sft_train_parquet, work / "data" / "sft_train.parquet")
-    val = write_parquet_if_changed(sft_val_parquet, work / "data" / "sft_val.parquet") if len(sft_val_parquet) else None
-    config = VerlSFTConfig.from_params({
-        **params.verl, "model_path": str(Path(params.base_model_path).resolve()), "train_files": str(train),
-        "val_files": None if val is None else str(val), "output_dir": str(work), "max_length": length.max_length,
-    })
+    val = (
+        write_parquet_if_changed(sft_val_parquet, work / "data" / "sft_val.parquet")
+        if len(sft_val_parquet)
+        else None
+    )
+    config = VerlSFTConfig.from_params(
+        {
+            **params.verl,
+            "model_path": str(Path(params.base_model_path).resolve()),
+            "train_files": str(train),
+            "val_files": None if val is None else str(val),
+            "output_dir": str(work),
+            "max_length": length.max_length,
+        }
+    )
     if params.mode == "plan":
-        argv, env = build_sft_command(config, entry=params.entry, gpus=max(config.nproc_per_node, 1))
+        kernels = planned_kernels("verl SFT", liger=config.use_liger)  # decided again at launch
+        gpus = max(config.nproc_per_node, 1)
+        argv, env = build_sft_command(config, entry=params.entry, gpus=gpus, kernels=kernels)
         logger.info("sft: launch planned, not run (sft.launch.mode=plan): %s", " ".join(argv[:8]))
-        return {"status": "planned", "reason": "sft.launch.mode=plan", "argv": portable_argv(argv),
-                "env": env,
-                "train_rows": len(sft_train_parquet), "val_rows": len(sft_val_parquet),
-                "base_model_exists": (Path(params.base_model_path) / "config.json").is_file()}
+        return {
+            "status": "planned",
+            "reason": "sft.launch.mode=plan",
+            "argv": portable_argv(argv),
+            "env": env,
+            "kernels": kernels.to_dict(),
+            "train_rows": len(sft_train_parquet),
+            "val_rows": len(sft_val_parquet),
+            "base_model_exists": (Path(params.base_model_path) / "config.json").is_file(),
+        }
     merged = train_sft(config, params.merged_dir, entry=params.entry, progress=params.progress)
-    return {"status": "trained", "model": portable_path(merged),
-            "manifest": portable_path(work / MANIFEST_NAME),
-            "last_metrics": last_step_metrics(work / TRAIN_LOG_NAME),
-            "train_rows": len(sft_train_parquet), "val_rows": len(sft_val_parquet)}
+    return {
+        "status": "trained",
+        "model": portable_path(merged),
+        "manifest": portable_path(work / MANIFEST_NAME),
+        "last_metrics": last_step_metrics(work / TRAIN_LOG_NAME),
+        "train_rows": len(sft_train_parquet),
+        "val_rows": len(sft_val_parquet),
+    }

@@ -14,7 +14,9 @@ class SftDataParams(StrictModel):
 
     target_style: Literal["think", "plain"]
     missing_explanation: Literal["answer_only", "exclude"]
-    val_size: int = Field(ge=0, description="items of sft_train held out as sft_val (seeded hash of the question)")
+    val_size: int = Field(
+        ge=0, description="items of sft_train held out as sft_val (seeded hash of the question)"
+    )
     seed: int
 
 
@@ -36,7 +38,9 @@ class SftLaunchParams(StrictModel):
     merged_dir: str = Field(description="the merged HF model folder written after training")
     entry: str = Field(description="verl.trainer.sft_trainer, or a script path (a CPU shim in tests)")
     progress: bool
-    verl: dict[str, Any] = Field(description="every VerlSFTConfig setting except the paths (training/verl_sft.py)")
+    verl: dict[str, Any] = Field(
+        description="every VerlSFTConfig setting except the paths (training/verl_sft.py)"
+    )
 
 
 class MixSourceParams(StrictModel):

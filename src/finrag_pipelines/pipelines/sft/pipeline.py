@@ -33,8 +33,14 @@ def create_pipeline(**kwargs) -> Pipeline:
         ),
         Node(
             nodes.summarise_sft_data,
-            ["mcq_splits", "sft_examples", "sft_length_report", "sft_train_parquet", "sft_val_parquet",
-             P + "floor"],
+            [
+                "mcq_splits",
+                "sft_examples",
+                "sft_length_report",
+                "sft_train_parquet",
+                "sft_val_parquet",
+                P + "floor",
+            ],
             "sft_data_stats",
             name="summarise_sft_data",
         ),

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +198,7 @@ class BM25Index:
             "tokenizer": tokenizer.describe(),
             "tokenizer_fingerprint": tokenizer.fingerprint,
             "bm25s_version": bm25s.__version__,
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "doc_ids_file": DOC_IDS_FILE,
             "bm25s_dir": BM25S_DIR,
             "tokenizer_dir": TOKENIZER_DIR,

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -181,7 +181,7 @@ def complete_collection(
         RetrievalError: If the index is not built within ``timeout_s`` or its build failed.
     """
     _wait_for_index(client, target, field_name, timeout_s)
-    meta["built_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta["built_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     client.alter_collection_properties(
         target.collection, properties={_META_PROP: json.dumps(meta, ensure_ascii=False)}
     )

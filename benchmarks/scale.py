@@ -6,12 +6,17 @@ Usage::
         [--stages corpus_prep,bm25_build,...] [--dim 1024] [--out benchmarks/results/scale.jsonl]
         [--plot benchmarks/results/scale.png]
 
+Some stages again, into the results of an earlier full run (the other stages' numbers are kept)::
+
+    .venv/bin/python benchmarks/scale.py --sizes 10000,100000,1000000 --stages ngram_build,ngram_search_mmap \
+        --merge-into benchmarks/results/scale.jsonl
+
 For each size a corpus is recombined from the bundled real texts (``scale_corpus.py``: real clause and length
 distributions, renumbered digits, 2 % exact and 2 % near duplicates), then every stage runs in a process of
 its own (``scale_stages.py``) so its peak memory is its own:
 
-``corpus_prep`` (parse, normalise, exact + near-duplicate removal), ``bm25_build`` (word BM25: tokenise, build,
-save), ``bm25_search`` / ``bm25_search_mmap`` (load into memory / memory-mapped, queries per second),
+``corpus_prep`` (parse, normalise, exact + near-duplicate removal), ``bm25_build`` (word BM25: tokenise,
+build, save), ``bm25_search`` / ``bm25_search_mmap`` (load into memory / memory-mapped, queries per second),
 ``ngram_build`` / ``ngram_search_mmap`` (the character n-gram BM25 of ``index_build.bm25_ngram``),
 ``dense_encode`` (document vectors through the embedding store with a deterministic stand-in encoder, into a
 memmap; cold, then warm from the store), ``dense_flat`` / ``dense_hnsw`` / ``dense_ivfpq`` (FAISS build and
@@ -20,20 +25,28 @@ over ``--mining-queries`` queries, HNSW + BM25 candidates), ``journal_write`` / 
 ``journal_rebuild`` (an LLM journal of ``size`` records: resume with its index, and without it),
 ``server`` (the real app, hybrid, 16 concurrent clients: p50 / p99).
 
-Time per stage: ``seconds`` is the stage's own wall time (imports excluded), ``wall_s`` the process's, ``cpu_s``
-its CPU time (user + system, its own children included), which other load on a shared machine moves less.
-Peak memory per stage: ``peak_rss_mb`` is the child's ``ru_maxrss`` from ``wait4`` (resident memory, mapped
-file pages included); ``tree_rss_mb`` is the highest sum of resident memory over the child and its own
-children (tokenizer workers), sampled every 0.2 s. A stage that fails is recorded with its error and the
-run goes on.
+Time per stage: ``seconds`` is the stage's own wall time (imports excluded), ``wall_s`` the process's,
+``cpu_s`` its CPU time (user + system, its own children included), which other load on a shared machine moves
+less. Peak memory per stage: ``peak_rss_mb`` is the child's ``ru_maxrss`` from ``wait4`` (resident memory,
+mapped file pages included); ``tree_rss_mb`` is the highest sum of resident memory over the child and its own
+children (tokenizer workers), sampled every 0.2 s. A stage that fails is recorded with its error and the run
+goes on.
 
 Prints one JSON line per size (also appended to ``--out``) and writes a log-log chart of time and peak
 memory against corpus size (``--plot``).
+
+``--merge-into FILE`` runs only the chosen stages and writes them into FILE's line for the same size (a new
+line if it has none) instead of appending: each stage measured this way carries ``measured_at`` and
+``commit``, and the line's ``merged`` list says which stages were replaced when, at which commit and over
+which corpus (``corpus_sha256`` of ``corpus.jsonl``, regenerated from the seed ``size``, so identical to the
+full run's unless the generator changed). Stages without ``measured_at`` come from the full run that
+``finished`` dates. The chart is then drawn from every line of FILE.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -65,7 +78,16 @@ STAGES = [
     "journal_rebuild",
     "server",
 ]
-PLOTTED = ["corpus_prep", "bm25_build", "dense_encode", "dense_hnsw", "mining", "journal_resume", "server"]
+PLOTTED = [
+    "corpus_prep",
+    "bm25_build",
+    "ngram_build",
+    "dense_encode",
+    "dense_hnsw",
+    "mining",
+    "journal_resume",
+    "server",
+]
 
 
 def _tree_rss(pid: int) -> int:
@@ -197,6 +219,78 @@ def plot(records: list[dict[str, Any]], target: Path) -> None:
     fig.savefig(target, dpi=110)
 
 
+def _git_commit() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes), or ``unknown`` without git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read 4 MB at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a results file (none if it does not exist); a broken line is an error naming it."""
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"{path}:{number}: not a JSON line ({exc}); fix or remove that line") from exc
+    return records
+
+
+def merge_record(
+    records: list[dict[str, Any]], new: dict[str, Any], note: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """``records`` with ``new``'s stages written into the last line of the same size (appended if none).
+
+    Each merged stage gets ``measured_at`` and ``commit`` from ``note``; the line's ``merged`` list gets
+    ``note`` (with the stages it replaced), and ``options_differ`` there when the options were not the
+    line's own. Other stages and fields of the line stay as they were.
+    """
+    same = [i for i, r in enumerate(records) if r.get("size") == new["size"]]
+    stamped = {
+        name: {**result, "measured_at": note["at"], "commit": note["commit"]}
+        for name, result in new["stages"].items()
+    }
+    if not same:
+        entry = {**note, "stages": sorted(stamped)}
+        return [*records, {**new, "stages": stamped, "merged": [entry]}]
+    target = dict(records[same[-1]])
+    entry = {**note, "stages": sorted(stamped)}
+    if target.get("options") != new["options"]:
+        entry["options_differ"] = new["options"]
+    target["stages"] = {**target.get("stages", {}), **stamped}
+    target["merged"] = [*target.get("merged", []), entry]
+    return [*records[: same[-1]], target, *records[same[-1] + 1 :]]
+
+
+def write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """Rewrite a results file atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    tmp.replace(path)
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated corpus sizes (documents)")
@@ -216,6 +310,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/scale.jsonl")
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks/results/scale.png")
+    parser.add_argument(
+        "--merge-into",
+        type=Path,
+        default=None,
+        help="write the stages run into this results file's line of the same size instead of appending",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     stages = [s for s in args.stages.split(",") if s.strip()]
@@ -246,12 +346,22 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             cpus=os.cpu_count(), python=platform.python_version(), finished=time.strftime("%Y-%m-%dT%H:%M:%S")
         )
         print(json.dumps(record, ensure_ascii=False), flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if args.merge_into is not None:
+            note = {
+                "at": record["finished"],
+                "commit": _git_commit(),
+                "corpus_sha256": file_sha256(folder / "corpus.jsonl"),
+            }
+            write_records(args.merge_into, merge_record(read_records(args.merge_into), record, note))
+            print(f"[{size}] merged {stages} into {args.merge_into}", flush=True)
+        else:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            with args.out.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         records.append(record)
-    if len(records) > 1:
-        plot(records, args.plot)
+    charted = read_records(args.merge_into) if args.merge_into is not None else records
+    if len(charted) > 1:
+        plot(sorted(charted, key=lambda r: r["size"]), args.plot)
         print(f"chart: {args.plot}", flush=True)
     return records
 

@@ -179,6 +179,12 @@ def run_child(
     return out
 
 
+def peak_gib(stage: dict[str, Any]) -> float:
+    """A stage's peak memory in GiB: the larger of ``peak_rss_mb`` (MiB, from ``ru_maxrss``) and
+    ``tree_rss_mb`` (MB of 10^6 bytes, sampled)."""
+    return max(stage.get("peak_rss_mb", 0.0) * 2**20, stage.get("tree_rss_mb", 0.0) * 1e6) / 2**30
+
+
 def plot(records: list[dict[str, Any]], target: Path) -> None:
     """Log-log time and peak memory against corpus size, one line per stage (and an n log n guide)."""
     import matplotlib
@@ -196,9 +202,7 @@ def plot(records: list[dict[str, Any]], target: Path) -> None:
             continue
         xs = [n for n, _ in points]
         ax_time.plot(xs, [max(s["cpu_s"], 1e-2) for _, s in points], marker="o", label=stage)
-        ax_mem.plot(
-            xs, [max(s["peak_rss_mb"], s["tree_rss_mb"]) / 1024 for _, s in points], marker="o", label=stage
-        )
+        ax_mem.plot(xs, [peak_gib(s) for _, s in points], marker="o", label=stage)
     if len(sizes) > 1:
         n = np.array(sorted(sizes), dtype=float)
         guide = n * np.log(n) / (n[0] * np.log(n[0]))
@@ -219,15 +223,20 @@ def plot(records: list[dict[str, Any]], target: Path) -> None:
     fig.savefig(target, dpi=110)
 
 
-def _git_commit() -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes), or ``unknown`` without git."""
+def _git_commit(ignore: Sequence[Path] = ()) -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes to tracked files other than ``ignore``,
+    the results this run writes itself), or ``unknown`` without git."""
+    excludes = []
+    for path in ignore:
+        resolved = path.resolve()
+        if resolved.is_relative_to(ROOT):
+            excludes.append(f":(exclude){resolved.relative_to(ROOT).as_posix()}")
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
+        status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excludes]
+        dirty = subprocess.run(status, cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
@@ -349,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if args.merge_into is not None:
             note = {
                 "at": record["finished"],
-                "commit": _git_commit(),
+                "commit": _git_commit(ignore=(args.merge_into, args.plot)),
                 "corpus_sha256": file_sha256(folder / "corpus.jsonl"),
             }
             write_records(args.merge_into, merge_record(read_records(args.merge_into), record, note))

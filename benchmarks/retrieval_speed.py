@@ -276,7 +276,9 @@ def measure_lucene(
     return results
 
 
-def measure_dense(doc_ids: list[str], texts: list[str], corpus_hash: str, queries: list[str], k: int) -> dict[str, Any]:
+def measure_dense(
+    doc_ids: list[str], texts: list[str], corpus_hash: str, queries: list[str], k: int
+) -> dict[str, Any]:
     """``dense_batched_qps`` vs ``dense_one_by_one_qps`` with the demo encoder (USE) over a flat FAISS index.
 
     Document vectors come from the project's embedding cache (``data/04_feature/embedding_cache``, filled
@@ -287,8 +289,10 @@ def measure_dense(doc_ids: list[str], texts: list[str], corpus_hash: str, querie
     from finrag_pipelines.retrieval.dense import DenseIndex, measure_dense_qps
 
     encoder = USEEncoder(threads=2)
-    vectors = encode_with_store(encoder, texts, "document", EmbeddingStore(_ROOT / "data/04_feature/embedding_cache"))
-    index = DenseIndex.build(doc_ids, vectors, {**encoder.describe(), "fingerprint": encoder.fingerprint}, corpus_hash)
+    store = EmbeddingStore(_ROOT / "data/04_feature/embedding_cache")
+    vectors = encode_with_store(encoder, texts, "document", store)
+    meta = {**encoder.describe(), "fingerprint": encoder.fingerprint}
+    index = DenseIndex.build(doc_ids, vectors, meta, corpus_hash)
     out = measure_dense_qps(encoder, index, queries, k=k, batch_size=64)
     ratio = out["dense_batched_qps"] / out["dense_one_by_one_qps"]
     print(
@@ -498,7 +502,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--skip-dense", action="store_true", help="skip the dense (USE, hf tiny Qwen3, FAISS) measurements"
     )
-    parser.add_argument("--faiss-docs", type=int, default=100_000, help="size of the synthetic FAISS-only index")
+    parser.add_argument(
+        "--faiss-docs", type=int, default=100_000, help="size of the synthetic FAISS-only index"
+    )
     args = parser.parse_args(argv)
     TOKENIZER_SETTINGS["segmenter"] = args.segmenter
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -124,7 +124,8 @@ def write_corpus(folder: Path, size: int, seed: int, exact_share: float, near_sh
 def make_queries(
     doc_ids: Sequence[str], texts: Sequence[str], n: int, seed: int
 ) -> list[tuple[str, str, str]]:
-    """``(query_id, doc_id, query)`` for ``n`` documents drawn without replacement (fewer if the corpus is small)."""
+    """``(query_id, doc_id, query)`` for ``n`` documents drawn without replacement (fewer if the corpus is
+    small)."""
     rng = np.random.default_rng(seed)
     gen = Generator.__new__(Generator)
     picks = rng.choice(len(doc_ids), size=min(n, len(doc_ids)), replace=False)

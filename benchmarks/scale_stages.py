@@ -179,7 +179,8 @@ def bm25_search_mmap(stage: Stage) -> dict[str, Any]:
 
 
 def ngram_build(stage: Stage) -> dict[str, Any]:
-    """Character n-gram BM25 (``index_build.bm25_ngram``: bigrams cut at punctuation): tokenise, build, save."""
+    """Character n-gram BM25 (``index_build.bm25_ngram``: bigrams cut at punctuation): tokenise, build,
+    save."""
     from finrag_pipelines.retrieval.bm25.index import BM25Index
     from finrag_pipelines.text.ngram import CharNgramTokenizer
 

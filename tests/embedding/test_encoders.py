@@ -234,7 +234,11 @@ def test_length_batches_cap_padding_and_batch_size() -> None:
 
 def test_query_instruction_is_computed_once_and_changes_nothing(tiny_qwen3_dir: Path) -> None:
     encoder = HFEncoder(tiny_qwen3_dir, query_task=TASK, batch_size=3, max_length=48)
-    queries = ["苹果", "英伟达市值为什么上涨？", "苹果周四盘中一度跌超5%，股价跌破100日移动平均线，连续两天遭遇投资者抛售"]
+    queries = [
+        "苹果",
+        "英伟达市值为什么上涨？",
+        "苹果周四盘中一度跌超5%，股价跌破100日移动平均线，连续两天遭遇投资者抛售",
+    ]
     wrapped = encoder.encode_documents([format_query(TASK, q) for q in queries])  # the instruction recomputed
     np.testing.assert_allclose(encoder.encode_queries(queries), wrapped, atol=1e-5, rtol=0)
     state = encoder._prefix_caches[format_query(TASK, "")]

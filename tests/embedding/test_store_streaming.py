@@ -1,4 +1,5 @@
-"""The embedding store at scale: shards streamed into the output (or a memmap), never the whole role in memory."""
+"""The embedding store at scale: shards streamed into the output (or a memmap), never the whole role in
+memory."""
 
 from __future__ import annotations
 

@@ -115,4 +115,5 @@ def test_tokenize_many_shares_one_string_per_distinct_ngram() -> None:
     many = tokenizer.tokenize_many(texts)
     assert many == [tokenizer.tokenize(t) for t in texts]
     assert many[0][0] is many[1][0] is many[2][0]  # "营业": one object, not a copy per occurrence
-    assert len({id(token) for tokens in many for token in tokens}) == len({t for tokens in many for t in tokens})
+    distinct = {t for tokens in many for t in tokens}
+    assert len({id(token) for tokens in many for token in tokens}) == len(distinct)

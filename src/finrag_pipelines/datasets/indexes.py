@@ -78,7 +78,8 @@ class BM25IndexDataset(_IndexFolderDataset):
 
 
 class FaissIndexDataset(_IndexFolderDataset):
-    """A :class:`~finrag_pipelines.retrieval.dense.DenseIndex` folder (index.faiss, doc_ids.json, meta.json)."""
+    """A :class:`~finrag_pipelines.retrieval.dense.DenseIndex` folder (index.faiss, doc_ids.json,
+    meta.json)."""
 
     def _index_cls(self, meta: dict[str, Any] | None) -> Any:
         from finrag_pipelines.retrieval.dense import DenseIndex  # imports faiss only when used

@@ -1,4 +1,5 @@
-"""Encoding a large corpus on a Ray actor pool, with the same store, keys, vectors and resume as the local path.
+"""Encoding a large corpus on a Ray actor pool, with the same store, keys, vectors and resume as the local
+path.
 
 :func:`encode_with_store_ray` is :func:`~finrag_pipelines.embedding.store.encode_with_store` with the
 encoding moved to Ray Data: the store decides what is missing (same fingerprint, role and text keys); the
@@ -194,9 +195,9 @@ def _write_chunk(
     seen = {str(fp) for fp in batch["fingerprint"]}
     if seen != {fingerprint}:
         raise ValueError(
-            f"the Ray actors' encoder fingerprint {sorted(seen)} differs from the driver's {fingerprint}: the "
-            f"workers load other model files or settings for encoder {name}. Give the workers the same model "
-            "folder (a shared path) and package versions, then rerun."
+            f"the Ray actors' encoder fingerprint {sorted(seen)} differs from the driver's {fingerprint}: "
+            f"the workers load other model files or settings for encoder {name}. Give the workers the same "
+            "model folder (a shared path) and package versions, then rerun."
         )
     vectors = check_vectors(np.asarray(batch["vector"]), len(keys), dim, name)
     if store is not None:

@@ -40,7 +40,9 @@ line if it has none) instead of appending: each stage measured this way carries 
 ``commit``, and the line's ``merged`` list says which stages were replaced when, at which commit and over
 which corpus (``corpus_sha256`` of ``corpus.jsonl``, regenerated from the seed ``size``, so identical to the
 full run's unless the generator changed). Stages without ``measured_at`` come from the full run that
-``finished`` dates. The chart is then drawn from every line of FILE.
+``finished`` dates. The chart is then drawn from every line of FILE. A stage reads what earlier stages left
+in the size's folder (``corpus_prep`` writes the table the indexes read, ``*_build`` the index ``*_search``
+loads), so run a stage alone only where they have run before, or name them too.
 """
 
 from __future__ import annotations

@@ -76,11 +76,12 @@ def test_results_file_round_trip_and_broken_line(scale: ModuleType, tmp_path: Pa
 
 @pytest.mark.slow
 def test_main_merges_a_measured_stage_into_the_file(scale: ModuleType, tmp_path: Path) -> None:
-    """End to end at 300 documents: the corpus is generated, only ``ngram_build`` runs and is merged."""
+    """End to end at 300 documents: the corpus is generated, only ``corpus_prep`` (whose table the index
+    reads) and ``ngram_build`` run and are merged."""
     target = tmp_path / "scale.jsonl"
     earlier = _line(300, {"bm25_build": {"seconds": 1.0}})
     scale.write_records(target, [earlier])
-    argv = ["--sizes", "300", "--stages", "ngram_build", "--workdir", str(tmp_path / "work")]
+    argv = ["--sizes", "300", "--stages", "corpus_prep,ngram_build", "--workdir", str(tmp_path / "work")]
     scale.main([*argv, "--merge-into", str(target), "--plot", str(tmp_path / "scale.png")])
     (line,) = scale.read_records(target)
     assert line["stages"]["bm25_build"] == {"seconds": 1.0}
@@ -88,7 +89,7 @@ def test_main_merges_a_measured_stage_into_the_file(scale: ModuleType, tmp_path:
     assert "error" not in built, built
     assert built["vocab"] > 0 and built["peak_rss_mb"] > 0 and built["measured_at"]
     (note,) = line["merged"]
-    assert note["stages"] == ["generate", "ngram_build"]
+    assert note["stages"] == ["corpus_prep", "generate", "ngram_build"]
     assert note["corpus_sha256"] == scale.file_sha256(tmp_path / "work" / "300" / "corpus.jsonl")
     assert not (tmp_path / "scale.png").exists()  # one size: no curve to draw
 

@@ -232,6 +232,20 @@ def test_length_batches_cap_padding_and_batch_size() -> None:
     assert length_batches([], 4) == [] and length_batches([5, 5, 5], 4) == [(0, 3)]
 
 
+def test_length_batches_fill_a_token_budget_with_short_texts() -> None:
+    from finrag_pipelines.embedding.hf_encoder import length_batches
+
+    # budget 3 x 100 tokens: long texts still go 3 at a time, 20-token texts 15 at a time
+    lengths = [100, 100, 100, 100] + [20] * 40 + [12] * 30
+    batches = length_batches(lengths, batch_size=3, max_tokens=300)
+    sizes = [b - a for a, b in batches]
+    assert sizes[:2] == [3, 1] and sizes[2:4] == [15, 15] and sum(sizes) == len(lengths)
+    for a, b in batches:  # never more padded tokens than the budget (or batch_size texts), padding <= 2x
+        assert (b - a) * lengths[a] <= 300 or b - a <= 3
+        assert 2 * min(lengths[a:b]) >= max(lengths[a:b])
+    assert length_batches(lengths, batch_size=3) == length_batches(lengths, batch_size=3, max_tokens=None)
+
+
 def test_query_instruction_is_computed_once_and_changes_nothing(tiny_qwen3_dir: Path) -> None:
     encoder = HFEncoder(tiny_qwen3_dir, query_task=TASK, batch_size=3, max_length=48)
     queries = [

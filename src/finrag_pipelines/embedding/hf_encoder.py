@@ -32,7 +32,8 @@ class HFEncoder:
         model_path: Local folder with config.json, tokenizer files and weights.
         query_task: Instruction for queries, or ``None`` for none.
         max_length: Truncation length in tokens (the end-of-text token is kept).
-        batch_size: Texts per forward pass.
+        batch_size: Texts per forward pass at ``max_length`` tokens; shorter texts (queries) are batched up
+            to the same token budget, ``batch_size x max_length`` padded tokens (:func:`length_batches`).
         dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16" or "float16".
         device: "auto" (CUDA when available), "cpu" or "cuda".
         name: Display name; defaults to the folder name.
@@ -281,7 +282,8 @@ class HFEncoder:
                 (i for i in range(len(texts)) if after_prefix[i] == cached), key=lambda i: -len(token_ids[i])
             )
             lengths = [len(token_ids[i]) for i in order]
-            jobs.extend((order[a:b], cached) for a, b in length_batches(lengths, self.batch_size))
+            budget = self.batch_size * self.max_length  # a full batch of the longest texts: the memory bound
+            jobs.extend((order[a:b], cached) for a, b in length_batches(lengths, self.batch_size, budget))
         show = self._progress if self._progress is not None else len(texts) >= 512
         with torch.inference_mode():
             for rows, cached in tqdm(jobs, desc=f"encode {self._name}", unit="batch", disable=not show):
@@ -396,18 +398,26 @@ def _layer_tensors(past: Any) -> list[tuple[Any, Any]]:
     return list(zip(past.key_cache, past.value_cache, strict=True))
 
 
-def length_batches(lengths: Sequence[int], batch_size: int) -> list[tuple[int, int]]:
+def length_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None
+) -> list[tuple[int, int]]:
     """``(start, stop)`` batches over token lengths sorted longest first.
 
     A batch holds at most ``batch_size`` texts and no text shorter than half its longest, so padding
     never takes more than half of a batch: a few long texts no longer make a whole batch of short ones
     pay for their length (a batch of 64 queries of 48 to 250 tokens becomes three forward passes of
     ~2x less work). At most ``log2(longest / shortest)`` batches more than fixed-size batching.
+
+    With ``max_tokens`` a batch of short texts may hold more than ``batch_size`` of them, as many as fit
+    ``max_tokens`` padded tokens (``count x longest``): the encoder passes ``batch_size x max_length``, the
+    size of a full batch of the longest texts it accepts, so peak memory stays what ``batch_size`` allows
+    while short queries share one forward pass instead of paying its fixed cost per 16.
     """
     batches: list[tuple[int, int]] = []
     start = 0
     for position, length in enumerate(lengths):
-        if position - start >= batch_size or 2 * length < lengths[start]:
+        room = batch_size if max_tokens is None else max(batch_size, max_tokens // max(lengths[start], 1))
+        if position - start >= room or 2 * length < lengths[start]:
             batches.append((start, position))
             start = position
     if start < len(lengths):

@@ -5,8 +5,8 @@ Usage::
     .venv/bin/python benchmarks/bm25_ablation.py [--corpus-dir DIR] [--split tune|report|all]
 
 Defaults are chosen on the ``tune`` split (the evaluation pipeline's seeded query split, same seed as
-``conf/base/parameters_evaluation.yml``) and only *reported* on ``report``: run with ``--split tune`` to choose,
-``--split report`` once to confirm. Each variant changes one thing relative to ``ours`` (the conf/base
+``conf/base/parameters_evaluation.yml``) and only *reported* on ``report``: run with ``--split tune`` to
+choose, ``--split report`` once to confirm. Each variant changes one thing relative to ``ours`` (the conf/base
 settings) or adds one thing to ``plain``. Prints a table and a final JSON line with MRR@10/nDCG@10 per variant
 and the ratio to ``plain`` computed in the same process.
 """
@@ -128,7 +128,8 @@ def main() -> None:  # noqa: D103
         row = {m: float(np.mean([p[m] for p in per_query])) for m in ("mrr@10", "ndcg@10", "top1", "top10")}
         results[name] = row
         print(
-            f"{name:32s} {row['mrr@10']:8.4f} {row['ndcg@10']:8.4f} {row['top1']:6.3f} {row['top10']:6.3f}  {built:6.1f}"
+            f"{name:32s} {row['mrr@10']:8.4f} {row['ndcg@10']:8.4f} "
+            f"{row['top1']:6.3f} {row['top10']:6.3f}  {built:6.1f}"
         )
     plain = results["plain"]
     final = {

@@ -6,8 +6,10 @@ on the project's own ``sft_train.parquet`` / ``sft_val.parquet``, lets ``train_s
 checkpoint (``verl.model_merger`` + PEFT fold), loads the merged folder with transformers on CUDA and
 generates a few tokens. Writes a JSON summary.
 
-    python scripts/gpu_check_verl_sft.py --data-dir data/05_model_input/mcq --work /tmp/verl_gpu --out summary.json
-    python scripts/gpu_check_verl_sft.py ... --cpu-smoke --steps 3   # the same path on CPU (tests/training shim)
+    python scripts/gpu_check_verl_sft.py --data-dir data/05_model_input/mcq --work /tmp/verl_gpu \\
+        --out summary.json
+    # the same path on CPU (tests/training shim):
+    python scripts/gpu_check_verl_sft.py ... --cpu-smoke --steps 3
 """
 
 from __future__ import annotations

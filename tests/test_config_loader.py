@@ -1,4 +1,5 @@
-"""LayeredConfigLoader: ``conf/<env>/env.yml`` with ``extends: <env>`` loads base, the parent, then the env."""
+"""LayeredConfigLoader: ``conf/<env>/env.yml`` with ``extends: <env>`` loads base, the parent,
+then the env."""
 
 from __future__ import annotations
 

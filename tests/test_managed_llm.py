@@ -171,7 +171,7 @@ def test_a_failed_preflight_or_bad_settings_stop_the_run_before_anything_starts(
     assert factory.built == [] and not (tmp_path / "llm_server").exists()
 
 
-# ----------------------------------------------------- next to RunStopHooks, in either order of settings.HOOKS
+# ------------------------------------------------ next to RunStopHooks, in either order of settings.HOOKS
 
 
 class FakeServer:

@@ -1,4 +1,5 @@
-"""A pipeline run alone on a new folder either works or stops in seconds with one line naming what to run first.
+"""A pipeline run alone on a new folder either works or stops in seconds
+with one line naming what to run first.
 
 The unit tests check how the hook derives producers and the command from the registered pipelines; the CLI
 tests run the real ``kedro run`` for every registered pipeline in a project copy whose data folder holds

@@ -20,9 +20,9 @@ DEFAULT_CHAIN = (
     "rag_answer",
 )
 # Upstream pipelines a pipeline runs first because they take seconds, so that it runs on its own on a new
-# folder (`kedro run --pipelines index_build --params retrieval_dataset=<folder>`); `pipeline.node` is one node
-# of a pipeline. Expensive upstreams (indexes, personas, LLM distillation, training) are never composed in: a
-# run whose inputs they produce stops before it starts and names them (hooks.RunStopHooks).
+# folder (`kedro run --pipelines index_build --params retrieval_dataset=<folder>`); `pipeline.node` is one
+# node of a pipeline. Expensive upstreams (indexes, personas, LLM distillation, training) are never composed
+# in: a run whose inputs they produce stops before it starts and names them (hooks.RunStopHooks).
 COMPOSED_UPSTREAMS = {
     "index_build": ("corpus_prep",),
     "evaluation": ("corpus_prep",),
@@ -32,7 +32,8 @@ COMPOSED_UPSTREAMS = {
     "mcq_evaluation": ("mcq_prep",),
     # sft_distill grounds QA in the corpus and rewrites MCQ items
     "sft_distill": ("corpus_prep", "mcq_prep"),
-    # rag_answer asks evaluation's report questions: it runs evaluation's own split node (same seed, same split)
+    # rag_answer asks evaluation's report questions: it runs evaluation's own split node
+    # (same seed, same split)
     "rag_answer": ("corpus_prep", "evaluation.split_queries"),
 }
 _PIPELINES_PACKAGE = "finrag_pipelines.pipelines"
@@ -74,7 +75,8 @@ def pipeline_names() -> list[str]:
 
 
 def own_pipelines() -> dict[str, Pipeline]:
-    """Every pipeline folder's own nodes, without the upstreams composed in (what the pipeline itself does)."""
+    """Every pipeline folder's own nodes, without the upstreams composed in
+    (what the pipeline itself does)."""
     return {name: _own_pipeline(name) for name in pipeline_names()}
 
 

@@ -8,7 +8,8 @@ Usage::
 Settings come from the ``serving`` parameters group (``conf/base/parameters_serving.yml``); the flags
 override single keys. The server refuses to start when an index does not match the corpus or the encoder.
 
-It sits outside the Kedro-free :mod:`finrag_pipelines.serving` library, like settings.py and pipeline_registry.py.
+It sits outside the Kedro-free :mod:`finrag_pipelines.serving` library, like settings.py and
+pipeline_registry.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""MilvusDenseIndexDataset / MilvusBM25IndexDataset: save what index_build returns, load a searchable index."""
+"""MilvusDenseIndexDataset / MilvusBM25IndexDataset: save what index_build returns,
+load a searchable index."""
 
 from __future__ import annotations
 

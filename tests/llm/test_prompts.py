@@ -26,7 +26,9 @@ def test_render_fills_slots_and_keeps_json_braces() -> None:
         {"role": "system", "content": "你是金融助手。"},
         {
             "role": "user",
-            "content": '文档：沪深300\n候选人：\n1. 基金经理\n只输出 JSON：{"character": 1, "difficulty": "phd"}',
+            "content": (
+                '文档：沪深300\n候选人：\n1. 基金经理\n只输出 JSON：{"character": 1, "difficulty": "phd"}'
+            ),
         },
     ]
     assert prompt.version == "1"

@@ -219,7 +219,8 @@ def test_verl_style_file_loading_of_the_entry_point(tmp_path):
 
 
 def test_verl_reward_manager_keywords_are_accepted_and_typos_refused():
-    """verl's reward managers add reward_router_address / reward_model_tokenizer when a reward model is served."""
+    """verl's reward managers add reward_router_address / reward_model_tokenizer
+    when a reward model is served."""
     kwargs = {
         "data_source": "finrag_mcq",
         "solution_str": "因为……\n答案：\\boxed{B}",

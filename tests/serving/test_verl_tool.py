@@ -103,7 +103,8 @@ def test_tool_settings_and_verl_guard() -> None:
 
 
 def test_verl_loads_and_runs_the_tool(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """verl's own loader builds FinragSearchTool from conf/base/verl/search_tool.yaml; it searches the server."""
+    """verl's own loader builds FinragSearchTool from conf/base/verl/search_tool.yaml;
+    it searches the server."""
     registry = pytest.importorskip(
         "verl.tools.tool_registry", reason="verl (the train extra) is not installed"
     )

@@ -107,3 +107,13 @@ def test_load_tokenizer_restores_a_finance_tokenizer_with_its_user_dictionary(tm
     assert back.tokenize("冰墩墩") == ["冰墩墩"]
     with pytest.raises(TokenizerConfigError, match="TextResource"):
         FinanceTokenizer(user_dicts=["冰墩墩"])  # type: ignore[list-item]
+
+
+def test_tokenize_many_shares_one_string_per_distinct_ngram() -> None:
+    tokenizer = CharNgramTokenizer(n=2)
+    texts = ["营业收入增长", "营业收入下降", "营业收入增长"]
+    many = tokenizer.tokenize_many(texts)
+    assert many == [tokenizer.tokenize(t) for t in texts]
+    assert many[0][0] is many[1][0] is many[2][0]  # "营业": one object, not a copy per occurrence
+    distinct = {t for tokens in many for t in tokens}
+    assert len({id(token) for tokens in many for token in tokens}) == len(distinct)

@@ -181,7 +181,10 @@ def test_full_tuning_ignores_lora_fields() -> None:
 
 
 def test_parse_progress() -> None:
-    line = "Train:  75%|███| 3/4 [00:13<00:04]  {'loss': '1.98', 'grad_norm': '38.57', 'global_step/max_steps': '3/4'}"
+    line = (
+        "Train:  75%|███| 3/4 [00:13<00:04]  "
+        "{'loss': '1.98', 'grad_norm': '38.57', 'global_step/max_steps': '3/4'}"
+    )
     metrics = sw.parse_progress(line)
     assert (
         metrics is not None

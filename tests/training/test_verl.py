@@ -271,7 +271,8 @@ _GRPO_TAIL = [
     "trainer.critic_warmup=0", "trainer.total_epochs=1", "trainer.save_freq=200", "trainer.test_freq=50",
     "trainer.val_before_train=False", "trainer.nnodes=1", "trainer.n_gpus_per_node=1",
     "trainer.project_name=finrag", "trainer.experiment_name=qwen3-8b-grpo", "trainer.logger=[console]",
-    "trainer.default_local_dir=/out/grpo/checkpoints", "trainer.resume_mode=auto", "hydra.run.dir=/out/grpo/hydra",
+    "trainer.default_local_dir=/out/grpo/checkpoints", "trainer.resume_mode=auto",
+    "hydra.run.dir=/out/grpo/hydra",
 ]  # fmt: skip
 
 

@@ -6,21 +6,38 @@ newest one (or the one ``--load-versions`` pins); see :mod:`finrag_pipelines.dat
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
 
 from kedro.io import DatasetError
+from kedro.io.core import Version
 
 from finrag_pipelines.datasets.versioned import VersionedFolderDataset
 
 
 class _IndexFolderDataset(VersionedFolderDataset):
+    """An index folder; ``mmap: true`` loads it memory-mapped (instant, pages read on demand and shared
+    between processes; a save writes a new folder and renames it into place, so a mapped reader is never cut).
+    An index class whose ``load`` has no ``mmap`` option (Lucene, which reads its files from disk itself)
+    is opened as it is."""
+
     _marker = "meta.json"
 
     def _index_cls(self, meta: dict[str, Any] | None) -> Any:
         """The index class that reads a folder whose ``meta.json`` holds ``meta`` (``None``: unreadable)."""
         raise NotImplementedError
+
+    def __init__(
+        self,
+        path: str,
+        mmap: bool = False,
+        version: Version | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(path, version=version, metadata=metadata)
+        self._mmap = bool(mmap)
 
     def _read(self, folder: Path) -> Any:
         meta_file = folder / "meta.json"
@@ -35,10 +52,16 @@ class _IndexFolderDataset(VersionedFolderDataset):
                 meta, stand_in = None, None  # the index class reports a broken meta.json with its own message
             if stand_in is not None:
                 return stand_in
-        return self._index_cls(meta if isinstance(meta, dict) else None).load(folder)
+        index_cls = self._index_cls(meta if isinstance(meta, dict) else None)
+        if self._mmap and "mmap" in inspect.signature(index_cls.load).parameters:
+            return index_cls.load(folder, mmap=True)
+        return index_cls.load(folder)
 
     def _write(self, data: Any, folder: Path) -> None:
         data.save(folder)
+
+    def _describe(self) -> dict[str, Any]:
+        return {**super()._describe(), "mmap": self._mmap}
 
 
 class BM25IndexDataset(_IndexFolderDataset):
@@ -58,7 +81,8 @@ class BM25IndexDataset(_IndexFolderDataset):
 
 
 class FaissIndexDataset(_IndexFolderDataset):
-    """A :class:`~finrag_pipelines.retrieval.dense.DenseIndex` folder (index.faiss, doc_ids.json, meta.json)."""
+    """A :class:`~finrag_pipelines.retrieval.dense.DenseIndex` folder (index.faiss, doc_ids.json,
+    meta.json)."""
 
     def _index_cls(self, meta: dict[str, Any] | None) -> Any:
         from finrag_pipelines.retrieval.dense import DenseIndex  # imports faiss only when used

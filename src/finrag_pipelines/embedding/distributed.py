@@ -1,4 +1,5 @@
-"""Encoding a large corpus on a Ray actor pool, with the same store, keys, vectors and resume as the local path.
+"""Encoding a large corpus on a Ray actor pool, with the same store, keys, vectors and resume as the local
+path.
 
 :func:`encode_with_store_ray` is :func:`~finrag_pipelines.embedding.store.encode_with_store` with the
 encoding moved to Ray Data: the store decides what is missing (same fingerprint, role and text keys); the
@@ -30,6 +31,7 @@ from finrag_pipelines.embedding.encoders import Encoder
 from finrag_pipelines.embedding.factory import build_encoder
 from finrag_pipelines.embedding.store import (
     EmbeddingStore,
+    EncodingPlan,
     Role,
     assemble_vectors,
     check_encode_args,
@@ -155,8 +157,9 @@ def encode_with_store_ray(
     if not items:
         return np.empty((0, dim), dtype=np.float32)
     fingerprint = driver_encoder.fingerprint
-    plan = plan_encoding(items, role, store, fingerprint if store is not None else "")
+    plan = plan_encoding(items, role, store, fingerprint if store is not None else "", dim)
     describe = driver_encoder.describe()
+    total = len(plan.missing)
     if plan.missing:
         with ray_session(execution) as ray:
             dataset = execution.dataset(
@@ -169,18 +172,17 @@ def encode_with_store_ray(
             )
             done = 0
             for batch in dataset.iter_batches(batch_size=chunk_size, batch_format="numpy"):
-                _write_chunk(batch, plan.known, store, fingerprint, role, dim, name, describe)
+                _write_chunk(batch, plan, store, fingerprint, role, dim, name, describe)
                 done += len(batch["key"])
-                logger.info("ray: encoded %d/%d missing %s texts", done, len(plan.missing), role)
-        absent = [key for key in plan.missing if key not in plan.known]
-        if absent:  # every missing text goes through the pool exactly once
-            raise RuntimeError(f"ray encoding returned no vector for {len(absent)} texts; a bug.")
+                logger.info("ray: encoded %d/%d missing %s texts", done, total, role)
+        if plan.missing:  # every missing text goes through the pool exactly once
+            raise RuntimeError(f"ray encoding returned no vector for {len(plan.missing)} texts; a bug.")
     return assemble_vectors(plan, role, dim, name, store, fingerprint if store is not None else "")
 
 
 def _write_chunk(
     batch: Mapping[str, np.ndarray],
-    known: dict[str, np.ndarray],
+    plan: EncodingPlan,
     store: EmbeddingStore | None,
     fingerprint: str,
     role: Role,
@@ -188,20 +190,19 @@ def _write_chunk(
     name: str,
     describe: Mapping[str, Any],
 ) -> None:
-    """Check one streamed chunk against the driver's encoder, write it as a shard, remember its vectors."""
+    """Check one streamed chunk against the driver's encoder, write it as a shard, put it into the plan."""
     keys = [str(key) for key in batch["key"]]
     seen = {str(fp) for fp in batch["fingerprint"]}
     if seen != {fingerprint}:
         raise ValueError(
-            f"the Ray actors' encoder fingerprint {sorted(seen)} differs from the driver's {fingerprint}: the "
-            f"workers load other model files or settings for encoder {name}. Give the workers the same model "
-            "folder (a shared path) and package versions, then rerun."
+            f"the Ray actors' encoder fingerprint {sorted(seen)} differs from the driver's {fingerprint}: "
+            f"the workers load other model files or settings for encoder {name}. Give the workers the same "
+            "model folder (a shared path) and package versions, then rerun."
         )
     vectors = check_vectors(np.asarray(batch["vector"]), len(keys), dim, name)
     if store is not None:
         store.put(fingerprint, role, keys, vectors, describe=describe)
-    for i, key in enumerate(keys):
-        known[key] = vectors[i]
+    plan.store(keys, vectors)
 
 
 def encode_with_execution(

@@ -32,7 +32,8 @@ class HFEncoder:
         model_path: Local folder with config.json, tokenizer files and weights.
         query_task: Instruction for queries, or ``None`` for none.
         max_length: Truncation length in tokens (the end-of-text token is kept).
-        batch_size: Texts per forward pass.
+        batch_size: Texts per forward pass at ``max_length`` tokens; shorter texts (queries) are batched up
+            to the same token budget, ``batch_size x max_length`` padded tokens (:func:`length_batches`).
         dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16" or "float16".
         device: "auto" (CUDA when available), "cpu" or "cuda".
         name: Display name; defaults to the folder name.
@@ -88,6 +89,7 @@ class HFEncoder:
         self._name = name or self._folder.name
         self._progress = progress
         self._device_setting = device
+        self._prefix_caches: dict[str, tuple[list[int], Any] | None] = {}
         # flash-attn 2 on a GPU with bf16/fp16 weights when it imports, else sdpa; logged and in describe()
         self._kernels: KernelChoice = choose_kernels(
             f"encoder {self._name}", gpu=resolved_device == "cuda", dtype=resolved_dtype
@@ -231,7 +233,8 @@ class HFEncoder:
             float32 array of shape ``(len(texts), dim)``, rows L2-normalised, in input order.
         """
         items = check_texts(texts, "queries")
-        return self._encode([format_query(self._query_task, q) for q in items])
+        prefix = format_query(self._query_task, "") if self._query_task else None
+        return self._encode([format_query(self._query_task, q) for q in items], prefix)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Encode documents as they are (no instruction).
@@ -244,8 +247,13 @@ class HFEncoder:
         """
         return self._encode(check_texts(texts, "documents"))
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        """Tokenize, sort by length (longest first), run batches and restore input order."""
+    def _encode(self, texts: list[str], prefix: str | None = None) -> np.ndarray:
+        """Tokenize, sort by length (longest first), run length-bucketed batches and restore input order.
+
+        Texts whose tokens start with the tokens of ``prefix`` (the query instruction) are run on the
+        prefix's cached keys and values (:meth:`_prefix_cache`): the instruction is computed once, not per
+        query. Results equal the full computation up to float rounding (checked once per encoder).
+        """
         import torch
         from tqdm.auto import tqdm
 
@@ -265,19 +273,103 @@ class HFEncoder:
             )
             for i in empty:
                 token_ids[i] = [int(self._tokenizer.pad_token_id)]
-        order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
+        cache = self._prefix_cache(prefix, token_ids) if prefix else None
+        skip = len(cache[0]) if cache else 0
+        after_prefix = [skip > 0 and len(ids) > skip and ids[:skip] == cache[0] for ids in token_ids]
+        jobs: list[tuple[list[int], bool]] = []
+        for cached in (False, True):
+            order = sorted(
+                (i for i in range(len(texts)) if after_prefix[i] == cached), key=lambda i: -len(token_ids[i])
+            )
+            lengths = [len(token_ids[i]) for i in order]
+            budget = self.batch_size * self.max_length  # a full batch of the longest texts: the memory bound
+            jobs.extend((order[a:b], cached) for a, b in length_batches(lengths, self.batch_size, budget))
         show = self._progress if self._progress is not None else len(texts) >= 512
-        starts = range(0, len(order), self.batch_size)
         with torch.inference_mode():
-            for start in tqdm(starts, desc=f"encode {self._name}", unit="batch", disable=not show):
-                rows = order[start : start + self.batch_size]
-                input_ids, attention_mask = self._left_pad([token_ids[i] for i in rows])
-                hidden = self._model(
-                    input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
-                ).last_hidden_state
+            for rows, cached in tqdm(jobs, desc=f"encode {self._name}", unit="batch", disable=not show):
+                if cached:
+                    hidden = self._forward_after_prefix([token_ids[i][skip:] for i in rows], cache)
+                else:
+                    input_ids, attention_mask = self._left_pad([token_ids[i] for i in rows])
+                    hidden = self._model(
+                        input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
+                    ).last_hidden_state
                 pooled = torch.nn.functional.normalize(hidden[:, -1].float(), p=2, dim=-1)
                 out[rows] = pooled.cpu().numpy()
         return out
+
+    def _prefix_cache(self, prefix: str, token_ids: list[list[int]]) -> tuple[list[int], Any] | None:
+        """The prefix's token ids and cached keys/values, or ``None`` when caching must not be used.
+
+        Built once per encoder. Before first use, the first text that starts with the prefix is encoded
+        both ways; caching stays off unless they agree within 1e-4 (a model that is not causal, e.g. a
+        bidirectional encoder, would not), so it can only make queries faster, never different.
+        """
+        import torch
+
+        if prefix in self._prefix_caches:
+            return self._prefix_caches[prefix]
+        ids = self._tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        probe = next((seq for seq in token_ids if len(seq) > len(ids) and seq[: len(ids)] == ids), None)
+        if not ids or probe is None:
+            return None  # nothing to check against yet; decide with a later batch
+        state: tuple[list[int], Any] | None = None
+        try:
+            with torch.inference_mode():
+                past = _layer_tensors(
+                    self._model(
+                        input_ids=torch.tensor([ids], device=self.device), use_cache=True
+                    ).past_key_values
+                )
+                input_ids, attention_mask = self._left_pad([probe])
+                full = self._model(
+                    input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
+                ).last_hidden_state[:, -1]
+                cached = self._forward_after_prefix([probe[len(ids) :]], (ids, past))[:, -1]
+            gap = float((full.float() - cached.float()).abs().max())
+            state = (ids, past) if gap <= 1e-4 else None
+        except (TypeError, ValueError, AttributeError, RuntimeError) as exc:  # model without a usable cache
+            gap = float("nan")
+            logger.info("encoder %s: no prefix cache (%s: %s)", self._name, type(exc).__name__, exc)
+        logger.info(
+            "encoder %s: query instruction (%d tokens) %s (cached vs full: max |diff| %.2g)",
+            self._name,
+            len(ids),
+            "computed once and cached" if state else "recomputed per query",
+            gap,
+        )
+        self._prefix_caches[prefix] = state
+        return state
+
+    def _forward_after_prefix(self, suffixes: list[list[int]], cache: tuple[list[int], Any]) -> Any:
+        """Last hidden states of ``prefix + suffix`` for each suffix, the prefix taken from its cache.
+
+        Suffixes are left-padded after the prefix; their positions continue the prefix's (``p, p+1, …``)
+        and the padding is masked, so every token sees exactly what it sees in the unpadded text.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        prefix_ids, past = cache
+        skip, rows, width = len(prefix_ids), len(suffixes), max(len(seq) for seq in suffixes)
+        input_ids = torch.full((rows, width), int(self._tokenizer.pad_token_id), dtype=torch.long)
+        attention_mask = torch.zeros((rows, skip + width), dtype=torch.long)
+        attention_mask[:, :skip] = 1
+        position_ids = torch.zeros((rows, width), dtype=torch.long)
+        for row, seq in enumerate(suffixes):
+            input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[row, skip + width - len(seq) :] = 1
+            position_ids[row, width - len(seq) :] = torch.arange(skip, skip + len(seq))
+        batch_past = DynamicCache()
+        for layer, (keys, values) in enumerate(past):  # views of the prefix's tensors, never written to
+            batch_past.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer)
+        return self._model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            position_ids=position_ids.to(self.device),
+            past_key_values=batch_past,
+            use_cache=True,
+        ).last_hidden_state
 
     def _left_pad(self, sequences: list[list[int]]) -> tuple[Any, Any]:
         """Left-pad token id lists into ``(input_ids, attention_mask)`` tensors.
@@ -295,6 +387,42 @@ class HFEncoder:
                 input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
                 attention_mask[row, width - len(seq) :] = 1
         return input_ids, attention_mask
+
+
+def _layer_tensors(past: Any) -> list[tuple[Any, Any]]:
+    """``(keys, values)`` per layer of a transformers cache (``DynamicCache.layers``, or the older
+    ``key_cache`` / ``value_cache`` lists)."""
+    layers = getattr(past, "layers", None)
+    if layers is not None:
+        return [(layer.keys, layer.values) for layer in layers]
+    return list(zip(past.key_cache, past.value_cache, strict=True))
+
+
+def length_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None
+) -> list[tuple[int, int]]:
+    """``(start, stop)`` batches over token lengths sorted longest first.
+
+    A batch holds at most ``batch_size`` texts and no text shorter than half its longest, so padding
+    never takes more than half of a batch: a few long texts no longer make a whole batch of short ones
+    pay for their length (a batch of 64 queries of 48 to 250 tokens becomes three forward passes of
+    ~2x less work). At most ``log2(longest / shortest)`` batches more than fixed-size batching.
+
+    With ``max_tokens`` a batch of short texts may hold more than ``batch_size`` of them, as many as fit
+    ``max_tokens`` padded tokens (``count x longest``): the encoder passes ``batch_size x max_length``, the
+    size of a full batch of the longest texts it accepts, so peak memory stays what ``batch_size`` allows
+    while short queries share one forward pass instead of paying its fixed cost per 16.
+    """
+    batches: list[tuple[int, int]] = []
+    start = 0
+    for position, length in enumerate(lengths):
+        room = batch_size if max_tokens is None else max(batch_size, max_tokens // max(lengths[start], 1))
+        if position - start >= room or 2 * length < lengths[start]:
+            batches.append((start, position))
+            start = position
+    if start < len(lengths):
+        batches.append((start, len(lengths)))
+    return batches
 
 
 def _check_model_folder(folder: Path) -> None:

@@ -22,7 +22,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -83,26 +83,15 @@ class EmbeddingStore:
             raise ValueError(f"role {role!r} is not one of {ROLES}.")
         return self.folder / fingerprint / role
 
-    def load(self, fingerprint: str, role: Role) -> dict[str, np.ndarray]:
-        """Read every valid shard of one encoder and role.
+    def iter_shards(self, fingerprint: str, role: Role) -> Iterator[tuple[Path, list[str], np.ndarray]]:
+        """Yield ``(path, keys, vectors)`` of every valid shard of one encoder and role, one shard at a time.
 
-        Torn or corrupt shards are renamed to ``*.corrupt`` with a warning; their texts count as missing.
-
-        Args:
-            fingerprint: ``encoder.fingerprint``.
-            role: "query" or "document".
-
-        Returns:
-            Mapping from text key (sha1 hex) to a float32 vector (a read-only view).
-
-        Raises:
-            ValueError: If valid shards disagree on the vector dimension.
+        Torn or corrupt shards are renamed to ``*.corrupt`` with a warning and skipped; their texts count as
+        missing. Memory holds one shard (``chunk_size`` vectors) at a time.
         """
         folder = self._role_dir(fingerprint, role)
-        vectors: dict[str, np.ndarray] = {}
         if not folder.is_dir():
-            return vectors
-        dims: set[int] = set()
+            return
         for path in sorted(folder.glob("shard-*.bin")):
             try:
                 keys, matrix = _read_shard(path)
@@ -120,19 +109,76 @@ class EmbeddingStore:
                 except OSError:
                     pass
                 continue
+            yield path, keys, matrix
+
+    def load(self, fingerprint: str, role: Role) -> dict[str, np.ndarray]:
+        """Read every valid shard of one encoder and role into memory (the whole role: for small stores;
+        :func:`encode_with_store` streams the shards instead).
+
+        Torn or corrupt shards are renamed to ``*.corrupt`` with a warning; their texts count as missing.
+
+        Args:
+            fingerprint: ``encoder.fingerprint``.
+            role: "query" or "document".
+
+        Returns:
+            Mapping from text key (sha1 hex) to a float32 vector (a read-only view).
+
+        Raises:
+            ValueError: If valid shards disagree on the vector dimension.
+        """
+        vectors: dict[str, np.ndarray] = {}
+        dims: set[int] = set()
+        for _, keys, matrix in self.iter_shards(fingerprint, role):
             dims.add(matrix.shape[1])
             for i, key in enumerate(keys):
                 vectors[key] = matrix[i]
         if len(dims) > 1:
             raise ValueError(
-                f"embedding shards in {folder} have different dimensions {sorted(dims)}; the fingerprint "
-                "should have changed with the model. Delete that folder to rebuild the cache."
+                f"embedding shards in {self._role_dir(fingerprint, role)} have different dimensions "
+                f"{sorted(dims)}; the fingerprint should have changed with the model. Delete that folder to "
+                "rebuild the cache."
             )
         return vectors
 
     def count(self, fingerprint: str, role: Role) -> int:
-        """Return how many distinct texts are stored for one encoder and role."""
-        return len(self.load(fingerprint, role))
+        """Return how many distinct texts are stored for one encoder and role (reads one shard at a time)."""
+        keys: set[str] = set()
+        for _, shard_keys, _ in self.iter_shards(fingerprint, role):
+            keys.update(shard_keys)
+        return len(keys)
+
+    def fill(self, fingerprint: str, role: Role, plan: EncodingPlan) -> int:
+        """Copy the stored vectors of the plan's missing texts into ``plan.vectors``, one shard at a time.
+
+        Args:
+            fingerprint: ``encoder.fingerprint``.
+            role: "query" or "document".
+            plan: The plan; texts found are removed from ``plan.missing``.
+
+        Returns:
+            How many distinct texts were found.
+
+        Raises:
+            ValueError: When a shard's vectors have another dimension than ``plan.vectors``.
+        """
+        found = 0
+        dim = plan.vectors.shape[1]
+        for path, keys, matrix in self.iter_shards(fingerprint, role):
+            if not plan.missing:
+                break
+            if matrix.shape[1] != dim:
+                raise ValueError(
+                    f"embedding shard {path} holds {matrix.shape[1]}-d vectors but the encoder's are "
+                    f"{dim}-d; "
+                    "the fingerprint should have changed with the model. Delete "
+                    f"{self._role_dir(fingerprint, role)} to rebuild the cache."
+                )
+            picked = [(i, key) for i, key in enumerate(keys) if key in plan.missing]
+            if picked:
+                plan.store([key for _, key in picked], matrix[[i for i, _ in picked]])
+                found += len(picked)
+        return found
 
     def put(
         self,
@@ -230,19 +276,31 @@ def _read_shard(path: Path) -> tuple[list[str], np.ndarray]:
 
 @dataclass
 class EncodingPlan:
-    """What an encoding run has to do: the texts' keys, the vectors the store already holds, the rest.
+    """What an encoding run has to do, and the output it fills in as vectors arrive.
 
     Attributes:
-        keys: :func:`text_key` of every input text, in input order.
-        known: Key -> vector for every text already stored (filled in as new vectors are computed).
-        missing: Key -> text for each distinct text still to encode, in first-seen order.
+        vectors: The output, float32 ``(len(texts), dim)`` in input order (rows of repeated texts are
+            copied from their first occurrence by :func:`assemble_vectors`).
+        first_row: Key -> the first input row holding that text.
+        missing: Key -> text for each distinct text not filled yet, in first-seen order.
+        repeats: ``(row, first_row)`` of every input row whose text occurred before.
         cached_rows: Input rows answered by the store.
+        cached_distinct: Distinct texts answered by the store.
     """
 
-    keys: list[str]
-    known: dict[str, np.ndarray]
+    vectors: np.ndarray
+    first_row: dict[str, int]
     missing: dict[str, str]
-    cached_rows: int
+    repeats: list[tuple[int, int]]
+    cached_rows: int = 0
+    cached_distinct: int = 0
+
+    def store(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Put the vectors of ``keys`` (each still missing) into their rows."""
+        rows = [self.first_row[key] for key in keys]
+        self.vectors[rows] = vectors
+        for key in keys:
+            self.missing.pop(key, None)
 
 
 def check_encode_args(texts: Sequence[str], role: str, chunk_size: int) -> list[str]:
@@ -262,24 +320,52 @@ def check_encode_args(texts: Sequence[str], role: str, chunk_size: int) -> list[
 
 
 def plan_encoding(
-    items: Sequence[str], role: Role, store: EmbeddingStore | None, fingerprint: str
+    items: Sequence[str],
+    role: Role,
+    store: EmbeddingStore | None,
+    fingerprint: str,
+    dim: int,
+    out: np.ndarray | None = None,
 ) -> EncodingPlan:
-    """Look the texts up in the store and list the distinct ones still to encode.
+    """Look the texts up in the store (streaming its shards) and list the distinct ones still to encode.
 
     Args:
         items: Texts in the order wanted.
         role: "query" or "document".
         store: The cache, or ``None`` (everything is missing).
         fingerprint: ``encoder.fingerprint`` (ignored without a store).
+        dim: The encoder's dimension.
+        out: Where to put the vectors (e.g. an ``np.memmap``), float32 ``(len(items), dim)``; ``None``
+            allocates an array.
+
+    Raises:
+        ValueError: When ``out`` has another shape or dtype, or a stored vector another dimension.
     """
-    keys = [text_key(text) for text in items]
-    known = store.load(fingerprint, role) if store is not None else {}
+    if out is None:
+        out = np.empty((len(items), dim), dtype=np.float32)
+    elif out.dtype != np.float32 or out.shape != (len(items), dim):
+        raise ValueError(
+            f"out must be a float32 array of shape ({len(items)}, {dim}); got {out.dtype} {out.shape}."
+        )
+    first_row: dict[str, int] = {}
     missing: dict[str, str] = {}
-    for key, text in zip(keys, items):
-        if key not in known and key not in missing:
+    repeats: list[tuple[int, int]] = []
+    for row, text in enumerate(items):
+        key = text_key(text)
+        first = first_row.setdefault(key, row)
+        if first == row:
             missing[key] = text
-    cached_rows = sum(1 for key in keys if key in known)
-    return EncodingPlan(keys, known, missing, cached_rows)
+        else:
+            repeats.append((row, first))
+    plan = EncodingPlan(out, first_row, missing, repeats)
+    if store is not None:
+        plan.cached_distinct = store.fill(fingerprint, role, plan)
+        if plan.cached_distinct:
+            found = np.ones(len(items), dtype=bool)
+            found[[first_row[key] for key in missing]] = False
+            repeat_firsts = np.fromiter((first for _, first in repeats), dtype=np.int64, count=len(repeats))
+            plan.cached_rows = plan.cached_distinct + int(found[repeat_firsts].sum())
+    return plan
 
 
 def check_vectors(vectors: np.ndarray, n: int, dim: int, encoder_name: str) -> np.ndarray:
@@ -304,32 +390,29 @@ def assemble_vectors(
     store: EmbeddingStore | None,
     fingerprint: str,
 ) -> np.ndarray:
-    """Gather the vectors of every input row (in input order) once ``plan.known`` holds them all, and log.
+    """Copy the rows of repeated texts from their first occurrence once every distinct text has its vector,
+    and log; returns ``plan.vectors``.
 
     Raises:
-        ValueError: When a stored vector has the wrong dimension.
+        RuntimeError: When a text still has no vector (a bug in the caller).
     """
-    out = np.empty((len(plan.keys), dim), dtype=np.float32)
-    for row, key in enumerate(plan.keys):
-        vector = plan.known[key]
-        if vector.shape != (dim,):
-            raise ValueError(
-                f"stored {role} vector for text {row} has shape {vector.shape}, "
-                f"encoder {encoder_name} has dim "
-                f"{dim}; delete {store.folder / fingerprint if store else 'the cache'} and rerun."
-            )
-        out[row] = vector
+    if plan.missing:
+        raise RuntimeError(f"{len(plan.missing)} {role} texts got no vector from {encoder_name}; a bug.")
+    for start in range(0, len(plan.repeats), 65536):
+        pairs = np.asarray(plan.repeats[start : start + 65536], dtype=np.int64)
+        plan.vectors[pairs[:, 0]] = plan.vectors[pairs[:, 1]]
+    n = plan.vectors.shape[0]
     logger.info(
         "%s %s embeddings for %d texts: %d from the store, %d computed (%d distinct)%s",
         encoder_name,
         role,
-        len(plan.keys),
+        n,
         plan.cached_rows,
-        len(plan.keys) - plan.cached_rows,
-        len(plan.missing),
+        n - plan.cached_rows,
+        len(plan.first_row) - plan.cached_distinct,
         f" (store {store.folder})" if store is not None else " (no store)",
     )
-    return out
+    return plan.vectors
 
 
 def encode_with_store(
@@ -338,13 +421,16 @@ def encode_with_store(
     role: Role,
     store: EmbeddingStore | None,
     chunk_size: int = 1024,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Encode texts, reusing stored vectors and storing new ones chunk by chunk.
 
     Only texts missing from the store are encoded (each distinct text once), ``chunk_size`` at a
     time; each chunk is written as a durable shard before the next starts, so an interrupted run
     resumes where it stopped. :func:`finrag_pipelines.embedding.distributed.encode_with_store_ray` does
-    the same on a Ray actor pool.
+    the same on a Ray actor pool. The store is read one shard at a time, straight into the output, so
+    memory is the output plus one shard (and the output can be an ``np.memmap``).
 
     Args:
         encoder: The encoder; its ``fingerprint`` keys the cache.
@@ -352,21 +438,25 @@ def encode_with_store(
         role: "query" (encoded with ``encode_queries``) or "document" (``encode_documents``).
         store: The cache; ``None`` encodes everything without caching.
         chunk_size: Texts encoded and written per shard.
+        out: Where to write the vectors: float32 ``(len(texts), encoder.dim)``, e.g. an ``np.memmap`` for
+            a corpus whose vectors do not fit in memory; ``None`` allocates an array.
 
     Returns:
-        float32 array of shape ``(len(texts), encoder.dim)`` in input order, bit-identical to what
-        the encoder returned when each vector was computed.
+        float32 array of shape ``(len(texts), encoder.dim)`` in input order (``out`` when given),
+        bit-identical to what the encoder returned when each vector was computed.
 
     Raises:
-        ValueError: On a bad role or chunk size, or when the encoder returns a wrongly shaped array.
+        ValueError: On a bad role or chunk size, a bad ``out``, or when the encoder returns a wrongly shaped
+            array.
     """
     items = check_encode_args(texts, role, chunk_size)
     encode = encoder.encode_queries if role == "query" else encoder.encode_documents
     dim = encoder.dim
     if not items:
-        return np.empty((0, dim), dtype=np.float32)
+        return np.empty((0, dim), dtype=np.float32) if out is None else out
     fingerprint = encoder.fingerprint if store is not None else ""
-    plan = plan_encoding(items, role, store, fingerprint)
+    plan = plan_encoding(items, role, store, fingerprint, dim, out)
+    del items
     describe = encoder.describe()
     pending = list(plan.missing.items())
     for start in range(0, len(pending), chunk_size):
@@ -375,8 +465,7 @@ def encode_with_store(
         chunk_keys = [key for key, _ in chunk]
         if store is not None:
             store.put(fingerprint, role, chunk_keys, vectors, describe=describe)
-        for i, key in enumerate(chunk_keys):
-            plan.known[key] = vectors[i]
+        plan.store(chunk_keys, vectors)
         if len(pending) > chunk_size:
             logger.info(
                 "encoded %d/%d missing %s texts", min(start + chunk_size, len(pending)), len(pending), role

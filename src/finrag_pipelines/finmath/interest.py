@@ -115,7 +115,10 @@ def compound_interest(rng: np.random.Generator) -> Draft:
         names = ("one_period_short", "one_period_extra")
     steps = [
         "复利终值 = 本金 × (1 + 年利率 ÷ 每年复利次数)^(每年复利次数 × 年数)。",
-        f"每期利率 = {pct(rate)} ÷ {per_year} = {show(r / per_year)}，期数 = {per_year} × {years} = {periods}。",
+        (
+            f"每期利率 = {pct(rate)} ÷ {per_year} = {show(r / per_year)}，"
+            f"期数 = {per_year} × {years} = {periods}。"
+        ),
         f"终值 = {principal} × (1 + {show(r / per_year)})^{periods} = {amount(value)}元。",
     ]
     if variant == "interest":
@@ -170,7 +173,8 @@ def loan_late_penalty(rng: np.random.Generator) -> Draft:
     due = p * (1 + r * months)
     penalty = p * r * (1 + k) * late
     steps = [
-        f"到期应还本息 = 本金 × (1 + 月利率 × 月数) = {principal} × (1 + {pct(rate)} × {months}) = {amount(due)}元。"
+        "到期应还本息 = 本金 × (1 + 月利率 × 月数) = "
+        f"{principal} × (1 + {pct(rate)} × {months}) = {amount(due)}元。"
     ]
     params = {"principal": principal, "monthly_rate_pct": rate, "months": months}
     if variant == "due":
@@ -183,9 +187,13 @@ def loan_late_penalty(rng: np.random.Generator) -> Draft:
     else:
         params.update({"late_months": late, "markup_pct": markup})
         steps += [
-            f"罚息月利率 = 合同月利率 × (1 + {markup}%) = {pct(rate)} × {show(1 + k)} = {show(r * (1 + k) * 100)}%。",
             (
-                f"逾期{late}个月的罚息 = 本金 × 罚息月利率 × 逾期月数 = {principal} × {show(r * (1 + k) * 100)}% × {late}"
+                f"罚息月利率 = 合同月利率 × (1 + {markup}%) = "
+                f"{pct(rate)} × {show(1 + k)} = {show(r * (1 + k) * 100)}%。"
+            ),
+            (
+                f"逾期{late}个月的罚息 = 本金 × 罚息月利率 × 逾期月数 = "
+                f"{principal} × {show(r * (1 + k) * 100)}% × {late}"
                 f" = {amount(penalty)}元。"
             ),
         ]
@@ -200,7 +208,8 @@ def loan_late_penalty(rng: np.random.Generator) -> Draft:
             ]
         else:
             steps.append(
-                f"届时共需还款 = 到期本息 + 罚息 = {amount(due)} + {amount(penalty)} = {amount(due + penalty)}元。"
+                "届时共需还款 = 到期本息 + 罚息 = "
+                f"{amount(due)} + {amount(penalty)} = {amount(due + penalty)}元。"
             )
             value = due + penalty
             mistakes = [
@@ -350,7 +359,8 @@ def interest_tax(rng: np.random.Generator) -> Draft:
     else:
         value = p + interest * (1 - t)
         steps.append(
-            f"税后本息合计 = 本金 + 税后利息 = {principal} + {amount(interest * (1 - t))} = {amount(value)}元。"
+            "税后本息合计 = 本金 + 税后利息 = "
+            f"{principal} + {amount(interest * (1 - t))} = {amount(value)}元。"
         )
         mistakes = [
             (p + interest, "no_tax"),
@@ -424,7 +434,8 @@ def annual_rates(rng: np.random.Generator) -> Draft:
         payment = dec(principal) / months + dec(principal) * f
         steps = [
             (
-                f"每月还款 = 本金 ÷ 期数 + 本金 × 月手续费率 = {principal} ÷ {months} + {principal} × {pct(fee)}"
+                "每月还款 = 本金 ÷ 期数 + 本金 × 月手续费率 = "
+                f"{principal} ÷ {months} + {principal} × {pct(fee)}"
                 f" = {amount(payment)}元。"
             ),
             (
@@ -432,7 +443,8 @@ def annual_rates(rng: np.random.Generator) -> Draft:
                 f"迭代求得 i ≈ {show(monthly * 100)}%。"
             ),
             (
-                f"实际年化利率（APR）= i × 12 ≈ {show(value)}%，明显高于表面的月费率 × 12 = {show(dec(fee) * 12)}%，"
+                f"实际年化利率（APR）= i × 12 ≈ {show(value)}%，"
+                f"明显高于表面的月费率 × 12 = {show(dec(fee) * 12)}%，"
                 "因为手续费始终按初始本金计收，而实际占用的本金逐月减少。"
             ),
         ]

@@ -188,7 +188,8 @@ def bond(rng: np.random.Generator) -> Draft:
             + "。",
             f"价格 = 各期现值之和 = {amount(sum(pvs))}元。",
             (
-                f"麦考利久期 = Σ(t × 现值) ÷ 价格 = {amount(sum(t * pv for t, pv in enumerate(pvs, start=1)))} ÷ "
+                "麦考利久期 = Σ(t × 现值) ÷ 价格 = "
+                f"{amount(sum(t * pv for t, pv in enumerate(pvs, start=1)))} ÷ "
                 f"{amount(sum(pvs))} = {show(duration)}年。"
             ),
         ]
@@ -221,8 +222,14 @@ def bond(rng: np.random.Generator) -> Draft:
                 f"到期收益率 y 满足：{quoted} = {amount(coupon_cash)} × [1 − (1 + y)^−{years}] ÷ y"
                 f" + {face} ÷ (1 + y)^{years}。"
             ),
-            f"用近似公式 [C + (F − P) ÷ N] ÷ [(F + P) ÷ 2] 得初值约 {show(approx)}%，再迭代求解得 y ≈ {show(value, 8)}%。",
-            f"验证：以 {show(value, 8)}% 贴现，价格为 {amount(fx.bond_price(f, c, value / 100, years))}元，与市价一致。",
+            (
+                f"用近似公式 [C + (F − P) ÷ N] ÷ [(F + P) ÷ 2] 得初值约 {show(approx)}%，"
+                f"再迭代求解得 y ≈ {show(value, 8)}%。"
+            ),
+            (
+                f"验证：以 {show(value, 8)}% 贴现，"
+                f"价格为 {amount(fx.bond_price(f, c, value / 100, years))}元，与市价一致。"
+            ),
         ]
         mistakes = [
             (coupon_cash / quoted * 100, "current_yield"),
@@ -363,7 +370,10 @@ def fund_fees(rng: np.random.Generator) -> Draft:
         a, f = dec(amount_in), dec(fee) / 100
         net = a / (1 + f)
         steps = [
-            f"外扣法：净申购金额 = 申购金额 ÷ (1 + 申购费率) = {amount_in} ÷ (1 + {pct(fee)}) = {amount(net)}元。",
+            (
+                "外扣法：净申购金额 = 申购金额 ÷ (1 + 申购费率) = "
+                f"{amount_in} ÷ (1 + {pct(fee)}) = {amount(net)}元。"
+            ),
             f"申购费 = 申购金额 − 净申购金额 = {amount_in} − {amount(net)} = {amount(a - net)}元。",
         ]
         if variant == "subscribe_shares":

@@ -1,10 +1,10 @@
 """The numbers of a stem, and the check that a rewritten stem kept them all.
 
 A rewrite is kept only if it carries exactly the original's numbers, in the same order, each with the same
-percent / per-mille sign. Nothing is dropped, changed or added, and no two quantities swap places (``借款60天、
-逾期30天`` → ``借款30天、逾期60天`` is refused), so the question asks about the same values and the code-computed
-answer still holds. The check is deliberately strict: a rewrite that spells a number in words (``两个月``)
-or reorders the facts is refused, never guessed about.
+percent / per-mille sign. Nothing is dropped, changed or added, and no two quantities swap places
+(``借款60天、逾期30天`` → ``借款30天、逾期60天`` is refused), so the question asks about the same values
+and the code-computed answer still holds. The check is deliberately strict: a rewrite that spells a number in
+words (``两个月``) or reorders the facts is refused, never guessed about.
 """
 
 from __future__ import annotations

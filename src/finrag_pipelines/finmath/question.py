@@ -160,7 +160,10 @@ def finish(draft: Draft, rng: np.random.Generator) -> CalcQuestion:
             letter_of_answer = letter
         else:
             distractors[letter] = name
-    final = f"按题目要求（{rounding.rule}），结果为{answer}{rounding.unit}{draft.unit_suffix}，对应选项{letter_of_answer}。"
+    final = (
+        f"按题目要求（{rounding.rule}），结果为{answer}{rounding.unit}{draft.unit_suffix}，"
+        f"对应选项{letter_of_answer}。"
+    )
     return CalcQuestion(
         family=draft.family,
         variant=draft.variant,

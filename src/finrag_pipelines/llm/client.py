@@ -360,7 +360,8 @@ class ChatClient:
 
 
 def client_factory(config: LLMConfig, credentials: Mapping[str, Any] | None) -> Callable[[], ChatClient]:
-    """A factory for ``run_chat_batch``: the client (and its connection pool) is built only if a call is needed."""
+    """A factory for ``run_chat_batch``:
+    the client (and its connection pool) is built only if a call is needed."""
     api_key = resolve_api_key(credentials)
 
     def make() -> ChatClient:

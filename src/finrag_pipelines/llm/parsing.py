@@ -267,13 +267,15 @@ def normalise_text(text: str) -> str:
     """A choice's comparable form: NFKC, case-folded, letters and digits only (any script).
 
     Spaces, punctuation (``…`` included), quotes, underscores and hyphens go: ``"Yes_Or_No"``,
-    ``" yes or no. "`` and ``"YES-OR-NO"`` all become ``"yesorno"``; ``"高中（水平）"`` becomes ``"高中水平"``.
+    ``" yes or no. "`` and ``"YES-OR-NO"`` all become ``"yesorno"``; ``"高中（水平）"`` becomes
+    ``"高中水平"``.
     """
     folded = unicodedata.normalize("NFKC", str(text)).casefold()
     return "".join(ch for ch in folded if unicodedata.category(ch)[0] in "LN")
 
 
-# "2", "2.", "#2", "No. 2", "编号2", "编号：2", "候选人 2", "第2位", "(2)", "【2】" and "2. <text>": a candidate number
+# "2", "2.", "#2", "No. 2", "编号2", "编号：2", "候选人 2", "第2位", "(2)", "【2】" and "2. <text>":
+# a candidate number
 _NUMBER_LABELS = (
     "候选提问人",
     "候选人",
@@ -386,8 +388,8 @@ def match_choice(
 
     * the exact text of a choice or of one of its ``aliases``, then the same after
       :func:`normalise_text` (case, spaces, punctuation, underscores and hyphens ignored);
-    * with ``numbered``, its 1-based number: ``2``, ``"2"``, ``"#2"``, ``"编号2"``, ``"候选人 2"``, ``"第2位"``,
-      or ``"2. <text>"`` (the text, when it names a choice, must name the same one);
+    * with ``numbered``, its 1-based number: ``2``, ``"2"``, ``"#2"``, ``"编号2"``, ``"候选人 2"``,
+      ``"第2位"``, or ``"2. <text>"`` (the text, when it names a choice, must name the same one);
     * ``"name（别名）"``, ``"name (alias)"`` or ``"name: description"``: the parts that name a choice must
       all name the same one;
     * with ``min_prefix_chars``, a normalised prefix of at least that many characters that starts exactly

@@ -45,7 +45,8 @@ ITEM_COLUMNS: tuple[str, ...] = (
     "kind",
     "explanation",
 )
-"""``options`` is a JSON object string (letter -> text); ``answer`` sorted letters; ``explanation`` may be None."""
+"""``options`` is a JSON object string (letter -> text); ``answer`` sorted letters;
+``explanation`` may be None."""
 REJECT_COLUMNS: tuple[str, ...] = ("source", "file", "line", "item_id", "reason", "detail")
 SOURCE_KINDS: tuple[str, ...] = ("fin_eva_ant", "fin_eva_sufe", "cflue", "chat_jsonl", "generic")
 OPTION_LETTERS = "ABCDEFGH"
@@ -217,7 +218,8 @@ def _csv_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, str]
                 continue
             if len(values) != len(header):
                 raise McqLoadError(
-                    f"{path}: line {start}: {len(values)} fields, header has {len(header)} ({','.join(header)}); "
+                    f"{path}: line {start}: {len(values)} fields, "
+                    f"header has {len(header)} ({','.join(header)}); "
                     "fix the quoting of this row."
                 )
             yield start, dict(zip(header, values))

@@ -159,7 +159,8 @@ def validate_rl_rows(rows: pd.DataFrame) -> None:
             raise RecordSchemaError(f"{where} extra_info.options: {exc}") from exc
         if normalise_letters(truth) != truth or not truth or set(truth) - set(options):
             raise RecordSchemaError(
-                f"{where} reward_model.ground_truth {truth!r}: not sorted letters among options {''.join(options)}"
+                f"{where} reward_model.ground_truth {truth!r}: "
+                f"not sorted letters among options {''.join(options)}"
             )
 
 

@@ -1,7 +1,8 @@
 """GRPO reward for Chinese finance multiple-choice answers, callable by verl as a custom reward.
 
 verl (``reward.custom_reward_function.path=pkg://finrag_pipelines.mcq.reward`` or the file
-``mcq/verl_reward.py`` — not this file by path: verl's file loader breaks dataclasses —, ``.name=compute_score``) calls
+``mcq/verl_reward.py`` — not this file by path: verl's file loader breaks dataclasses —,
+``.name=compute_score``) calls
 ``compute_score(data_source=..., solution_str=..., ground_truth=..., extra_info=...)`` with keywords,
 plus anything under ``reward.custom_reward_function.reward_kwargs``. The configuration comes from, in
 order: a ``config`` keyword (a mapping or :class:`RewardConfig`; our tests), a ``config_path`` keyword
@@ -106,7 +107,8 @@ class JudgeConfig:
             llm_config = llm if isinstance(llm, LLMConfig) else LLMConfig.from_mapping(llm)
         if enabled and (llm_config is None or llm_config.backend != "openai"):
             raise RewardConfigError(
-                "reward.judge.enabled is true but reward.judge.llm is not an 'openai' backend with a base_url; "
+                "reward.judge.enabled is true but reward.judge.llm is not an 'openai' backend "
+                "with a base_url; "
                 "point it at an OpenAI-compatible server or set enabled: false."
             )
         chars = data.get("max_reasoning_chars", 4000)
@@ -219,7 +221,8 @@ def resolve_config(
     path = config_path or os.environ.get(CONFIG_ENV, "").strip()
     if not path:
         raise RewardConfigError(
-            f"no reward config: pass config=..., set reward.custom_reward_function.reward_kwargs.config_path, "
+            "no reward config: pass config=..., "
+            "set reward.custom_reward_function.reward_kwargs.config_path, "
             f"or export {CONFIG_ENV}=<path of rl_reward_config.json written by `kedro run --pipelines rl`>."
         )
     return _load_config_file(str(path))

@@ -141,7 +141,8 @@ def split_items(
 
 
 def holdout_slice(keys: Sequence[str], size: int, seed: int) -> list[bool]:
-    """Mark the ``size`` keys with the smallest seeded hash: a stable validation slice (``True`` = held out)."""
+    """Mark the ``size`` keys with the smallest seeded hash: a stable validation slice
+    (``True`` = held out)."""
     ranks = sorted(
         range(len(keys)), key=lambda i: hashlib.sha256(f"{seed}\x1fholdout\x1f{keys[i]}".encode()).hexdigest()
     )

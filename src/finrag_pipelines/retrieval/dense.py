@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,22 @@ IndexType = Literal["flat", "hnsw"]
 INDEX_FILE = "index.faiss"
 
 _SEARCH_BATCH = 1024
+_ADD_CHUNK_ROWS = 16384  # 64 MB of 1024-d vectors per FAISS add
+
+
+def iter_row_chunks(matrix: np.ndarray, rows: int = _ADD_CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, contiguous float32 copy)`` of ``rows`` rows at a time.
+
+    For an ``np.memmap``, the pages of each chunk are released from this process's mapping once the chunk
+    is copied (``MADV_DONTNEED``; the data stays in the file and the page cache), so streaming a vector file
+    bigger than memory through FAISS does not grow the process's resident memory by the file's size.
+    """
+    mapping = getattr(matrix, "_mmap", None) if isinstance(matrix, np.memmap) else None
+    for start in range(0, matrix.shape[0], rows):
+        chunk = np.array(matrix[start : start + rows], dtype=np.float32, order="C")
+        if mapping is not None and hasattr(mapping, "madvise"):
+            mapping.madvise(mmap.MADV_DONTNEED)
+        yield start, chunk
 
 
 class DenseIndex:
@@ -91,7 +108,7 @@ class DenseIndex:
                 or an unknown index type.
         """
         ids = [str(doc_id) for doc_id in doc_ids]
-        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        matrix = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors, dtype=np.float32)
         if matrix.ndim != 2 or matrix.shape[0] != len(ids) or matrix.shape[0] == 0:
             raise ValueError(
                 f"vectors must have shape (len(doc_ids), dim) with at least one row; got {matrix.shape} "
@@ -106,20 +123,24 @@ class DenseIndex:
                         "Deduplicate the corpus first."
                     )
                 seen.add(doc_id)
-        if not np.isfinite(matrix).all():
-            bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
-            raise ValueError(f"vector of doc {ids[bad]!r} (row {bad}) has NaN/inf values; re-encode it.")
         if not encoder_meta.get("fingerprint"):
             raise ValueError(
                 "encoder_meta needs a 'fingerprint' key: pass "
                 "{**encoder.describe(), 'fingerprint': encoder.fingerprint}."
             )
-        norms = np.linalg.norm(matrix, axis=1)
-        if np.abs(norms - 1.0).max() > 1e-3:
+        low, high = np.inf, -np.inf
+        for start, chunk in iter_row_chunks(matrix):  # bounded memory, also for an np.memmap
+            finite = np.isfinite(chunk).all(axis=1)
+            if not finite.all():
+                bad = start + int(np.flatnonzero(~finite)[0])
+                raise ValueError(f"vector of doc {ids[bad]!r} (row {bad}) has NaN/inf values; re-encode it.")
+            norms = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))
+            low, high = min(low, float(norms.min())), max(high, float(norms.max()))
+        if max(abs(low - 1.0), abs(high - 1.0)) > 1e-3:
             logger.warning(
                 "document vectors are not L2-normalised (norms %.4f..%.4f): inner product is not cosine",
-                float(norms.min()),
-                float(norms.max()),
+                low,
+                high,
             )
         dim = int(matrix.shape[1])
         if index_type == "flat":
@@ -135,7 +156,8 @@ class DenseIndex:
         else:
             raise ValueError(f"index_type {index_type!r} is not 'flat' or 'hnsw'.")
         started = time.perf_counter()
-        index.add(matrix)
+        for _, chunk in iter_row_chunks(matrix):
+            index.add(chunk)
         encoder = dict(encoder_meta)
         meta: dict[str, Any] = {
             "kind": "dense",
@@ -243,11 +265,15 @@ class DenseIndex:
         return target
 
     @classmethod
-    def load(cls, folder: str | Path) -> DenseIndex:
+    def load(cls, folder: str | Path, *, mmap: bool = False) -> DenseIndex:
         """Load and validate a saved index.
 
         Args:
             folder: A folder written by :meth:`save`.
+            mmap: Memory-map the vectors (``faiss.IO_FLAG_MMAP_IFC``, flat and HNSW) instead of reading them:
+                loading is instant, pages are read on demand, shared between processes serving the same
+                folder and given back to the page cache under memory pressure. ``save`` replaces files by
+                rename, so a rebuild never changes a mapped file under a running reader.
 
         Returns:
             The index.
@@ -259,7 +285,7 @@ class DenseIndex:
         source = Path(folder)
         meta, doc_ids = read_meta_and_ids(source, "dense", FORMAT_VERSION, "dense", [INDEX_FILE])
         try:
-            index = faiss.read_index(str(source / INDEX_FILE))
+            index = faiss.read_index(str(source / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
         except RuntimeError as exc:
             raise IndexMismatchError(f"cannot read {source / INDEX_FILE} ({exc}); {REBUILD_HINT}.") from exc
         if index.ntotal != len(doc_ids) or meta.get("num_docs") != len(doc_ids):
@@ -275,7 +301,13 @@ class DenseIndex:
         loaded = cls(index, doc_ids, meta)
         loaded._apply_search_params()
         loaded._source = source
-        logger.info("loaded dense index from %s (%d docs, %s)", source, len(doc_ids), meta.get("index_type"))
+        logger.info(
+            "loaded dense index from %s (%d docs, %s%s)",
+            source,
+            len(doc_ids),
+            meta.get("index_type"),
+            ", memory-mapped" if mmap else "",
+        )
         return loaded
 
     def vectors(self) -> np.ndarray:

@@ -46,7 +46,8 @@ def rrf(
 
 
 def normalise(hits: Sequence[Hit], method: str = "minmax") -> dict[str, float]:
-    """Normalise one hit list's scores: ``minmax`` to [0, 1] or ``zscore``; a constant list maps to 1 (minmax)."""
+    """Normalise one hit list's scores: ``minmax`` to [0, 1] or ``zscore``;
+    a constant list maps to 1 (minmax)."""
     if not hits:
         return {}
     scores = np.array([hit.score for hit in hits], dtype=np.float64)

@@ -1,4 +1,5 @@
-"""What every index folder shares: ``meta.json`` + ``doc_ids.json``, read with checks and written atomically."""
+"""What every index folder shares: ``meta.json`` + ``doc_ids.json``,
+read with checks and written atomically."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def read_meta_and_ids(
     if not isinstance(meta, dict) or meta.get("kind") != kind:
         found = meta.get("kind") if isinstance(meta, dict) else None
         raise IndexMismatchError(
-            f"{source / META_FILE} is not a {label} index (kind {found!r}, expected {kind!r}); {REBUILD_HINT}."
+            f"{source / META_FILE} is not a {label} index (kind {found!r}, expected {kind!r}); "
+            f"{REBUILD_HINT}."
         )
     if meta.get("format_version") != format_version:
         raise IndexMismatchError(

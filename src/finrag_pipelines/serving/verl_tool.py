@@ -152,7 +152,8 @@ class ToolSettings:
         url = config.get("retrieval_service_url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(
-                f"FinragSearchTool config 'retrieval_service_url' must be an http(s) URL of POST /retrieve, got {url!r}."
+                "FinragSearchTool config 'retrieval_service_url' must be an http(s) URL of POST /retrieve, "
+                f"got {url!r}."
             )
         self.url = url
         self.topk = int(config.get("topk", 3))

@@ -123,7 +123,8 @@ def parse_document(row: SourceRow) -> Document:
             text = render_structured(contents)
         else:
             raise CorpusFormatError(
-                f"{row.where}: 'contents' must be a string or an object of fields, got {type(contents).__name__}"
+                f"{row.where}: 'contents' must be a string or an object of fields, "
+                f"got {type(contents).__name__}"
             )
         title = next((str(metadata[k]) for k in _TITLE_KEYS if metadata.get(k)), "")
     else:
@@ -157,7 +158,8 @@ def parse_documents(rows: Iterable[SourceRow]) -> list[Document]:
 
 
 def parse_queries(rows: Iterable[SourceRow]) -> list[tuple[str, str]]:
-    """Parse BEIR query rows ``{"_id", "text"}`` into ``(query_id, text)``; duplicates and blanks are errors."""
+    """Parse BEIR query rows ``{"_id", "text"}`` into ``(query_id, text)``;
+    duplicates and blanks are errors."""
     seen: dict[str, str] = {}
     out = []
     for row in rows:

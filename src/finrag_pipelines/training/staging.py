@@ -14,7 +14,8 @@ from typing import Any
 
 
 def write_bytes_if_changed(data: bytes, path: str | Path) -> Path:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename, unless the file already holds it."""
+    """Write ``data`` to ``path`` through a temporary sibling and a rename,
+    unless the file already holds it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file() and path.read_bytes() == data:

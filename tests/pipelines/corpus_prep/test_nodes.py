@@ -12,7 +12,10 @@ from finrag_pipelines.pipelines.corpus_prep.nodes import (
 from finrag_pipelines.pipelines.corpus_prep.params import DedupParams, FilterParams
 from finrag_pipelines.text.corpus import CorpusFormatError, SourceRow
 
-LONG = "公司于2019年底完成新工厂搬迁，新工厂的设计产能为20万台每年，同时公司致力于通过高效有序管理保证生产效率提升和订单要求满足。"
+LONG = (
+    "公司于2019年底完成新工厂搬迁，新工厂的设计产能为20万台每年，"
+    "同时公司致力于通过高效有序管理保证生产效率提升和订单要求满足。"
+)
 FILTER = FilterParams(min_chars=10)
 DEDUP = DedupParams(near=True, ngram=3, max_hamming=6, min_jaccard=0.7)
 

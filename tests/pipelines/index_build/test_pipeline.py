@@ -209,7 +209,8 @@ def test_dense_index_on_ray_matches_local(tmp_path, corpus, tiny_qwen3_dir):
     local, remote = indexes["local"], indexes["ray"]
     assert remote.meta["encoder"]["fingerprint"] == local.meta["encoder"]["fingerprint"]
     assert remote.doc_ids == local.doc_ids
-    # execution.batch_size == dense.chunk_size: the actors see the local chunks, so the vectors are bit-identical
+    # execution.batch_size == dense.chunk_size: the actors see the local chunks,
+    # so the vectors are bit-identical
     assert (remote.vectors() == local.vectors()).all()
 
 

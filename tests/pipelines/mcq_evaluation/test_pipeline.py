@@ -42,7 +42,8 @@ def _items() -> pd.DataFrame:
 
 
 def behaviour_for(broken: set[int]):
-    """Item i: 0-3 correct and well formatted, 4 wrong, 5 answer with no box, 6 two answers, 7 think only; broken → 500."""
+    """Item i: 0-3 correct and well formatted, 4 wrong, 5 answer with no box, 6 two answers,
+    7 think only; broken → 500."""
     lock, seen = threading.Lock(), {}
 
     def behaviour(body, n):

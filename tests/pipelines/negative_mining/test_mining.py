@@ -231,3 +231,16 @@ def test_reranker_flagged_candidates_are_dropped_before_sampling():
     assert s["d2"] == "reranker_false_negative" and s["d0"] == "positive"  # earlier rules win
     assert s["d1"] == s["d3"] == "kept"
     assert "d2" not in set(sel.loc[sel.source == "random", "candidate_id"])
+
+
+def test_near_duplicate_memo_is_bounded_and_does_not_change_answers():
+    texts = {f"d{i}": f"公司公告第{i}号：营业收入同比增长{i % 7}成，毛利率保持稳定。" for i in range(60)}
+    texts["copy"] = texts["d3"].replace("公告", "公吿")
+    unbounded = mining.NearDuplicateCheck(texts, 3, 0.7, cache_size=10_000)
+    bounded = mining.NearDuplicateCheck(texts, 3, 0.7, cache_size=4)
+    for a in texts:
+        for b in ("d3", "d10", "copy"):
+            assert bounded.similarity(a, b) == unbounded.similarity(a, b)
+            assert len(bounded._grams) <= 4
+    assert bounded.for_positives({"d3"})("copy") and not bounded.for_positives({"d3"})("d40")
+    assert unbounded.similarity("d3", "d3") == 1.0 and len(unbounded._grams) == 61

@@ -127,7 +127,8 @@ def _doc_of(body: dict, corpus: pd.DataFrame) -> str:
 
 
 def scripted(corpus, broken: set[str] | None = None):
-    """Stage 1 answers fenced JSON (garbage first for some docs), stage 2 a labelled query; `broken` docs get 500s."""
+    """Stage 1 answers fenced JSON (garbage first for some docs), stage 2 a labelled query;
+    `broken` docs get 500s."""
     broken = broken or set()
     seen: dict[str, int] = {}
     lock = threading.Lock()
@@ -144,7 +145,8 @@ def scripted(corpus, broken: set[str] | None = None):
             if first and doc.endswith(("1", "5")):
                 return Reply(content="I cannot decide.")  # invalid: retried with a new attempt
             return Reply(
-                content='```json\n{"character": 2, "question_type": "Summary", "difficulty": "university"}\n```'
+                content='```json\n{"character": 2, "question_type": "Summary", '
+                '"difficulty": "university"}\n```'
             )
         return Reply(content=f"查询：文档{doc}里提到的主要事项是什么？")
 
@@ -254,7 +256,10 @@ def test_ray_execution_gives_the_same_queries_and_resumes(world, tmp_path, local
 
 def test_an_endpoint_answering_everything_alike_fails_on_the_floor_after_saving_the_report(world, tmp_path):
     # valid for both stages (stage 2 takes the JSON's first string), so every document gets the same query
-    same = '{"query": "这家公司的主营业务是什么？", "character": 1, "question_type": "summary", "difficulty": "phd"}'
+    same = (
+        '{"query": "这家公司的主营业务是什么？", "character": 1, '
+        '"question_type": "summary", "difficulty": "phd"}'
+    )
     with ScriptedOpenAIServer(always(same)) as server:
         catalog = catalog_for(world, fast_llm(server), tmp_path / "journal.jsonl")
         message = r"query_distill kept 1 of 24 documents \(4.2%\).*exact_duplicate 23"

@@ -1,4 +1,5 @@
-"""rl data prep: mcq_splits → verl GRPO parquet (train from rl_train, val never from sft_train) + reward config."""
+"""rl data prep: mcq_splits → verl GRPO parquet
+(train from rl_train, val never from sft_train) + reward config."""
 
 from __future__ import annotations
 

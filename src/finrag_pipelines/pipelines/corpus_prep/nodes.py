@@ -1,4 +1,5 @@
-"""corpus_prep nodes: small pure functions over tables; parsing and dedup live in ``finrag_pipelines.text``."""
+"""corpus_prep nodes: small pure functions over tables;
+parsing and dedup live in ``finrag_pipelines.text``."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ CORPUS_COLUMNS = ["doc_id", "title", "text", "metadata", "source"]
 
 
 def normalise_corpus(corpus_raw: list[SourceRow]) -> pd.DataFrame:
-    """Validate every corpus row (BEIR or seed format) and normalise it to ``doc_id, title, text, metadata``."""
+    """Validate every corpus row (BEIR or seed format) and normalise it to
+    ``doc_id, title, text, metadata``."""
     docs = parse_documents(corpus_raw)
     if not docs:
         raise CorpusFormatError("the corpus file has no documents")

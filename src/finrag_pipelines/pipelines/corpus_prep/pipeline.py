@@ -1,4 +1,5 @@
-"""corpus_prep pipeline: raw BEIR folder → ``corpus``, ``eval_queries``, ``eval_qrels`` (+ audit and report)."""
+"""corpus_prep pipeline: raw BEIR folder → ``corpus``, ``eval_queries``, ``eval_qrels``
+(+ audit and report)."""
 
 from __future__ import annotations
 

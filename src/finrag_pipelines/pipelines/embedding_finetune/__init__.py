@@ -1,4 +1,5 @@
-"""embedding_finetune: ms-swift InfoNCE LoRA fine-tuning of the dense encoder, merged into a plain model folder."""
+"""embedding_finetune: ms-swift InfoNCE LoRA fine-tuning of the dense encoder,
+merged into a plain model folder."""
 
 from finrag_pipelines.pipelines.embedding_finetune.pipeline import create_pipeline
 

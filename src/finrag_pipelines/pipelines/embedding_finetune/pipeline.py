@@ -1,4 +1,5 @@
-"""embedding_finetune pipeline: InfoNCE rows + a base model → ms-swift LoRA fine-tune → merged model folder."""
+"""embedding_finetune pipeline: InfoNCE rows + a base model → ms-swift LoRA fine-tune
+→ merged model folder."""
 
 from __future__ import annotations
 

@@ -106,9 +106,9 @@ def retrieve_dense(
 ) -> pd.DataFrame:
     """Run a dense index with its encoder; the index must match the corpus, encoder and instruction.
 
-    Query vectors go through the embedding store, so an interrupted or repeated evaluation resumes. An optional
-    encoder or index that does not exist (no fine-tuned model yet) gives a run marked unavailable with the
-    reason, which the report shows as *not evaluated*.
+    Query vectors go through the embedding store, so an interrupted or repeated evaluation resumes. An
+    optional encoder or index that does not exist (no fine-tuned model yet) gives a run marked unavailable
+    with the reason, which the report shows as *not evaluated*.
     """
     for missing in (encoder, index):
         if isinstance(missing, Unavailable):
@@ -180,8 +180,8 @@ def tune_fusion_weight(
 ) -> dict[str, Any]:
     """Pick the dense weight of the weighted hybrid on the ``tune`` split only (never on ``report``).
 
-    With ``fusion.fixed_dense_weight`` set, that weight is used as given (e.g. one tuned on a dev set when this
-    run evaluates a held-out test set) and nothing is tuned here.
+    With ``fusion.fixed_dense_weight`` set, that weight is used as given (e.g. one tuned on a dev set when
+    this run evaluates a held-out test set) and nothing is tuned here.
     """
     reason = _unavailable(dense_run, bm25_run)
     if reason:
@@ -213,7 +213,8 @@ def tune_fusion_weight(
         )
     if fusion.tune_metric not in metric_names(metrics.ks, metrics.cutoff):
         raise ValueError(
-            f"fusion.tune_metric {fusion.tune_metric!r} is not one of {metric_names(metrics.ks, metrics.cutoff)}"
+            f"fusion.tune_metric {fusion.tune_metric!r} is not one of "
+            f"{metric_names(metrics.ks, metrics.cutoff)}"
         )
     grid = []
     parents = passage_parents(corpus)
@@ -322,7 +323,8 @@ def compare_retrievers(
 ) -> list[dict[str, Any]]:
     """Paired bootstrap intervals of ``a − b`` on the report split for each configured pair and metric.
 
-    A pair with a retriever that was not evaluated (e.g. no fine-tuned model) is listed as skipped with the reason.
+    A pair with a retriever that was not evaluated (e.g. no fine-tuned model) is listed as skipped with the
+    reason.
     """
     report = per_query_metrics[per_query_metrics["split"] == "report"]
     out: list[dict[str, Any]] = []
@@ -330,7 +332,8 @@ def compare_retrievers(
         unknown = {a, b} - set(retriever_status)
         if unknown:
             raise ValueError(
-                f"evaluation.bootstrap.comparisons names unknown retrievers {sorted(unknown)}; known: {sorted(retriever_status)}"
+                f"evaluation.bootstrap.comparisons names unknown retrievers {sorted(unknown)}; "
+                f"known: {sorted(retriever_status)}"
             )
         skipped = [f"{n} {retriever_status[n]}" for n in (a, b) if retriever_status[n] != "evaluated"]
         if skipped:

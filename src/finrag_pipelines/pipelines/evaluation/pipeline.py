@@ -1,8 +1,9 @@
 """evaluation pipeline: indexes + eval queries/qrels → runs → fused runs → metrics, comparisons, report.
 
-Dense retrievers: ``dense`` (the configured base encoder), ``dense_pretrained`` (the checkpoint embedding_finetune
-starts from) and ``dense_finetuned`` (after fine-tuning). Hybrids fuse ``bm25`` with ``dense`` and with
-``dense_finetuned``. A fine-tuned model that does not exist yet makes its retrievers "not evaluated".
+Dense retrievers: ``dense`` (the configured base encoder), ``dense_pretrained`` (the checkpoint
+embedding_finetune starts from) and ``dense_finetuned`` (after fine-tuning). Hybrids fuse ``bm25`` with
+``dense`` and with ``dense_finetuned``. A fine-tuned model that does not exist yet makes its retrievers "not
+evaluated".
 """
 
 from __future__ import annotations

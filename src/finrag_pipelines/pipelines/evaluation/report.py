@@ -74,7 +74,8 @@ def _index_lines(name: str, meta: Mapping[str, Any]) -> list[str]:
             f"index `{meta.get('index_type')}`"
         )
         lines.append(
-            f"  - query instruction: `{meta.get('query_task')!r}` in template `{meta.get('instruction_template')!r}`"
+            f"  - query instruction: `{meta.get('query_task')!r}` "
+            f"in template `{meta.get('instruction_template')!r}`"
         )
     return lines
 
@@ -97,7 +98,8 @@ def _fusion_lines(name: str, dense: str, weight: Mapping[str, Any]) -> list[str]
         else f"{weight.get('source', 'fixed in conf')}, not tuned on this set."
     )
     return [
-        f"- `{name}`: `w·{dense} + (1−w)·bm25` over per-query normalised scores; w = **{weight['dense_weight']:.2f}**, {how}"
+        f"- `{name}`: `w·{dense} + (1−w)·bm25` over per-query normalised scores; "
+        f"w = **{weight['dense_weight']:.2f}**, {how}"
     ]
 
 
@@ -115,11 +117,15 @@ def _finetune_lines(
         "## Fine-tuned encoder",
         "",
         f"- `dense_pretrained`: the checkpoint embedding_finetune started from, {model('dense_pretrained')}.",
-        f"- `dense_finetuned`: that checkpoint after fine-tuning on the mined InfoNCE rows, {model('dense_finetuned')}.",
-        f"- `dense`: the configured base encoder, {model('dense')}. In the base setup it is the same model as "
-        "`dense_pretrained`; in the offline demo it is USE, while the fine-tune starts from a tiny Qwen3 built from "
-        "the corpus, so there `dense_finetuned − dense_pretrained` is what fine-tuning did and `dense_finetuned − dense` "
-        "compares two different models.",
+        (
+            "- `dense_finetuned`: that checkpoint after fine-tuning on the mined InfoNCE rows, "
+            f"{model('dense_finetuned')}."
+        ),
+        f"- `dense`: the configured base encoder, {model('dense')}. "
+        "In the base setup it is the same model as `dense_pretrained`; "
+        "in the offline demo it is USE, while the fine-tune starts from a tiny Qwen3 built from the corpus, "
+        "so there `dense_finetuned − dense_pretrained` is what fine-tuning did "
+        "and `dense_finetuned − dense` compares two different models.",
     ]
     by_pair = {(c["a"], c["b"], c.get("metric")): c for c in comparisons}
     for a, b in (
@@ -191,7 +197,8 @@ def render_markdown(
         "",
         f"Corpus: {prep.get('documents_in')} documents in, status counts {prep.get('documents_by_status')}; "
         f"{prep.get('queries')} queries, {prep.get('judgements')} judgements.",
-        f"Queries without any relevant document (not scored): {len(prep.get('queries_without_relevant_documents', []))}.",
+        "Queries without any relevant document (not scored): "
+        f"{len(prep.get('queries_without_relevant_documents', []))}.",
         f"Query split (seeded hash of the id): {dict(split_counts)}. "
         + (
             "The weighted hybrids' dense weights are tuned on `tune` only; "
@@ -222,7 +229,8 @@ def render_markdown(
         c = by_pair.get(("bm25", "bm25_plain", metric))
         if c:
             lines.append(
-                f"Our BM25 (finance dictionary, search-mode sub-words, stopwords, tf cap, domain-term weight) is "
+                "Our BM25 (finance dictionary, search-mode sub-words, stopwords, tf cap, domain-term weight) "
+                "is "
                 f"**{_verdict(c)}** plain jieba+bm25s on {metric}: {_diff_text(c)}."
             )
     for metric in ("mrr@10", "ndcg@10"):
@@ -235,7 +243,8 @@ def render_markdown(
             )
     lines += ["", *_finetune_lines(comparisons, index_meta), "## Hybrid fusion", ""]
     lines.append(
-        "- `hybrid_rrf` / `hybrid_rrf_finetuned`: reciprocal rank fusion of `dense` / `dense_finetuned` and `bm25` (no tuning)."
+        "- `hybrid_rrf` / `hybrid_rrf_finetuned`: reciprocal rank fusion of `dense` / `dense_finetuned` "
+        "and `bm25` (no tuning)."
     )
     for name, weight in fusion_weights.items():
         lines += _fusion_lines(name, "dense_finetuned" if name.endswith("_finetuned") else "dense", weight)
@@ -247,9 +256,9 @@ def render_markdown(
         lines += _index_lines(name, meta)
     lines += [
         "",
-        "Metrics: `topk` = share of queries with a relevant document in the first k; MRR@10; Recall@10 (share of the "
-        "relevant documents in the first 10); nDCG@10 with gain 2^grade−1. A retrieval failure aborts the run; "
-        "it is never scored as a miss.",
+        "Metrics: `topk` = share of queries with a relevant document in the first k; MRR@10; "
+        "Recall@10 (share of the relevant documents in the first 10); nDCG@10 with gain 2^grade−1. "
+        "A retrieval failure aborts the run; it is never scored as a miss.",
         "",
     ]
     return "\n".join(lines)

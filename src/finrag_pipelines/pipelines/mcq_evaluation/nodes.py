@@ -1,8 +1,9 @@
 """mcq_evaluation nodes: eval items → chat requests → answers (journaled, resumable) → scores → report.
 
-The answer is read by the one extractor the RL reward uses (:func:`finrag_pipelines.mcq.extract.extract_answer`).
-An item whose request failed after retries is *not scored* (listed with its error), never counted as wrong;
-more failures than ``llm.max_failure_rate`` fail the run after the failures are saved.
+The answer is read by the one extractor the RL reward uses
+(:func:`finrag_pipelines.mcq.extract.extract_answer`). An item whose request failed after retries is *not
+scored* (listed with its error), never counted as wrong; more failures than ``llm.max_failure_rate`` fail the
+run after the failures are saved.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 def select_eval_items(mcq_splits: pd.DataFrame, params: SelectParams) -> pd.DataFrame:
-    """The items to ask: one split (``eval``: disjoint from sft/rl training), optional sources and a seeded sample."""
+    """The items to ask: one split (``eval``: disjoint from sft/rl training),
+    optional sources and a seeded sample."""
     items = mcq_splits[mcq_splits["split"] == params.split]
     if params.sources is not None:
         unknown = set(params.sources) - set(mcq_splits["source"])
@@ -62,7 +64,8 @@ def ask_eval_items(
     config = LLMConfig.from_mapping({**dataclasses.asdict(llm), **params.llm_overrides})
     if config.backend != "openai":
         raise LLMConfigError(
-            f"mcq_evaluation needs an OpenAI-compatible endpoint (llm.backend=openai), got {config.backend!r}; e.g. "
+            "mcq_evaluation needs an OpenAI-compatible endpoint (llm.backend=openai), "
+            f"got {config.backend!r}; e.g. "
             "--params llm.backend=openai,llm.base_url=http://127.0.0.1:30000/v1,llm.model=<served name>"
         )
     system = [{"role": "system", "content": params.system_prompt}] if params.system_prompt else []
@@ -98,7 +101,8 @@ def ask_eval_items(
 def score_answers(
     mcq_eval_items: pd.DataFrame, mcq_answers: pd.DataFrame, params: ScoreParams
 ) -> pd.DataFrame:
-    """One row per item: extracted letters, correct (None when the request failed), format compliance, reason."""
+    """One row per item: extracted letters, correct (None when the request failed),
+    format compliance, reason."""
     answers = mcq_eval_items.merge(mcq_answers, on="item_id", how="left", validate="one_to_one")
     rows = []
     for row in answers.itertuples(index=False):
@@ -189,7 +193,8 @@ def render_mcq_report(mcq_metrics: dict[str, Any]) -> str:
         "",
         f"Answer reasons (answered items): {mcq_metrics['answer_reasons']}.",
         "",
-        "Format compliance: exactly one `答案：\\boxed{…}` after a closed (or absent) think block, with reasoning. "
+        "Format compliance: exactly one `答案：\\boxed{…}` after a closed (or absent) think block, "
+        "with reasoning. "
         "A failed request is listed in `mcq_scores` with its error and is not scored.",
         "",
     ]

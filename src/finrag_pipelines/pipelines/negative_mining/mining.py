@@ -19,6 +19,7 @@ positive document. The rules, in order of precedence (the first that applies giv
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -183,13 +184,21 @@ def sample_random(
 
 
 class NearDuplicateCheck:
-    """Char n-gram Jaccard between a candidate's text and its query's positive text(s), memoised."""
+    """Char n-gram Jaccard between a candidate's text and its query's positive text(s), memoised.
 
-    def __init__(self, texts: Mapping[str, str], ngram: int, threshold: float) -> None:
+    The memo holds the n-gram sets of the ``cache_size`` documents used most recently, so memory stays
+    bounded on a large corpus (every query brings ~100 new candidates; a set is ~8 KB for a 150-character
+    text) while a positive and the candidates shared by nearby queries are computed once.
+    """
+
+    def __init__(
+        self, texts: Mapping[str, str], ngram: int, threshold: float, cache_size: int = 10_000
+    ) -> None:
         self._texts = texts
         self._ngram = ngram
         self._threshold = threshold
-        self._grams: dict[str, frozenset[int]] = {}
+        self._cache_size = cache_size
+        self._grams: OrderedDict[str, frozenset[int]] = OrderedDict()
 
     def _of(self, doc_id: str) -> frozenset[int]:
         grams = self._grams.get(doc_id)
@@ -197,6 +206,10 @@ class NearDuplicateCheck:
             grams = self._grams[doc_id] = frozenset(
                 ngram_hashes(self._texts.get(doc_id, ""), self._ngram).tolist()
             )
+            if len(self._grams) > self._cache_size:
+                self._grams.popitem(last=False)
+        else:
+            self._grams.move_to_end(doc_id)
         return grams
 
     def similarity(self, a: str, b: str) -> float:
@@ -204,7 +217,8 @@ class NearDuplicateCheck:
         sa, sb = self._of(a), self._of(b)
         if not sa and not sb:
             return 1.0
-        return len(sa & sb) / len(sa | sb)
+        common = len(sa & sb)
+        return common / (len(sa) + len(sb) - common)
 
     def for_positives(self, positives: set[str]) -> Callable[[str], bool]:
         """A predicate: does a candidate id near-duplicate any of ``positives``?"""

@@ -49,7 +49,8 @@ class RuleParams(_Strict):
     def _window(self) -> RuleParams:
         if self.rank_min > self.rank_max:
             raise ValueError(
-                f"negative_mining.rules: rank_min {self.rank_min} > rank_max {self.rank_max}; the window is empty"
+                f"negative_mining.rules: rank_min {self.rank_min} > rank_max {self.rank_max}; "
+                "the window is empty"
             )
         return self
 

@@ -52,7 +52,8 @@ FINAL_COLUMNS = ["persona_id", "persona", "persona_text", "source"]
 
 
 def load_personas(personas_raw: list[SourceRow]) -> pd.DataFrame:
-    """Validate every ``{"persona": ...}`` row into ``persona_id, persona, source``; exact duplicates are removed.
+    """Validate every ``{"persona": ...}`` row into ``persona_id, persona, source``;
+    exact duplicates are removed.
 
     Raises:
         PersonaFormatError: naming file and line for a malformed row, or when the file has no persona.
@@ -68,7 +69,8 @@ def load_personas(personas_raw: list[SourceRow]) -> pd.DataFrame:
             duplicates += 1
         else:
             raise PersonaFormatError(
-                f"{persona.source}: persona id {persona.persona_id} collides with {seen.source} (different texts)"
+                f"{persona.source}: persona id {persona.persona_id} collides with {seen.source} "
+                "(different texts)"
             )
     if not first:
         raise PersonaFormatError("the persona file has no personas")
@@ -92,7 +94,8 @@ def filter_personas(personas: pd.DataFrame, params: FilterParams) -> pd.DataFram
     counts = Counter(kw for kws in found for kw in kws)
     if matched.empty:
         raise ValueError(
-            f"no persona of {len(personas)} matches any finance keyword; check persona_index.filter.keywords_en/_zh"
+            f"no persona of {len(personas)} matches any finance keyword; "
+            "check persona_index.filter.keywords_en/_zh"
         )
     logger.info(
         "persona_index: %d of %d personas match a finance keyword; per keyword: %s; never matched: %s",
@@ -139,7 +142,8 @@ def translate_personas(
         return personas.assign(persona_text=personas["persona"], translation_error=None)
     if llm.backend != "openai":
         raise ValueError(
-            "persona_index.translate.enabled needs an LLM: set llm.backend=openai (and llm.base_url, llm.model), "
+            "persona_index.translate.enabled needs an LLM: "
+            "set llm.backend=openai (and llm.base_url, llm.model), "
             f"or turn translation off; llm.backend is {llm.backend!r}"
         )
     prompt = PromptTemplate.from_mapping(translate_prompt, source="conf prompts/persona_translate.yml")
@@ -217,7 +221,8 @@ def deduplicate_personas(
 
 
 def select_personas(personas: pd.DataFrame, dedup_audit: pd.DataFrame) -> pd.DataFrame:
-    """Keep the personas the audit marked ``kept``, in input order: ``persona_id, persona, persona_text, source``."""
+    """Keep the personas the audit marked ``kept``, in input order:
+    ``persona_id, persona, persona_text, source``."""
     kept = set(dedup_audit.loc[dedup_audit["status"] == "kept", "persona_id"])
     return personas.loc[personas["persona_id"].isin(kept), FINAL_COLUMNS].reset_index(drop=True)
 
@@ -252,7 +257,8 @@ def summarise_persona_index(
     dedup_audit: pd.DataFrame,
     persona_index: VectorIndex,
 ) -> dict[str, Any]:
-    """Counts for the record: rows read, exact duplicates, matches per keyword, near duplicates, kept, encoder."""
+    """Counts for the record: rows read, exact duplicates, matches per keyword, near duplicates,
+    kept, encoder."""
     per_keyword = Counter(str(kw) for kws in matched["keywords"] for kw in kws)
     meta = persona_index.meta
     return {

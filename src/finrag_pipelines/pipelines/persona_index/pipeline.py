@@ -1,4 +1,5 @@
-"""persona_index pipeline: ``personas_raw`` → ``finance_personas`` (+ dedup audit) → ``persona_index`` (+ report)."""
+"""persona_index pipeline: ``personas_raw`` → ``finance_personas`` (+ dedup audit) → ``persona_index``
+(+ report)."""
 
 from __future__ import annotations
 

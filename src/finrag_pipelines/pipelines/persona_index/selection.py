@@ -32,7 +32,8 @@ class Persona:
 
 
 def persona_id(text: str) -> str:
-    """A stable id for a persona text: ``p`` + the first 12 hex digits of its sha1 (independent of line order)."""
+    """A stable id for a persona text: ``p`` + the first 12 hex digits of its sha1
+    (independent of line order)."""
     return "p" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
@@ -40,7 +41,8 @@ def parse_persona(row: SourceRow) -> Persona:
     """Validate one ``{"persona": "<text>"}`` row; whitespace runs are collapsed to one space.
 
     Raises:
-        PersonaFormatError: naming file and line when the row is not an object with a non-empty string persona.
+        PersonaFormatError: naming file and line when the row is not an object
+            with a non-empty string persona.
     """
     data = row.data
     if not isinstance(data, dict):

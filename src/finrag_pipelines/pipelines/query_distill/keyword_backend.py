@@ -1,4 +1,5 @@
-"""The ``keyword`` backend: an offline, deterministic stand-in for the LLM (a documented baseline, not an LLM).
+"""The ``keyword`` backend: an offline, deterministic stand-in for the LLM
+(a documented baseline, not an LLM).
 
 Stage 1 picks the persona (among the retrieved candidates), the question type and the difficulty by a
 seeded hash of the document id, so the mix is balanced and reproducible. Stage 2 fills a question-type

@@ -75,14 +75,16 @@ def retrieve_personas(
     embedding_store: EmbeddingStore,
     personas: PersonaParams,
 ) -> pd.DataFrame:
-    """The top-k candidate personas of each document (documents are the query side): ``doc_id, persona_ids``."""
+    """The top-k candidate personas of each document (documents are the query side):
+    ``doc_id, persona_ids``."""
     retriever = DenseRetriever(persona_index, persona_encoder, name="personas", store=embedding_store)
     run = retriever.search(list(documents["text"]), personas.top_k)
     known = set(finance_personas["persona_id"])
     unknown = {h.doc_id for hits in run for h in hits} - known
     if unknown:
         raise ValueError(
-            f"persona index holds ids missing from finance_personas, e.g. {sorted(unknown)[:3]}; rebuild persona_index"
+            f"persona index holds ids missing from finance_personas, e.g. {sorted(unknown)[:3]}; "
+            "rebuild persona_index"
         )
     return pd.DataFrame(
         {"doc_id": documents["doc_id"], "persona_ids": [[h.doc_id for h in hits] for hits in run]}
@@ -281,7 +283,8 @@ def collect_failures(generated_queries: pd.DataFrame) -> pd.DataFrame:
 def check_failure_rate(
     distill_failures: pd.DataFrame, generated_queries: pd.DataFrame, llm: LLMConfig
 ) -> dict[str, Any]:
-    """Fail the run when more documents failed than ``llm.max_failure_rate`` allows (failures are saved first)."""
+    """Fail the run when more documents failed than ``llm.max_failure_rate`` allows
+    (failures are saved first)."""
     total = len(generated_queries)
     assert_failure_rate(
         len(distill_failures), total, llm.max_failure_rate, "query_distill documents (see distill_failures)"
@@ -389,7 +392,8 @@ def select_kept_queries(query_audit: pd.DataFrame, floor_check: dict[str, Any]) 
 
 
 def _reason_kind(error: str) -> str:
-    """``"stage 1: HTTP 500 after 6 attempts: …"`` → ``"stage 1: HTTP 500 after 6 attempts"`` (for counting)."""
+    """``"stage 1: HTTP 500 after 6 attempts: …"`` → ``"stage 1: HTTP 500 after 6 attempts"``
+    (for counting)."""
     return ":".join(error.split(":")[:2]).strip()
 
 

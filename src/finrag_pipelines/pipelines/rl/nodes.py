@@ -172,13 +172,14 @@ def launch_grpo(
     params: RlLaunchParams,
     floor_check: dict[str, Any],
 ) -> dict[str, Any]:
-    """Stage data and the reward config, then run verl GRPO and merge (``train``) or record the checked command.
+    """Stage data and the reward config, then run verl GRPO and merge (``train``)
+    or record the checked command.
 
     ``floor_check`` is only an ordering input: in the pipeline nothing is launched before ``rl.floor`` held.
 
-    A launch node. verl calls the project's ``compute_score`` with ``config_path`` pointing at the staged reward
-    config (``reward.custom_reward_function.reward_kwargs``). Without GPUs or a rollout engine, ``train`` fails in
-    milliseconds (before ray starts) with the reason.
+    A launch node. verl calls the project's ``compute_score`` with ``config_path`` pointing at the staged
+    reward config (``reward.custom_reward_function.reward_kwargs``). Without GPUs or a rollout engine,
+    ``train`` fails in milliseconds (before ray starts) with the reason.
     """
     work = Path(params.work_dir).resolve()  # verl (and its ray workers) may run from another directory
     data = work / "data"

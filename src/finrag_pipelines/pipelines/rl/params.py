@@ -75,8 +75,8 @@ class RewardParams(StrictModel):
 
 
 class RlLaunchParams(StrictModel):
-    """The verl GRPO launch: ``train`` runs it (GPUs and a rollout engine), ``plan`` only validates the settings
-    and records the exact command (machines that cannot train, e.g. the offline demo)."""
+    """The verl GRPO launch: ``train`` runs it (GPUs and a rollout engine), ``plan`` only validates the
+    settings and records the exact command (machines that cannot train, e.g. the offline demo)."""
 
     mode: Literal["train", "plan"]
     base_model_path: str = Field(description="the policy to start from, e.g. the merged SFT model")

@@ -65,7 +65,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         # the floor is checked on the saved stats; training starts only after it
         Node(nodes.check_rl_floor, "rl_data_stats", "rl_floor_check", name="check_rl_floor"),
     ]
-    # the launch node starts verl GRPO (python -m verl.trainer.main_ppo) with the project's reward, then merges
+    # the launch node starts verl GRPO (python -m verl.trainer.main_ppo) with the project's reward,
+    # then merges
     launch = [
         Node(
             nodes.launch_grpo,

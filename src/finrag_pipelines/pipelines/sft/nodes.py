@@ -1,4 +1,5 @@
-"""sft nodes: sft_train items → verl SFT chats → length policy → train/val parquet + stats → verl SFT launch."""
+"""sft nodes: sft_train items → verl SFT chats → length policy → train/val parquet + stats
+→ verl SFT launch."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 
 def build_sft_examples(mcq_splits: pd.DataFrame, params: SftDataParams) -> pd.DataFrame:
-    """Chats for every sft_train item, with ``question_key`` and ``has_explanation`` kept for slicing/stats."""
+    """Chats for every sft_train item,
+    with ``question_key`` and ``has_explanation`` kept for slicing/stats."""
     items = mcq_splits[mcq_splits["split"] == "sft_train"].reset_index(drop=True)
     rows, excluded = build_sft_rows(
         items, target_style=params.target_style, missing_explanation=params.missing_explanation
@@ -163,7 +165,8 @@ def launch_sft(
     params: SftLaunchParams,
     floor_check: dict[str, Any],
 ) -> dict[str, Any]:
-    """Stage the SFT data, then train with verl and merge (mode ``train``) or record the checked command (``plan``).
+    """Stage the SFT data, then train with verl and merge (mode ``train``)
+    or record the checked command (``plan``).
 
     ``floor_check`` is only an ordering input: in the pipeline nothing is launched before ``sft.floor`` held.
 

@@ -29,8 +29,9 @@ class LengthParams(StrictModel):
 
 
 class SftLaunchParams(StrictModel):
-    """The verl SFT launch: ``train`` runs it (GPU, or ``verl.cpu_smoke`` with a CPU entry script), ``plan`` only
-    validates the settings and records the exact command (for machines that cannot train, e.g. the offline demo)."""
+    """The verl SFT launch: ``train`` runs it (GPU, or ``verl.cpu_smoke`` with a CPU entry script), ``plan``
+    only validates the settings and records the exact command (for machines that cannot train, e.g. the
+    offline demo)."""
 
     mode: Literal["train", "plan"]
     base_model_path: str = Field(description="the local HF checkpoint to fine-tune (no hub downloads)")

@@ -1,4 +1,5 @@
-"""sft pipeline: mcq_splits (sft_train) → verl SFT parquet (train + a held-out slice of it) → verl SFT launch."""
+"""sft pipeline: mcq_splits (sft_train) → verl SFT parquet (train + a held-out slice of it)
+→ verl SFT launch."""
 
 from __future__ import annotations
 

@@ -75,8 +75,10 @@ def write_bm25_folder(
     write_json(target / META_FILE, meta)  # last: a folder with meta.json is complete
 
 
-def read_bm25_folder(source: Path) -> BM25Folder:
+def read_bm25_folder(source: Path, *, mmap: bool = False) -> BM25Folder:
     """Read and validate a folder written by :func:`write_bm25_folder`.
+
+    With ``mmap`` the score matrix arrays are memory-mapped (bm25s's own ``mmap`` load) instead of read.
 
     Raises:
         IndexMismatchError: On missing files, unreadable or inconsistent contents, or another format
@@ -96,7 +98,7 @@ def read_bm25_folder(source: Path) -> BM25Folder:
             f"{source / META_FILE}: bad 'bm25' settings ({exc}); {REBUILD_HINT}."
         ) from exc
     try:
-        retriever = bm25s.BM25.load(source / BM25S_DIR, load_corpus=False, mmap=False)
+        retriever = bm25s.BM25.load(source / BM25S_DIR, load_corpus=False, mmap=mmap)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise IndexMismatchError(
             f"cannot read the bm25s files in {source / BM25S_DIR} ({exc}); {REBUILD_HINT}."

@@ -412,12 +412,17 @@ class BM25Index:
         return target
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str], *, name: str | None = None) -> BM25Index:
+    def load(
+        cls, folder: str | os.PathLike[str], *, name: str | None = None, mmap: bool = False
+    ) -> BM25Index:
         """Load and validate a saved index.
 
         Args:
             folder: A folder written by :meth:`save`.
             name: Retriever name; defaults to the name recorded at build time.
+            mmap: Memory-map the score matrix (bm25s ``mmap=True``) instead of reading it: pages are read
+                on demand and shared between processes serving the same folder. Do not rebuild the folder in
+                place while a process has it mapped.
 
         Returns:
             The index, with the tokenizer it was built with.
@@ -427,7 +432,7 @@ class BM25Index:
                 version (the message names the folder and what is wrong).
         """
         source = Path(folder)
-        saved = read_bm25_folder(source)
+        saved = read_bm25_folder(source, mmap=mmap)
         meta, doc_ids, n_terms = saved.meta, saved.doc_ids, saved.num_terms
         index = cls(
             saved.retriever,

@@ -13,9 +13,9 @@ Kedro-free library module.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from itertools import chain
 from typing import Any
 
 import bm25s
@@ -23,7 +23,6 @@ import numpy as np
 from bm25s.scoring import (
     _build_idf_array,
     _build_nonoccurrence_array,
-    _np_csc_python,
     _select_idf_scorer,
     _select_tfc_scorer,
 )
@@ -85,26 +84,63 @@ class BM25Config:
         return asdict(self)
 
 
+_PAIR_CHUNK_TOKENS = 1 << 24  # tokens whose (doc, term) pairs are counted at a time
+
+
+def _count_pairs(
+    flat_terms: np.ndarray, doc_lens: np.ndarray, n_vocab: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(doc * n_vocab + term, return_counts=True)`` split into int32 ``(doc, term, count)``.
+
+    Documents are taken a chunk at a time (pairs never cross documents, so sorting within chunks gives the
+    global order): memory holds one chunk's int64 pairs, not the corpus's.
+    """
+    ends = np.cumsum(doc_lens)
+    docs, terms, counts = [], [], []
+    doc = 0
+    while doc < len(doc_lens):
+        first_token = int(ends[doc] - doc_lens[doc])
+        stop = max(doc + 1, int(np.searchsorted(ends, first_token + _PAIR_CHUNK_TOKENS, "right")))
+        last_token = int(ends[stop - 1])
+        pairs = np.repeat(np.arange(doc, stop, dtype=np.int64), doc_lens[doc:stop])
+        pairs *= n_vocab
+        pairs += flat_terms[first_token:last_token]
+        pairs.sort()
+        fresh = np.empty(pairs.size, dtype=bool)
+        fresh[:1] = True
+        np.not_equal(pairs[1:], pairs[:-1], out=fresh[1:])
+        starts = np.flatnonzero(fresh)
+        counts.append(np.diff(np.append(starts, pairs.size)).astype(np.int32))
+        pairs = pairs[starts]
+        docs.append((pairs // n_vocab).astype(np.int32))
+        terms.append((pairs % n_vocab).astype(np.int32))
+        doc = stop
+    if not docs:
+        return (np.zeros(0, dtype=np.int32),) * 3
+    return np.concatenate(docs), np.concatenate(terms), np.concatenate(counts)
+
+
 def _score_matrix(
-    corpus_ids: list[list[int]], n_vocab: int, config: BM25Config
+    flat_terms: np.ndarray, doc_lens: np.ndarray, n_vocab: int, config: BM25Config
 ) -> tuple[dict[str, Any], np.ndarray | None, float]:
     """bm25s's precomputed score matrix, with the tf cap applied in the tf component.
 
     Mirrors ``bm25s.BM25.build_index_from_ids`` (same idf / tfc functions, same dtypes, same operation
     order, hence the same bits when ``tf_cap`` is None), vectorised over all (doc, term) pairs.
 
+    Args:
+        flat_terms: Term ids of all documents, concatenated in row order.
+        doc_lens: Tokens per document (int64).
+        n_vocab: Number of terms.
+        config: Scoring settings.
+
     Returns:
         ``(scores, nonoccurrence_array, avg_doc_len)`` where ``scores`` is bm25s's
         ``{"data", "indices", "indptr", "num_docs"}``.
     """
-    n_docs = len(corpus_ids)
-    doc_lens = np.array([len(ids) for ids in corpus_ids])
+    n_docs = len(doc_lens)
     avg_doc_len = doc_lens.mean()  # as bm25s: mean of an int array
-    flat_terms = np.fromiter(chain.from_iterable(corpus_ids), dtype=np.int64, count=int(doc_lens.sum()))
-    flat_docs = np.repeat(np.arange(n_docs, dtype=np.int64), doc_lens)
-    pairs, tf_counts = np.unique(flat_docs * n_vocab + flat_terms, return_counts=True)
-    doc_idx = pairs // n_vocab
-    voc_idx = pairs % n_vocab
+    doc_idx, voc_idx, tf_counts = _count_pairs(flat_terms, doc_lens, n_vocab)
     doc_freqs = dict(enumerate(np.bincount(voc_idx, minlength=n_vocab).tolist()))
     idf = _build_idf_array(doc_freqs, n_docs, compute_idf_fn=_select_idf_scorer(config.method), dtype=_DTYPE)
     nonoccurrence = None
@@ -130,10 +166,16 @@ def _score_matrix(
     contrib = idf[voc_idx] * tfc
     if nonoccurrence is not None:
         contrib -= nonoccurrence[voc_idx]
-    data, indices, indptr = _np_csc_python(
-        contrib.astype(_DTYPE), doc_idx.astype(_INT_DTYPE), voc_idx.astype(_INT_DTYPE), (n_docs, n_vocab)
-    )
-    scores = {"data": data.astype(_DTYPE), "indices": indices, "indptr": indptr, "num_docs": n_docs}
+    # bm25s's _np_csc_python, with fewer copies: pairs are unique and in (doc, term) order, so a stable sort
+    # by term alone gives its (term, doc) order
+    order = np.argsort(voc_idx, kind="stable")
+    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
+    np.cumsum(np.bincount(voc_idx, minlength=n_vocab), out=indptr[1:])
+    del voc_idx
+    data = contrib.astype(_DTYPE)[order]
+    del contrib
+    indices = doc_idx.astype(_INT_DTYPE)[order]
+    scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
     return scores, nonoccurrence, float(avg_doc_len)
 
 
@@ -163,21 +205,26 @@ def score_corpus(corpus_tokens: Sequence[Sequence[str]], config: BM25Config) -> 
         ValueError: If no document has any token.
     """
     vocab: dict[str, int] = {}
-    corpus_ids: list[list[int]] = []
+    terms = array("i")  # all documents' term ids, concatenated (4 bytes a token, no per-document lists)
+    lengths = array("q")
     for tokens in corpus_tokens:
-        row: list[int] = []
+        before = len(terms)
         for token in tokens:
             term = vocab.get(token)
             if term is None:
                 term = vocab[token] = len(vocab)
-            row.append(term)
-        corpus_ids.append(row)
+            terms.append(term)
+        lengths.append(len(terms) - before)
     if not vocab:
         raise ValueError(
-            f"none of the {len(corpus_ids)} documents has a token after tokenisation (all empty, punctuation "
+            f"none of the {len(lengths)} documents has a token after tokenisation (all empty, punctuation "
             "or stopwords); check the corpus texts and the stopword list."
         )
-    scores, nonoccurrence, avg_len = _score_matrix(corpus_ids, len(vocab), config)
+    doc_lens = np.frombuffer(lengths, dtype=np.int64)
+    flat_terms = np.frombuffer(terms, dtype=np.int32)  # a view: no copy of the corpus's term ids
+    scores, nonoccurrence, avg_len = _score_matrix(flat_terms, doc_lens, len(vocab), config)
+    del flat_terms
+    del terms
     retriever = bm25s.BM25(
         k1=config.k1,
         b=config.b,
@@ -190,4 +237,4 @@ def score_corpus(corpus_tokens: Sequence[Sequence[str]], config: BM25Config) -> 
     retriever.vocab_dict = vocab
     retriever.unique_token_ids_set = set(vocab.values())
     retriever.nonoccurrence_array = nonoccurrence
-    return ScoredCorpus(retriever, avg_len, sum(1 for row in corpus_ids if not row))
+    return ScoredCorpus(retriever, avg_len, int((doc_lens == 0).sum()))

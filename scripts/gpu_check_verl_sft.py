@@ -106,8 +106,10 @@ def main() -> int:
     if args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)
-    train = args.data_dir / "sft_train.parquet"
-    val = args.data_dir / "sft_val.parquet"
+    from finrag_pipelines.provenance.versions import latest_path  # the newest version the sft pipeline saved
+
+    train = latest_path(args.data_dir / "sft_train.parquet")
+    val = latest_path(args.data_dir / "sft_val.parquet")
 
     t0 = time.monotonic()
     tiny = build_tiny_qwen3(

@@ -26,6 +26,7 @@ from finrag_pipelines.llm.client import client_factory
 from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.llm.managed_server import ManagedServer, ManagedServerError, marked_processes
 from finrag_pipelines.managed_llm import ManagedLLMServerHooks
+from finrag_pipelines.provenance.versions import latest_path
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="process checks read /proc (Linux)")
 
@@ -202,7 +203,9 @@ def hook_manager(tmp_path: Path, order: str, events: list[str], check: Any = Non
     from finrag_pipelines import settings
     from finrag_pipelines.hooks import RunStopHooks
 
-    assert [type(h).__name__ for h in settings.HOOKS] == ["RunStopHooks", "ManagedLLMServerHooks"]
+    # the lineage record and the MLflow run (settings.py) come after these two
+    names = [type(h).__name__ for h in settings.HOOKS]
+    assert names == ["RunStopHooks", "ManagedLLMServerHooks", "LineageHooks", "TrackingHook"]
     registry = {"prep": Pipeline([Node(_copy, "raw", "corpus", name="prep")])}
     managed = ManagedLLMServerHooks(lambda *args: FakeServer(events), check=check or (lambda config: None))
     hooks = [RunStopHooks(registry=lambda: registry), managed]
@@ -311,7 +314,8 @@ def test_kedro_run_translates_through_its_managed_server_and_stops_it(project):
     record = launch_record(project, timeout=1)
     assert record["stop_reason"] == "run finished" and record["left_behind"] == []
     assert marked_processes(record["token"]) == []
-    personas = json.loads((project / "data/08_reporting/personas/persona_index_report.json").read_text())
+    report = latest_path(project / "data/08_reporting/personas/persona_index_report.json")  # versioned
+    personas = json.loads(report.read_text())
     assert personas  # the run finished its pipeline; the translations came from the managed server:
     journal = (project / "data/02_intermediate/llm_journal.jsonl").read_text(encoding="utf-8")
     assert ANSWER in journal and '"stub-qwen3"' in journal

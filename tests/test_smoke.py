@@ -15,6 +15,7 @@ from kedro.framework.startup import bootstrap_project
 from kedro.io.core import Version, generate_timestamp
 
 from finrag_pipelines.datasets.models import ModelDirectoryDataset
+from finrag_pipelines.hooks import RunStopped
 from finrag_pipelines.lineage_hooks import PinnedVersionMismatch
 from finrag_pipelines.provenance.records import RecordStore
 from finrag_pipelines.provenance.trace import Lineage, upstream
@@ -172,8 +173,10 @@ def _versions_lineage_and_an_older_model(project: Path) -> None:
     build = "index_build_finetuned.build_dense_finetuned_index"
     _session_run(project, pipeline_names=["index_build"], node_names=[build])
     evaluate = {"pipeline_names": ["evaluation"], "to_outputs": ["run_dense_finetuned"]}
-    with pytest.raises(PinnedVersionMismatch, match="encoder fingerprint differs") as refused:
+    # a configuration error: the run stops in one line (hooks.RunStopHooks) with the pin's hint
+    with pytest.raises(RunStopped, match="encoder fingerprint differs") as refused:
         _session_run(project, load_versions={"finetuned_model@dir": first}, **evaluate)
+    assert isinstance(refused.value.__cause__, PinnedVersionMismatch)
     # the refusal names the index version built from the pinned model (runs 1 and 2 built one each)
     pins = re.search(r"add --load-versions (\S+)", str(refused.value)).group(1)
     index = dict(p.split(":", 1) for p in pins.split(","))["dense_finetuned_index"]
@@ -202,7 +205,11 @@ def test_cli_evaluates_any_beir_folder_given_at_run_time(project):
     metrics = _json(project, "data/08_reporting/retrieval_metrics.json")
     assert set(metrics) == BASE_RETRIEVERS
     status = _json(project, "data/08_reporting/my_set/retriever_status.json")
-    assert all(status[name].startswith("not evaluated: model folder") for name in FINETUNED_RETRIEVERS)
+    # the fine-tuned model is versioned: no version of it exists in this project yet
+    assert all(
+        status[name].startswith("not evaluated: ") and "embedding_finetune" in status[name]
+        for name in FINETUNED_RETRIEVERS
+    ), {name: status[name] for name in FINETUNED_RETRIEVERS}
     assert "Not evaluated (no score recorded)" in report_md
 
 

@@ -40,7 +40,8 @@ def test_a_versioned_index_loads_its_newest_version_memory_mapped(tmp_path: Path
     texts, ids = ["营业收入同比增长", "净利润下降"], ["a", "b"]
     path = str(tmp_path / "bm25")
     for version, corpus_hash in (("2026-01-01T00.00.00.000Z", "old"), ("2026-01-02T00.00.00.000Z", "new")):
-        index = BM25Index.build(ids, texts, FinanceTokenizer(stopwords=None), BM25Config(), corpus_hash=corpus_hash)
+        tokenizer = FinanceTokenizer(stopwords=None)
+        index = BM25Index.build(ids, texts, tokenizer, BM25Config(), corpus_hash=corpus_hash)
         BM25IndexDataset(path, version=Version(None, version)).save(index)
     loaded = BM25IndexDataset(path, mmap=True, version=Version(None, None)).load()
     assert loaded.meta["corpus_hash"] == "new"

@@ -2,13 +2,15 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/milvus_compare.py [--set fintruthqa] [--k 10] [--repeats 3] [--uri PATH_OR_URL]
+    .venv/bin/python benchmarks/milvus_compare.py [--set fintruthqa] [--k 10] [--repeats 3] \
+        [--uri PATH_OR_URL]
 
 Works on the prepared demo artefacts of ``--set`` (``kedro run --env demo`` writes them):
 ``data/03_primary/<set>/{corpus,eval_queries,eval_qrels}.parquet``; document vectors are read back from the
 FAISS index ``data/06_models/<set>/dense_base`` (query vectors come from the demo environment's base encoder,
-``globals.yml`` ``encoder_roles.base``, through the embedding cache ``data/04_feature/embedding_cache``), and the BM25 index
-is rebuilt with ``conf/base/parameters_index_build.yml``'s ``bm25`` settings (so it carries its tokens).
+``globals.yml`` ``encoder_roles.base``, through the embedding cache ``data/04_feature/embedding_cache``),
+and the BM25 index is rebuilt with ``conf/base/parameters_index_build.yml``'s ``bm25`` settings (so it
+carries its tokens).
 
 Measured, in one process, against the reference run of the same process:
 
@@ -140,7 +142,8 @@ def main() -> None:
         "recall@k_vs_ref": 1.0,
     }
     print(
-        f"dense  faiss flat      : {results['faiss_flat']['qps']:9.1f} q/s  mrr@10 {results['faiss_flat']['mrr@10']:.4f}  (reference)"
+        f"dense  faiss flat      : {results['faiss_flat']['qps']:9.1f} q/s  "
+        f"mrr@10 {results['faiss_flat']['mrr@10']:.4f}  (reference)"
     )
     configs = {
         "milvus_flat": MilvusDenseConfig("FLAT"),
@@ -162,7 +165,8 @@ def main() -> None:
         }
         results[name] = row
         print(
-            f"dense  {name:15s}: {row['qps']:9.1f} q/s ({row['qps_ratio_vs_ref']:.2f}x faiss)  mrr@10 {row['mrr@10']:.4f}  "
+            f"dense  {name:15s}: {row['qps']:9.1f} q/s ({row['qps_ratio_vs_ref']:.2f}x faiss)  "
+            f"mrr@10 {row['mrr@10']:.4f}  "
             f"recall@{k} vs faiss {row['recall@k_vs_ref']:.4f}  build+index {build_s:.1f}s"
         )
 
@@ -181,7 +185,8 @@ def main() -> None:
         "recall@k_vs_ref": 1.0,
     }
     print(
-        f"bm25   ours (bm25s)    : {results['bm25s']['qps']:9.1f} q/s  mrr@10 {results['bm25s']['mrr@10']:.4f}  (reference)"
+        f"bm25   ours (bm25s)    : {results['bm25s']['qps']:9.1f} q/s  "
+        f"mrr@10 {results['bm25s']['mrr@10']:.4f}  (reference)"
     )
     started = time.perf_counter()
     milvus_bm25 = MilvusBM25Index.write(bm25, MilvusTarget(uri, "bench_bm25"), show_progress=False)
@@ -196,7 +201,8 @@ def main() -> None:
     }
     results["milvus_bm25"] = row
     print(
-        f"bm25   milvus bm25     : {row['qps']:9.1f} q/s ({row['qps_ratio_vs_ref']:.3f}x bm25s)  mrr@10 {row['mrr@10']:.4f}  "
+        f"bm25   milvus bm25     : {row['qps']:9.1f} q/s ({row['qps_ratio_vs_ref']:.3f}x bm25s)  "
+        f"mrr@10 {row['mrr@10']:.4f}  "
         f"recall@{k} vs bm25s {row['recall@k_vs_ref']:.4f}  build+index {build_s:.1f}s"
     )
     print(json.dumps({"results": results}, ensure_ascii=False))

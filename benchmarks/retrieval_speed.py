@@ -63,6 +63,7 @@ from finrag_pipelines.text.tokenize import FinanceTokenizer  # noqa: E402
 
 logger = logging.getLogger("retrieval_speed")
 
+
 def _bm25_settings(key: str = "bm25") -> tuple[dict[str, Any], BM25Config]:
     """An index's settings in conf/base/parameters_index_build.yml (defined once, read here)."""
     conf = yaml.safe_load((_ROOT / "conf/base/parameters_index_build.yml").read_text(encoding="utf-8"))
@@ -378,8 +379,11 @@ def measure_fusion(
         return {"fusion_settings": str(path)}
     builder = FeatureBuilder(dict(zip(doc_ids, texts)), {v: retrievers[v].tokenizer for v in settings.views})
     runs = {name: retrievers[name].search(queries, settings.depth) for name in settings.retrievers}
-    out: dict[str, Any] = {"fusion_settings": str(path), "fusion_method": settings.method,
-                           "fusion_retrievers": list(settings.retrievers)}
+    out: dict[str, Any] = {
+        "fusion_settings": str(path),
+        "fusion_method": settings.method,
+        "fusion_retrievers": list(settings.retrievers),
+    }
     for method in ("weighted", "learned"):
         if method == "learned" and settings.learned is None:
             continue
@@ -394,8 +398,11 @@ def measure_fusion(
     out["fusion_end_to_end_qps"] = round(len(queries) / min(times), 1)
     print(
         f"fusion over {list(settings.retrievers)} (depth {settings.depth}): fuse only "
-        + ", ".join(f"{m} {out[f'fusion_{m}_fuse_qps']:.0f} q/s" for m in ("weighted", "learned")
-                    if f"fusion_{m}_fuse_qps" in out)
+        + ", ".join(
+            f"{m} {out[f'fusion_{m}_fuse_qps']:.0f} q/s"
+            for m in ("weighted", "learned")
+            if f"fusion_{m}_fuse_qps" in out
+        )
         + f"; search + fuse ({settings.method}) {out['fusion_end_to_end_qps']:.0f} q/s"
     )
     return out
@@ -554,8 +561,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     text_ratio = results["ngram_bm25_text_qps"] / results["ours_bm25_text_qps"]
     results["ngram_vs_ours_bm25_text"] = round(text_ratio, 2)
     results.update(
-        measure_fusion(corpus_dir, doc_ids, texts, corpus_hash, queries, {"bm25": ours, "bm25_ngram": ngram},
-                       args.repeats, args.skip_dense)
+        measure_fusion(
+            corpus_dir,
+            doc_ids,
+            texts,
+            corpus_hash,
+            queries,
+            {"bm25": ours, "bm25_ngram": ngram},
+            args.repeats,
+            args.skip_dense,
+        )
     )
     if not args.skip_dense:
         results.update(measure_dense(doc_ids, texts, corpus_hash, queries, args.k))

@@ -13,9 +13,9 @@ hashing encoder instead.
 
 ``--clients`` async httpx clients send requests back to back: ``--single-requests`` requests of one
 query each and ``--batched-requests`` requests of ``--batch-queries`` queries each, the two modes
-alternating in ``--rounds`` rounds (so load from other processes on a shared machine hits both alike). Measured per
-mode: ``rps`` (requests/s), ``qps`` (queries/s), ``p50_ms`` / ``p99_ms`` (request latency), ``errors``
-(non-200 answers or transport errors), and the server's micro-batching counters.
+alternating in ``--rounds`` rounds (so load from other processes on a shared machine hits both alike).
+Measured per mode: ``rps`` (requests/s), ``qps`` (queries/s), ``p50_ms`` / ``p99_ms`` (request latency),
+``errors`` (non-200 answers or transport errors), and the server's micro-batching counters.
 
 Prints human-readable lines, then a final line holding one JSON object with every number.
 """
@@ -88,20 +88,52 @@ def synthetic_backend(settings: ServingSettings, n_docs: int, seed: int) -> tupl
     from finrag_pipelines.text.tokenize import FinanceTokenizer
 
     rng = np.random.default_rng(seed)
-    words = ["营业收入", "净利润", "毛利率", "现金流", "分红", "股东", "回购", "可转债", "募集资金", "研发投入",
-             "产能", "订单", "海外市场", "子公司", "减持", "质押", "业绩预告", "同比增长", "季度", "年报"]
+    words = [
+        "营业收入",
+        "净利润",
+        "毛利率",
+        "现金流",
+        "分红",
+        "股东",
+        "回购",
+        "可转债",
+        "募集资金",
+        "研发投入",
+        "产能",
+        "订单",
+        "海外市场",
+        "子公司",
+        "减持",
+        "质押",
+        "业绩预告",
+        "同比增长",
+        "季度",
+        "年报",
+    ]
     texts = ["".join(rng.choice(words, size=int(rng.integers(8, 30)))) for _ in range(n_docs)]
     ids = [f"d{i}" for i in range(n_docs)]
     titles = [f"文档{i}" for i in range(n_docs)]
     ids, bodies, digest = indexable(ids, titles, texts)
     encoder = _HashEncoder()
     bm25 = BM25Index.build(ids, bodies, FinanceTokenizer(), BM25Config(), digest)
-    dense = DenseIndex.build(ids, encoder.encode_documents(bodies), {**encoder.describe(),
-                                                                     "fingerprint": encoder.fingerprint}, digest)
+    dense = DenseIndex.build(
+        ids,
+        encoder.encode_documents(bodies),
+        {**encoder.describe(), "fingerprint": encoder.fingerprint},
+        digest,
+    )
     backend = SearchBackend(
-        doc_ids=ids, titles=titles, texts=texts, bm25=bm25, dense=dense, encoder=encoder,  # type: ignore[arg-type]
-        default_method=settings.method, alpha=0.5 if settings.alpha == "tuned" else float(settings.alpha),
-        alpha_source="synthetic", fusion_depth=settings.fusion_depth, encode_batch_size=settings.encode_batch_size,
+        doc_ids=ids,
+        titles=titles,
+        texts=texts,
+        bm25=bm25,
+        dense=dense,
+        encoder=encoder,  # type: ignore[arg-type]
+        default_method=settings.method,
+        alpha=0.5 if settings.alpha == "tuned" else float(settings.alpha),
+        alpha_source="synthetic",
+        fusion_depth=settings.fusion_depth,
+        encode_batch_size=settings.encode_batch_size,
     )
     queries = ["".join(rng.choice(words, size=int(rng.integers(2, 5)))) for _ in range(500)]
     return backend, queries
@@ -195,8 +227,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-queries", type=int, default=16)
     parser.add_argument("--method", choices=["dense", "bm25", "hybrid"], default="hybrid")
     parser.add_argument("--topk", type=int, default=3)
-    parser.add_argument("--server-max-batch", type=int, default=None,
-                        help="override serving.batcher.max_batch (1 = no micro-batching across requests)")
+    parser.add_argument(
+        "--server-max-batch",
+        type=int,
+        default=None,
+        help="override serving.batcher.max_batch (1 = no micro-batching across requests)",
+    )
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of the two modes")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -206,13 +242,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.synthetic or not demo_ready:
         if not args.synthetic:
             print("demo artefacts missing (run `kedro run --env demo`); using a synthetic index", flush=True)
-        conf = yaml.safe_load((_ROOT / "conf/base/parameters_serving.yml").read_text(encoding="utf-8"))["serving"]
+        conf = yaml.safe_load((_ROOT / "conf/base/parameters_serving.yml").read_text(encoding="utf-8"))[
+            "serving"
+        ]
         settings = load_settings(conf)
         backend, queries = synthetic_backend(settings, args.synthetic_docs, args.seed)
         source = f"synthetic ({args.synthetic_docs} docs, hash encoder)"
     else:
         backend, settings, queries = demo_backend(args.env)
-        source = f"kedro env {args.env!r} catalog ({backend.num_docs} docs, encoder {backend.info()['encoder']['name']})"
+        encoder_name = backend.info()["encoder"]["name"]
+        source = f"kedro env {args.env!r} catalog ({backend.num_docs} docs, encoder {encoder_name})"
     if args.server_max_batch is not None:
         batcher = settings.batcher.model_copy(update={"max_batch": args.server_max_batch})
         settings = settings.model_copy(update={"batcher": batcher})
@@ -222,8 +261,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return [queries[i] for i in rng.integers(0, len(queries), size=n)]
 
     def bodies(n_requests: int, per_request: int) -> list[dict[str, Any]]:
-        return [{"queries": pick(per_request), "topk": args.topk, "method": args.method, "return_scores": True}
-                for _ in range(n_requests)]
+        return [
+            {"queries": pick(per_request), "topk": args.topk, "method": args.method, "return_scores": True}
+            for _ in range(n_requests)
+        ]
 
     print(f"serving {source}; method {args.method}, topk {args.topk}, {args.clients} clients", flush=True)
     modes = (("single", 1, args.single_requests), ("batched", args.batch_queries, args.batched_requests))
@@ -234,8 +275,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for round_no in range(args.rounds):
             for mode, per_request, n_requests in modes:
                 before = httpx.get(f"{server.url}/info").json()["batcher"]
-                stats = asyncio.run(drive(server.url, bodies(max(1, n_requests // args.rounds), per_request),
-                                          args.clients))
+                stats = asyncio.run(
+                    drive(server.url, bodies(max(1, n_requests // args.rounds), per_request), args.clients)
+                )
                 after = httpx.get(f"{server.url}/info").json()["batcher"]
                 stats["server_batches"] = after["batches"] - before["batches"]
                 stats["server_queries"] = after["queries"] - before["queries"]

@@ -8,8 +8,8 @@ What it does, with the project's own launcher (``finrag_pipelines.training.swift
 3. loads the base and the merged model with ``HFEncoder`` (device auto → cuda, dtype auto → bf16), encodes the
    corpus and the queries, and scores MRR@10 / Top-10 of both by exact inner product on the GPU.
 
-It prints one JSON line (and writes it to ``--out``). Usage (on a GPU machine, after ``make demo`` produced the
-InfoNCE rows)::
+It prints one JSON line (and writes it to ``--out``). Usage (on a GPU machine, after ``make demo`` produced
+the InfoNCE rows)::
 
     python scripts/gpu_check_embedding.py --steps 300 --out gpu_check.json
 
@@ -55,15 +55,21 @@ def _score(encoder, doc_ids, docs, qids, queries, rel) -> dict[str, float]:
     dvec = torch.from_numpy(np.asarray(encoder.encode_documents(docs), dtype=np.float32)).cuda()
     t_docs = time.perf_counter() - t0
     keep = [i for i, q in enumerate(qids) if q in rel]
-    qvec = torch.from_numpy(np.asarray(encoder.encode_queries([queries[i] for i in keep]), dtype=np.float32)).cuda()
+    qvec = torch.from_numpy(
+        np.asarray(encoder.encode_queries([queries[i] for i in keep]), dtype=np.float32)
+    ).cuda()
     top = (qvec @ dvec.T).topk(10, dim=1).indices.cpu().numpy()
     rr, hit = [], []
     for row, i in zip(top, keep):
         ranks = [r for r, j in enumerate(row, start=1) if doc_ids[j] in rel[qids[i]]]
         rr.append(1.0 / ranks[0] if ranks else 0.0)
         hit.append(1.0 if ranks else 0.0)
-    return {"mrr@10": round(float(np.mean(rr)), 4), "top10": round(float(np.mean(hit)), 4), "n_queries": len(keep),
-            "docs_per_s": round(len(docs) / t_docs, 1)}
+    return {
+        "mrr@10": round(float(np.mean(rr)), 4),
+        "top10": round(float(np.mean(hit)), 4),
+        "n_queries": len(keep),
+        "docs_per_s": round(len(docs) / t_docs, 1),
+    }
 
 
 def main() -> None:
@@ -93,14 +99,30 @@ def main() -> None:
     t0 = time.perf_counter()
     base = build_tiny_qwen3(docs[:2000], work / "base", hidden_size=args.hidden, num_layers=args.layers)
     config = sw.SwiftEmbeddingConfig(
-        tuner_type=args.tuner, lora_rank=16, lora_alpha=32, lora_dropout=0.05,
+        tuner_type=args.tuner,
+        lora_rank=16,
+        lora_alpha=32,
+        lora_dropout=0.05,
         target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-        learning_rate=1e-3 if args.tuner == "lora" else 3e-4, num_train_epochs=1, max_steps=args.steps,
-        per_device_train_batch_size=32, gradient_accumulation_steps=1, warmup_ratio=0.05, max_length=256,
-        truncation_strategy="right", save_steps=args.steps, logging_steps=10, torch_dtype="bfloat16",
-        nproc_per_node=1, deepspeed=None, use_liger_kernel=True, infonce_temperature=0.05,
+        learning_rate=1e-3 if args.tuner == "lora" else 3e-4,
+        num_train_epochs=1,
+        max_steps=args.steps,
+        per_device_train_batch_size=32,
+        gradient_accumulation_steps=1,
+        warmup_ratio=0.05,
+        max_length=256,
+        truncation_strategy="right",
+        save_steps=args.steps,
+        logging_steps=10,
+        torch_dtype="bfloat16",
+        nproc_per_node=1,
+        deepspeed=None,
+        use_liger_kernel=True,
+        infonce_temperature=0.05,
         infonce_use_batch=True,
-        infonce_mask_fake_negative=True, dataloader_num_workers=2, seed=42,
+        infonce_mask_fake_negative=True,
+        dataloader_num_workers=2,
+        seed=42,
     )
     rows = Path(args.rows)
     t1 = time.perf_counter()
@@ -108,21 +130,39 @@ def main() -> None:
 
     dev = latest_path(rows / "infonce_dev.jsonl") if (rows / "infonce_dev.jsonl").exists() else None
     train = latest_path(rows / "infonce_train.jsonl")
-    merged = sw.train_embedding(config, base, train, dev if dev is not None and dev.is_file() else None,
-                                work / "run", work / "merged", progress=False)
+    merged = sw.train_embedding(
+        config,
+        base,
+        train,
+        dev if dev is not None and dev.is_file() else None,
+        work / "run",
+        work / "merged",
+        progress=False,
+    )
     t2 = time.perf_counter()
     manifest = json.loads((work / "run" / MANIFEST_NAME).read_text(encoding="utf-8"))
-    result.update({"tuner": args.tuner, "steps": args.steps, "model": f"qwen3 hidden {args.hidden} x {args.layers} layers",
-                   "build_s": round(t1 - t0, 1), "train_and_merge_s": round(t2 - t1, 1),
-                   "manifest_status": manifest.get("status"), "argv_has_bf16": "bfloat16" in manifest.get("argv", [])})
+    result.update(
+        {
+            "tuner": args.tuner,
+            "steps": args.steps,
+            "model": f"qwen3 hidden {args.hidden} x {args.layers} layers",
+            "build_s": round(t1 - t0, 1),
+            "train_and_merge_s": round(t2 - t1, 1),
+            "manifest_status": manifest.get("status"),
+            "argv_has_bf16": "bfloat16" in manifest.get("argv", []),
+        }
+    )
     log = (work / "run" / "train.log").read_text(encoding="utf-8", errors="replace").splitlines()
     losses = [m["loss"] for m in map(sw.parse_progress, log) if m and "loss" in m]
     result["loss_first_last"] = [losses[0], losses[-1]] if losses else None
     task = "给定一个金融领域的问题，检索能够回答该问题的文档"
     for name, folder in (("pretrained", base), ("finetuned", merged)):
         encoder = HFEncoder(folder, query_task=task, max_length=256, batch_size=128)
-        result[name] = {**_score(encoder, doc_ids, docs, qids, queries, rel),
-                        "dtype": str(encoder.dtype), "device": str(encoder.device)}
+        result[name] = {
+            **_score(encoder, doc_ids, docs, qids, queries, rel),
+            "dtype": str(encoder.dtype),
+            "device": str(encoder.device),
+        }
     line = json.dumps(result, ensure_ascii=False)
     print(line, flush=True)
     if args.out:

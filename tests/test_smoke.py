@@ -24,7 +24,12 @@ from finrag_pipelines.provenance.versions import latest_path, version_path, vers
 ROOT = Path(__file__).resolve().parents[1]
 BASE_RETRIEVERS = {"bm25", "bm25_plain", "dense", "hybrid_rrf", "hybrid_weighted"}
 BASE_RETRIEVERS |= {"bm25_ngram", "fusion_weighted", "fusion_learned", "fusion"}  # n-grams, fusion
-FINETUNED_RETRIEVERS = {"dense_pretrained", "dense_finetuned", "hybrid_rrf_finetuned", "hybrid_weighted_finetuned"}
+FINETUNED_RETRIEVERS = {
+    "dense_pretrained",
+    "dense_finetuned",
+    "hybrid_rrf_finetuned",
+    "hybrid_weighted_finetuned",
+}
 RETRIEVERS = BASE_RETRIEVERS | FINETUNED_RETRIEVERS
 RERANK_RETRIEVERS = {f"{r}_rerank{s}" for r in ("bm25", "hybrid_weighted") for s in ("", "_finetuned")}
 METRIC_KEYS = {"top1", "top3", "top5", "top10", "mrr@10", "recall@10", "ndcg@10", "n_queries"}
@@ -47,7 +52,9 @@ def project(tmp_path, monkeypatch):
     for name in ("conf", "pyproject.toml", ".telemetry"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
-    shutil.copytree(ROOT / "data/01_raw/retrieval/disc_finllm", tmp_path / "data/01_raw/retrieval/disc_finllm")
+    shutil.copytree(
+        ROOT / "data/01_raw/retrieval/disc_finllm", tmp_path / "data/01_raw/retrieval/disc_finllm"
+    )
     shutil.copytree(ROOT / "data/01_raw/personas", tmp_path / "data/01_raw/personas")
     (tmp_path / "src").mkdir()  # the package itself is installed; Kedro only wants the source folder to exist
     monkeypatch.chdir(tmp_path)
@@ -84,7 +91,9 @@ def test_default_pipeline_runs_end_to_end_and_resumes(project):
     finetune = _json(project, "data/08_reporting/embedding_finetune/finetune_report.json")
     assert finetune["steps"] == 3 and finetune["status"] == "finished"
     comparisons = _json(project, "data/08_reporting/disc_finllm/retrieval_comparisons.json")
-    assert {("dense_finetuned", "dense_pretrained"), ("dense_finetuned", "dense")} <= {(c["a"], c["b"]) for c in comparisons}
+    assert {("dense_finetuned", "dense_pretrained"), ("dense_finetuned", "dense")} <= {
+        (c["a"], c["b"]) for c in comparisons
+    }
     # reranker_finetune is not in the default chain: the rerank stage has no model yet and says so
     reranked = [c for c in comparisons if "_rerank" in c["a"] + c["b"]]
     assert reranked and all(c["status"] == "skipped" and "reranker" in c["reason"] for c in reranked)
@@ -97,7 +106,8 @@ def test_default_pipeline_runs_end_to_end_and_resumes(project):
     assert "single_shot" in answers and "agent" not in answers
     assert answers["single_shot"]["search_recall"] > 0.5 and answers["single_shot"]["failed"] == 0
     assert "not evaluated" in _read(project, "data/08_reporting/rag/answer_report.md")
-    # reports, index meta.json files and the embedding cache name paths relative to the project, never the machine's
+    # reports, index meta.json files and the embedding cache name paths relative to the project, never the
+    # machine's
     written = [
         *(project / "data/08_reporting").rglob("*.json"),
         *(project / "data/08_reporting").rglob("*.md"),
@@ -192,8 +202,18 @@ def test_cli_evaluates_any_beir_folder_given_at_run_time(project):
     other = project / "elsewhere/my_set"
     shutil.copytree(project / "data/01_raw/retrieval/disc_finllm", other)
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "400"}
-    cmd = [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipelines", "index_build,evaluation",
-           "--params", f"retrieval_dataset={other},evaluation.fusion.rrf_k=30"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kedro",
+        "run",
+        "--env",
+        "test",
+        "--pipelines",
+        "index_build,evaluation",
+        "--params",
+        f"retrieval_dataset={other},evaluation.fusion.rrf_k=30",
+    ]
     result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = _json(project, "data/08_reporting/my_set/corpus_prep_report.json")
@@ -221,8 +241,18 @@ def test_bad_corpus_fails_with_file_and_line(project):
     lines[4] = lines[2]  # a duplicate id on line 5
     (bad / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "400"}
-    cmd = [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipelines", "corpus_prep",
-           "--params", f"retrieval_dataset={bad}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kedro",
+        "run",
+        "--env",
+        "test",
+        "--pipelines",
+        "corpus_prep",
+        "--params",
+        f"retrieval_dataset={bad}",
+    ]
     result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "corpus.jsonl:5: duplicate document id 'd2' (first seen at" in result.stdout + result.stderr
@@ -236,7 +266,9 @@ def _distill_behaviour(body, n):
 
     user = body["messages"][-1]["content"]
     if "候选提问人" in user:
-        return Reply(content='{"character": 1, "question_type": "keywords", "difficulty": "university"}', delay_s=0.05)
+        return Reply(
+            content='{"character": 1, "question_type": "keywords", "difficulty": "university"}', delay_s=0.05
+        )
     passage = user.split("【文档】", 1)[1]
     han = "".join(re.findall(r"[\u4e00-\u9fff]", passage))[:10]
     return Reply(content=f"请问{han}是什么情况？", delay_s=0.05)
@@ -259,10 +291,14 @@ def test_kill_9_during_distillation_resumes_without_repeating_calls(project):
     docs = len(pd.read_parquet(project / "data/02_intermediate/disc_finllm/document_personas.parquet"))
 
     with ScriptedOpenAIServer(_distill_behaviour) as server:
-        params = (f"llm.backend=openai,llm.base_url={server.base_url},llm.model=stub,llm.max_concurrency=4,"
-                  "query_distill.clean.round_trip.enabled=false")
+        params = (
+            f"llm.backend=openai,llm.base_url={server.base_url},llm.model=stub,llm.max_concurrency=4,"
+            "query_distill.clean.round_trip.enabled=false"
+        )
         cmd = base + ["--pipelines", "query_distill", "--params", params]
-        proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.time() + 120
         while server.count < docs // 2 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)

@@ -1,14 +1,13 @@
 """Project hooks: a run stops in one line, before it starts, when upstream pipelines have not made its inputs.
 
-``kedro run --pipelines query_distill`` on a new folder used to load ``corpus`` and die in a 40-line traceback.
-Now the run checks, before any node runs, that every input another registered pipeline produces exists, and
-otherwise stops with one line (click prints ``Error: <message>``; exit code 1) naming the missing datasets,
-the pipelines that produce them and the command to run first. Producers are derived from the registered
-pipelines, never listed by hand. Configuration errors raised by a node or by another hook before the run
-(:class:`~finrag_pipelines.errors.ConfigurationError`, e.g. the managed LLM server's preflight) are printed
-the same way. The hooks order themselves (``tryfirst`` / ``trylast`` / a wrapper), whatever ``settings.HOOKS``
-lists first.
-"""
+``kedro run --pipelines query_distill`` on a new folder used to load ``corpus`` and die in a 40-line
+traceback. Now the run checks, before any node runs, that every input another registered pipeline produces
+exists, and otherwise stops with one line (click prints ``Error: <message>``; exit code 1) naming the missing
+datasets, the pipelines that produce them and the command to run first. Producers are derived from the
+registered pipelines, never listed by hand. Configuration errors raised by a node or by another hook before
+the run (:class:`~finrag_pipelines.errors.ConfigurationError`, e.g. the managed LLM server's preflight) are
+printed the same way. The hooks order themselves (``tryfirst`` / ``trylast`` / a wrapper), whatever
+``settings.HOOKS`` lists first."""
 
 from __future__ import annotations
 

@@ -216,8 +216,10 @@ def test_a_request_can_carry_its_own_validator(
         return validate
 
     base = make_requests(2)
-    requests = [ChatRequest(base[0].id, base[0].messages, validate=expect("B")),
-                ChatRequest(base[1].id, base[1].messages, validate=expect("A"))]
+    requests = [
+        ChatRequest(base[0].id, base[0].messages, validate=expect("B")),
+        ChatRequest(base[1].id, base[1].messages, validate=expect("A")),
+    ]
     results = run(requests, server, journal, validate=expect("Z"))  # the batch's validator is the fallback
     assert [r.value for r in results] == ["b", None]
     assert results[1].error == "invalid output: expected A, got B" and server.count == 1 + 3

@@ -201,20 +201,44 @@ SEARCH_TOOL = {"type": "function", "function": {"name": "search", "parameters": 
 def test_tools_are_sent_and_tool_calls_returned(server: ScriptedOpenAIServer) -> None:
     from finrag_pipelines.llm.stub_server import tool_call
 
-    server.behaviour = sequence([
-        Reply(tool_calls=[tool_call("search", {"query_list": ["LPR"]}, "call_a")]),
-        # a server that sends the arguments as an object and no id: normalised, the id left to the caller
-        Reply(body={"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [
-            {"type": "function", "function": {"name": "search", "arguments": {"query": "LPR"}}}]}}]}),
-    ])
+    server.behaviour = sequence(
+        [
+            Reply(tool_calls=[tool_call("search", {"query_list": ["LPR"]}, "call_a")]),
+            # a server that sends the arguments as an object and no id: normalised, the id left to the caller
+            Reply(
+                body={
+                    "choices": [
+                        {
+                            "message": {
+                                "role": "assistant",
+                                "content": None,
+                                "tool_calls": [
+                                    {
+                                        "type": "function",
+                                        "function": {"name": "search", "arguments": {"query": "LPR"}},
+                                    }
+                                ],
+                            }
+                        }
+                    ]
+                }
+            ),
+        ]
+    )
     first = complete(make_config(server.base_url), tools=[SEARCH_TOOL])
     assert first.text == "" and first.finish_reason == "tool_calls"
-    assert first.tool_calls == [{"id": "call_a", "type": "function",
-                                 "function": {"name": "search", "arguments": '{"query_list": ["LPR"]}'}}]
+    assert first.tool_calls == [
+        {
+            "id": "call_a",
+            "type": "function",
+            "function": {"name": "search", "arguments": '{"query_list": ["LPR"]}'},
+        }
+    ]
     assert server.requests[0]["tools"] == [SEARCH_TOOL]
     second = complete(make_config(server.base_url), tools=[SEARCH_TOOL])
-    assert second.tool_calls == [{"id": None, "type": "function",
-                                  "function": {"name": "search", "arguments": '{"query": "LPR"}'}}]
+    assert second.tool_calls == [
+        {"id": None, "type": "function", "function": {"name": "search", "arguments": '{"query": "LPR"}'}}
+    ]
     server.behaviour = always("ok")
     assert complete(make_config(server.base_url)).tool_calls is None and "tools" not in server.requests[-1]
 

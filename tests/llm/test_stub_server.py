@@ -118,9 +118,11 @@ def test_function_calling_replies_and_the_tool_message_rules() -> None:
         choice = reply["choices"][0]
         assert choice["finish_reason"] == "tool_calls" and choice["message"]["tool_calls"] == [call]
         assert choice["message"]["content"] is None
-        good = [{"role": "user", "content": "q"},
-                {"role": "assistant", "content": None, "tool_calls": [call]},
-                {"role": "tool", "tool_call_id": "call_1", "content": "Doc 1 [a1]\n…"}]
+        good = [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "Doc 1 [a1]\n…"},
+        ]
         assert http.post("/chat/completions", json={"messages": good}).status_code == 200
         orphan = good[:1] + good[2:]
         bad = http.post("/chat/completions", json={"messages": orphan})

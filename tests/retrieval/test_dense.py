@@ -197,7 +197,10 @@ def test_measure_dense_qps(
 
 
 def test_dense_retriever_reuses_stored_query_vectors(
-    tiny_index: DenseIndex, encoder: HFEncoder, corpus: tuple[list[str], list[str]], tmp_path: Path,
+    tiny_index: DenseIndex,
+    encoder: HFEncoder,
+    corpus: tuple[list[str], list[str]],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from finrag_pipelines.embedding.store import EmbeddingStore

@@ -120,14 +120,25 @@ def indexes(corpus: dict[str, list[str]], encoder: HashEncoder) -> tuple[BM25Ind
 
 
 def make_backend(
-    corpus: dict[str, list[str]], indexes: tuple[BM25Index, DenseIndex], default_encoder: Any,
-    settings: ServingSettings, **kw: Any,
+    corpus: dict[str, list[str]],
+    indexes: tuple[BM25Index, DenseIndex],
+    default_encoder: Any,
+    settings: ServingSettings,
+    **kw: Any,
 ) -> SearchBackend:
     bm25, dense = indexes
     args: dict[str, Any] = {
-        "doc_ids": corpus["doc_id"], "titles": corpus["title"], "texts": corpus["text"], "bm25": bm25,
-        "dense": dense, "encoder": default_encoder, "default_method": settings.method, "alpha": 0.4,
-        "alpha_source": "test", "fusion_depth": 20, "encode_batch_size": settings.encode_batch_size,
+        "doc_ids": corpus["doc_id"],
+        "titles": corpus["title"],
+        "texts": corpus["text"],
+        "bm25": bm25,
+        "dense": dense,
+        "encoder": default_encoder,
+        "default_method": settings.method,
+        "alpha": 0.4,
+        "alpha_source": "test",
+        "fusion_depth": 20,
+        "encode_batch_size": settings.encode_batch_size,
     }
     args.update(kw)
     return SearchBackend(**args)

@@ -92,7 +92,10 @@ def test_demo_project_serves(monkeypatch: pytest.MonkeyPatch) -> None:
     assert backend.alpha_source.startswith("tuned")
     with ServerThread(create_app(backend, settings)) as server:
         assert httpx.get(f"{server.url}/health").status_code == 200
-        response = httpx.post(f"{server.url}/retrieve", json={"queries": ["公司的营业收入是多少"], "topk": 3,
-                                                              "return_scores": True}, timeout=60)
+        response = httpx.post(
+            f"{server.url}/retrieve",
+            json={"queries": ["公司的营业收入是多少"], "topk": 3, "return_scores": True},
+            timeout=60,
+        )
         assert response.status_code == 200
         assert len(response.json()["result"][0]) == 3

@@ -62,7 +62,7 @@ class EncoderDataset(VersionedFolderDataset):
 
     @property
     def optional(self) -> bool:
-        """Whether a model folder that does not exist yet loads as ``Unavailable`` (a run does not need it)."""
+        """Whether a model folder that does not exist yet loads as ``Unavailable`` (runs need not have it)."""
         return self._optional
 
     def load(self) -> Encoder | Unavailable:

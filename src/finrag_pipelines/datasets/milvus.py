@@ -48,7 +48,8 @@ def _target(uri: str, collection: str, credentials: dict[str, Any] | None) -> An
     unknown = sorted(set(creds) - set(_CREDENTIAL_KEYS))
     if unknown:
         raise DatasetError(
-            f"milvus credentials: unknown keys {unknown}; use token, or user + password (and optionally db_name)."
+            f"milvus credentials: unknown keys {unknown}; use token, or user + password "
+            "(and optionally db_name)."
         )
     return MilvusTarget(
         uri=uri, collection=collection, **{k: str(v) for k, v in creds.items() if v is not None}
@@ -100,7 +101,8 @@ class _MilvusIndexDataset(VersionedFolderDataset):
 
         if not self._meta_file.is_file():
             raise IndexMismatchError(
-                f"{self._label} index meta {self._meta_file} for {self._target} does not exist; {REBUILD_HINT}."
+                f"{self._label} index meta {self._meta_file} for {self._target} does not exist; "
+                f"{REBUILD_HINT}."
             )
         try:
             meta = json.loads(self._meta_file.read_text(encoding="utf-8"))

@@ -165,8 +165,10 @@ class _Columns:
         return len(self.columns[0])
 
     def into(self, table: KeyTable) -> KeyTable:
-        arrays = [np.frombuffer(column, dtype=np.uint64) if len(column) else np.zeros(0, np.uint64)
-                  for column in self.columns]
+        arrays = [
+            np.frombuffer(column, dtype=np.uint64) if len(column) else np.zeros(0, np.uint64)
+            for column in self.columns
+        ]
         return table.merged(*arrays)
 
 
@@ -282,7 +284,10 @@ class ResponseJournal:
             self._checkpoint_locked(catch_up=False)
         logger.info(
             "journal %s: %d cached responses (%d lines read%s in %.2fs)",
-            self.path, self._count, scanned, ", no index" if loaded is None else " after the index",
+            self.path,
+            self._count,
+            scanned,
+            ", no index" if loaded is None else " after the index",
             time.perf_counter() - started,
         )
 
@@ -338,7 +343,10 @@ class ResponseJournal:
         logger.warning(
             "%s:%d: ignoring a torn last line (%s), probably from a crash mid-write; "
             "truncating the journal to its %d complete records",
-            self.path, line, problem, self._count,
+            self.path,
+            line,
+            problem,
+            self._count,
         )
         os.ftruncate(self._fd("write"), offset)
         os.fsync(self._fd("write"))
@@ -435,7 +443,10 @@ class ResponseJournal:
             self._reset(KeyTable.empty(), None)
         logger.info(
             "journal %s compacted: %d lines -> %d records in %.2fs",
-            self.path, lines_before, n, time.perf_counter() - started,
+            self.path,
+            lines_before,
+            n,
+            time.perf_counter() - started,
         )
 
     # ------------------------------------------------------------------ mapping API

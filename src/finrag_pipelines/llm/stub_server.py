@@ -176,23 +176,34 @@ def tool_protocol_error(messages: list[Any]) -> str | None:
         if role == "tool":
             call_id = message.get("tool_call_id")
             if not isinstance(call_id, str) or call_id not in open_ids:
-                return (f"messages[{i}] with role 'tool' must answer a preceding tool call by tool_call_id; "
-                        f"got {call_id!r}, open calls: {sorted(open_ids)}")
+                return (
+                    f"messages[{i}] with role 'tool' must answer a preceding tool call by tool_call_id; "
+                    f"got {call_id!r}, open calls: {sorted(open_ids)}"
+                )
             if not isinstance(message.get("content"), str):
                 return f"messages[{i}] with role 'tool' needs string content"
             open_ids.discard(call_id)
             continue
         if open_ids:
-            return (f"messages[{i}] ({role}) comes before the tool calls {sorted(open_ids)} were answered by "
-                    "'tool' messages")
+            return (
+                f"messages[{i}] ({role}) comes before the tool calls {sorted(open_ids)} were answered by "
+                "'tool' messages"
+            )
         for j, call in enumerate(message.get("tool_calls") or [] if role == "assistant" else []):
             function = call.get("function") if isinstance(call, dict) else None
-            ok = (isinstance(call, dict) and isinstance(call.get("id"), str)
-                  and call.get("type") == "function" and isinstance(function, dict)
-                  and isinstance(function.get("name"), str) and isinstance(function.get("arguments"), str))
+            ok = (
+                isinstance(call, dict)
+                and isinstance(call.get("id"), str)
+                and call.get("type") == "function"
+                and isinstance(function, dict)
+                and isinstance(function.get("name"), str)
+                and isinstance(function.get("arguments"), str)
+            )
             if not ok:
-                return (f"messages[{i}].tool_calls[{j}] must be {{id, type: function, function: {{name, "
-                        f"arguments: <JSON string>}}}}, got {str(call)[:120]}")
+                return (
+                    f"messages[{i}].tool_calls[{j}] must be {{id, type: function, function: {{name, "
+                    f"arguments: <JSON string>}}}}, got {str(call)[:120]}"
+                )
             open_ids.add(call["id"])
     return None
 

@@ -356,8 +356,7 @@ def check_dense_compatible(
     problems: list[str] = []
     if corpus_hash is not None and corpus_hash != meta.get("corpus_hash"):
         problems.append(
-            f"corpus hash differs (index built from {meta.get('corpus_hash')!r}, "
-            f"corpus now {corpus_hash!r})"
+            f"corpus hash differs (index built from {meta.get('corpus_hash')!r}, corpus now {corpus_hash!r})"
         )
     if encoder is not None:
         built = dict(meta.get("encoder", {}))
@@ -365,8 +364,7 @@ def check_dense_compatible(
             problems.append(f"encoder dim {encoder.dim} != index dim {meta.get('dim')}")
         if (encoder.query_task or None) != (meta.get("query_task") or None):
             problems.append(
-                f"query_task differs (index {meta.get('query_task')!r}, "
-                f"encoder {encoder.query_task!r})"
+                f"query_task differs (index {meta.get('query_task')!r}, encoder {encoder.query_task!r})"
             )
         if encoder.fingerprint != built.get("fingerprint"):
             current = encoder.describe()

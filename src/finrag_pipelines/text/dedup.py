@@ -229,9 +229,7 @@ def _close_pairs(prints: np.ndarray, max_hamming: int) -> np.ndarray:
     """
     bands = max_hamming + 1
     edges = [int(e) for e in np.linspace(0, 64, bands + 1)]
-    values = [
-        (prints >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1) for lo, hi in pairwise(edges)
-    ]
+    values = [(prints >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1) for lo, hi in pairwise(edges)]
     found: list[np.ndarray] = []
     for band, value in enumerate(values):
         order = np.argsort(value, kind="stable")

@@ -93,6 +93,7 @@ def test_sampling_is_seeded_and_independent_of_row_order():
     kwargs = {"rank_min": 1, "rank_max": 14, "num_negatives": 3}
     first = run(table, **kwargs)
     shuffled = run(table.sample(frac=1.0, random_state=1), **kwargs)
+
     def kept(sel: pd.DataFrame) -> list[tuple]:
         return sorted(map(tuple, sel.loc[sel.status == "kept", ["query_id", "candidate_id"]].values))
 

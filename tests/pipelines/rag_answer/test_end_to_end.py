@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from finrag_pipelines.llm.stub_agent import search_agent
-from finrag_pipelines.provenance.versions import latest_path
 from finrag_pipelines.llm.stub_server import ScriptedOpenAIServer
+from finrag_pipelines.provenance.versions import latest_path
 
 ROOT = Path(__file__).resolve().parents[3]
 CONCURRENCY = 4

@@ -1,4 +1,5 @@
-"""embedding_finetune nodes: a base model folder, then one ms-swift InfoNCE LoRA run merged into a plain model.
+"""embedding_finetune nodes: a base model folder, then one ms-swift InfoNCE LoRA run merged into a plain
+model.
 
 The training node is a launcher: it writes the rows it receives as JSONL, hands them to
 :func:`finrag_pipelines.training.swift.train_embedding` (skip when up to date, resume when interrupted,

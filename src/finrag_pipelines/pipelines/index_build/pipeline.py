@@ -17,12 +17,22 @@ P = "params:index_build."
 
 def _vocabulary_nodes() -> list[Node]:
     return [
-        Node(vocabulary.mine_statistical_terms, ["corpus", P + "vocabulary"], "mined_terms_statistical",
-             name="mine_statistical_terms"),
+        Node(
+            vocabulary.mine_statistical_terms,
+            ["corpus", P + "vocabulary"],
+            "mined_terms_statistical",
+            name="mine_statistical_terms",
+        ),
         Node(
             vocabulary.extract_llm_terms,
-            ["corpus", "prompt_vocabulary_entities", "params:llm", "llm_credentials", "llm_journal",
-             P + "vocabulary"],
+            [
+                "corpus",
+                "prompt_vocabulary_entities",
+                "params:llm",
+                "llm_credentials",
+                "llm_journal",
+                P + "vocabulary",
+            ],
             "mined_terms_llm",
             name="extract_llm_terms",
         ),

@@ -112,8 +112,7 @@ def read_bm25_folder(source: Path, *, mmap: bool = False) -> BM25Folder:
         )
     if n_terms != len(retriever.vocab_dict):
         problems.append(
-            f"bm25s vocabulary has {len(retriever.vocab_dict)} terms but the score matrix {n_terms} "
-            "columns"
+            f"bm25s vocabulary has {len(retriever.vocab_dict)} terms but the score matrix {n_terms} columns"
         )
     indices = retriever.scores["indices"]
     if len(indices) and int(indices.max()) >= len(doc_ids):

@@ -468,4 +468,3 @@ class BM25Index:
             f"BM25Index(name={self.name!r}, docs={self._num_docs}, terms={self.vocab_size}, "
             f"config={self._config})"
         )
-

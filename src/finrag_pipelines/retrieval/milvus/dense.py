@@ -286,4 +286,3 @@ class MilvusDenseIndex:
 
     def __repr__(self) -> str:
         return f"MilvusDenseIndex({self._target}, docs={self.num_docs}, {self._meta.get('index_type')})"
-

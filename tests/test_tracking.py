@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,39 @@ def test_numbers_become_metric_keys_mlflow_accepts():
         ("m.curve.loss", 2.0, 1),
     ]
     assert metric_key("a", "b (c)") == "a.b _c_"
+
+
+# ---------------------------------------------------------------- without kedro-mlflow (a slim worker env)
+
+
+def _runs_conf(enabled: bool) -> dict:
+    import yaml
+
+    runs = yaml.safe_load((Path(__file__).parents[1] / "conf/base/runs.yml").read_text(encoding="utf-8"))
+    runs["tracking"]["enabled"] = enabled
+    return {"runs": runs}
+
+
+def test_settings_fall_back_to_a_hook_that_names_the_missing_package() -> None:
+    code = (
+        "import sys; sys.modules['mlflow'] = None\n"  # an environment without mlflow (Airflow's)
+        "from finrag_pipelines import settings\n"
+        "print(type(settings.HOOKS[-1]).__name__, '|', settings.HOOKS[-1].reason)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    last = out.strip().splitlines()[-1]  # after what Kedro logs on import
+    assert last.startswith("TrackingUnavailableHook |") and "mlflow" in last
+
+
+def test_without_kedro_mlflow_a_run_with_tracking_on_stops_and_one_with_it_off_goes_on() -> None:
+    from types import SimpleNamespace
+
+    from finrag_pipelines.errors import ConfigurationError
+    from finrag_pipelines.tracking_unavailable import TrackingUnavailableHook
+
+    hook = TrackingUnavailableHook("No module named 'mlflow'")
+    hook.after_context_created(SimpleNamespace(config_loader=_runs_conf(enabled=False)))
+    hook.before_pipeline_run({"env": "test"}, None, None)  # tracking off: nothing to say
+    hook.after_context_created(SimpleNamespace(config_loader=_runs_conf(enabled=True)))
+    with pytest.raises(ConfigurationError, match=r"tracking is on for environment 'demo'.*No module named"):
+        hook.before_pipeline_run({"env": "demo"}, None, None)

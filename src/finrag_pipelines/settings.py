@@ -38,15 +38,22 @@ def _without_mlflow_notice() -> Iterator[None]:
         warnings.showwarning = shown
 
 
-with _without_mlflow_notice():
-    from finrag_pipelines.tracking import TrackingHook
+try:
+    with _without_mlflow_notice():
+        from finrag_pipelines.tracking import TrackingHook
+    _TRACKING: Any = TrackingHook()
+except ImportError as _missing:  # a slim worker environment (deploy/airflow) without kedro-mlflow
+    from finrag_pipelines.tracking_unavailable import TrackingUnavailableHook
+
+    _TRACKING = TrackingUnavailableHook(str(_missing))
 
 # a run whose upstream artefacts are missing, or that is misconfigured, stops in one line (hooks.py); its
 # upstream check runs before any other hook (tryfirst), so a run that cannot start starts no managed server
 # and opens no lineage record or MLflow run. llm.server: managed — the run starts its LLM server, routes
 # params:llm to it and stops it (managed_llm.py); every run writes a lineage record (lineage_hooks.py) and
-# is tracked in MLflow (tracking.py, off in conf/test)
-HOOKS = (RunStopHooks(), ManagedLLMServerHooks(), LineageHooks(), TrackingHook())
+# is tracked in MLflow (tracking.py, off in conf/test; without kedro-mlflow installed, a run with tracking on
+# stops naming it: tracking_unavailable.py)
+HOOKS = (RunStopHooks(), ManagedLLMServerHooks(), LineageHooks(), _TRACKING)
 # kedro-mlflow registers its hook itself when installed; the project's TrackingHook replaces it
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 

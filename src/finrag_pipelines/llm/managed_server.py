@@ -375,9 +375,9 @@ class ManagedServer:
         """SIGTERM the group and every process carrying ``token``; SIGKILL the rest after the timeout."""
 
         def live() -> list[int]:
-            if self.process is not None:
-                self.process.poll()  # reap the leader, so it does not count as alive
-            return [pid for pid in marked_processes(token) if _alive(pid)]
+            # the leader counts until it is reaped: while it exits, /proc no longer shows its token
+            leader = [self.process.pid] if self.process is not None and self.process.poll() is None else []
+            return sorted({*leader, *(pid for pid in marked_processes(token) if _alive(pid))})
 
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if group is not None:

@@ -373,6 +373,10 @@ def measure_fusion(
         vectors = encode_with_store(encoder, texts, "document", store)
         meta = {**encoder.describe(), "fingerprint": encoder.fingerprint}
         retrievers["dense"] = DenseRetriever(DenseIndex.build(doc_ids, vectors, meta, corpus_hash), encoder)
+    if "dense_finetuned" in settings.retrievers and not skip_dense:
+        retriever = _finetuned_dense(corpus_dir.name)
+        if retriever is not None:
+            retrievers["dense_finetuned"] = retriever
     missing = [name for name in settings.retrievers if name not in retrievers]
     if missing:
         print(f"fusion skipped: its settings fuse {missing}, which this benchmark does not build")
@@ -406,6 +410,30 @@ def measure_fusion(
         + f"; search + fuse ({settings.method}) {out['fusion_end_to_end_qps']:.0f} q/s"
     )
     return out
+
+
+def _finetuned_dense(set_name: str) -> Any:
+    """The demo's fine-tuned dense retriever as evaluation used it: the newest versions of the merged model
+    (``encoders.finetuned``, demo settings) and of its index; ``None`` when either is missing."""
+    from finrag_pipelines.embedding.hf_encoder import HFEncoder
+    from finrag_pipelines.retrieval.dense import DenseIndex, DenseRetriever
+
+    model = _ROOT / "data/06_models/embedding_finetuned/merged"
+    folder = _ROOT / "data/06_models" / set_name / "dense_finetuned"
+    if not (versions(model) and versions(folder)):
+        print(f"no fine-tuned model or index under {model} / {folder} (run `make demo`)")
+        return None
+    conf = {}
+    for env in ("base", "demo"):  # the demo environment overrides single keys (max_length)
+        globals_ = yaml.safe_load((_ROOT / f"conf/{env}/globals.yml").read_text(encoding="utf-8"))
+        conf.update({k: v for k, v in globals_["encoders"].get("finetuned", {}).items() if k != "<<"})
+    base = yaml.safe_load((_ROOT / "conf/base/globals.yml").read_text(encoding="utf-8"))["encoders"]["qwen3"]
+    conf = {**base, **conf}
+    encoder = HFEncoder(
+        latest_path(model), query_task=conf["query_task"], max_length=conf["max_length"],
+        batch_size=conf["batch_size"],
+    )  # fmt: skip
+    return DenseRetriever(DenseIndex.load(latest_path(folder)), encoder, name="dense_finetuned")
 
 
 def measure_dense_hf(

@@ -15,7 +15,6 @@ Kedro-free library module.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -36,13 +35,14 @@ from finrag_pipelines.retrieval.bm25.folder import (
 )
 from finrag_pipelines.retrieval.bm25.scoring import BM25Config, score_corpus
 from finrag_pipelines.retrieval.index_folder import DOC_IDS_FILE, REBUILD_HINT
+from finrag_pipelines.retrieval.named_meta import NamedMeta
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, Run
 from finrag_pipelines.text.tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
 
-class BM25Index:
+class BM25Index(NamedMeta):
     """A bm25s index with its tokenizer, document ids, scoring settings and build metadata.
 
     Build with :meth:`build` / :meth:`build_from_tokens` or :meth:`load`, not directly. Implements
@@ -224,22 +224,6 @@ class BM25Index:
         return index
 
     # ------------------------------------------------------------------ properties
-
-    @property
-    def name(self) -> str:
-        """Retriever name used in runs, logs and reports (recorded in ``meta.json`` on save)."""
-        return str(self._meta["name"])
-
-    @name.setter
-    def name(self, value: str) -> None:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"name must be a non-empty string, got {value!r}.")
-        self._meta["name"] = value
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """A copy of the build metadata (the contents of ``meta.json``)."""
-        return json.loads(json.dumps(self._meta))
 
     @property
     def config(self) -> BM25Config:

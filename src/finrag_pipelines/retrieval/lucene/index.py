@@ -47,6 +47,7 @@ from finrag_pipelines.retrieval.index_folder import (
     write_json,
 )
 from finrag_pipelines.retrieval.lucene.runtime import JavaClasses, detach_thread, java
+from finrag_pipelines.retrieval.named_meta import NamedMeta
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, RetrievalError, Run
 from finrag_pipelines.text.dictionaries import TokenizerConfigError
 from finrag_pipelines.text.tokenize import FinanceTokenizer
@@ -155,7 +156,7 @@ def _check_k(k: Any) -> int:
     return int(k)
 
 
-class LuceneBM25Index:
+class LuceneBM25Index(NamedMeta):
     """A Lucene BM25 index with its tokenizer, document ids and ``meta.json``.
 
     Create with :meth:`build` / :meth:`build_from_tokens` or :meth:`load`, not directly. Implements
@@ -352,22 +353,6 @@ class LuceneBM25Index:
         return index
 
     # ------------------------------------------------------------------ properties
-
-    @property
-    def name(self) -> str:
-        """Retriever name used in runs, logs and reports (recorded in ``meta.json`` on save)."""
-        return str(self._meta["name"])
-
-    @name.setter
-    def name(self, value: str) -> None:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"name must be a non-empty string, got {value!r}.")
-        self._meta["name"] = value
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """A copy of the build metadata (the contents of ``meta.json``)."""
-        return json.loads(json.dumps(self._meta))
 
     @property
     def tokenizer(self) -> FinanceTokenizer:

@@ -18,7 +18,6 @@ Written with :meth:`MilvusBM25Index.write` from the index ``index_build`` return
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from finrag_pipelines.retrieval.milvus.collection import (
     write_rows,
 )
 from finrag_pipelines.retrieval.milvus.connection import MilvusTarget, connect
+from finrag_pipelines.retrieval.named_meta import NamedMeta
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, RetrievalError, Run
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 
@@ -87,7 +87,7 @@ def joined_tokens(tokens: Sequence[str]) -> str:
     return " ".join(token for token in tokens if token and not token.isspace())
 
 
-class MilvusBM25Index:
+class MilvusBM25Index(NamedMeta):
     """A Milvus collection with a BM25 function over space-joined jieba tokens, and its tokenizer.
 
     Create with :meth:`write` or :meth:`open`, not directly. Implements
@@ -101,6 +101,7 @@ class MilvusBM25Index:
         meta: Build metadata (the local ``meta.json``).
     """
 
+    DEFAULT_NAME = "bm25"  # collections written before the name was recorded
     UNSUPPORTED: ClassVar[Mapping[str, str]] = {
         "get_scores": (
             "Milvus answers a BM25 query with its top hits only, never with the score of every document; "
@@ -286,22 +287,6 @@ class MilvusBM25Index:
         client = open_collection(target, meta, "BM25")
         logger.info("milvus: opened BM25 %s (%s docs)", target, meta.get("num_docs"))
         return cls(client, target, tokenizer, dict(meta))
-
-    @property
-    def name(self) -> str:
-        """Retriever name used in runs, logs and reports."""
-        return str(self._meta.get("name") or "bm25")
-
-    @name.setter
-    def name(self, value: str) -> None:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"name must be a non-empty string, got {value!r}.")
-        self._meta["name"] = value
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """A copy of the build metadata (the contents of ``meta.json``)."""
-        return json.loads(json.dumps(self._meta))
 
     @property
     def target(self) -> MilvusTarget:

@@ -63,7 +63,7 @@ try:
     out["gpus"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
 except Exception as exc:
     out["gpus"], out["gpu_error"] = 0, f"{type(exc).__name__}: {exc}"
-print(json.dumps(out))
+json.dump(out, sys.stdout)
 """
 
 

@@ -24,16 +24,17 @@ from finrag_pipelines.llm.prompts import PromptTemplate
 from finrag_pipelines.mcq.format import parse_options, render_prompt
 from finrag_pipelines.mcq.rejection import SampleVerdict, choose_shortest, judge_sample
 from finrag_pipelines.mcq.sft_mix import DISTILL_COLUMNS
-from finrag_pipelines.pipelines.sft_distill import validators
-from finrag_pipelines.pipelines.sft_distill.params import (
+from finrag_pipelines.text.corpus import indexable
+from finrag_pipelines.text.dedup import find_duplicates
+
+from . import validators
+from .params import (
     CalcParams,
     GroundedParams,
     ReasoningParams,
     RewriteParams,
 )
-from finrag_pipelines.pipelines.sft_distill.teacher import choose_teacher
-from finrag_pipelines.text.corpus import indexable
-from finrag_pipelines.text.dedup import find_duplicates
+from .teacher import choose_teacher
 
 logger = logging.getLogger(__name__)
 

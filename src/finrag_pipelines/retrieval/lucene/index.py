@@ -48,6 +48,7 @@ from finrag_pipelines.retrieval.index_folder import (
 )
 from finrag_pipelines.retrieval.lucene.runtime import JavaClasses, detach_thread, java
 from finrag_pipelines.retrieval.named_meta import NamedMeta
+from finrag_pipelines.retrieval.query_tokens import check_k, query_texts
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, RetrievalError, Run
 from finrag_pipelines.text.dictionaries import TokenizerConfigError
 from finrag_pipelines.text.tokenize import FinanceTokenizer
@@ -148,12 +149,6 @@ def not_applied(scoring: BM25Config) -> dict[str, Any]:
 def joined(tokens: Sequence[str]) -> str:
     """A document's (or query's) tokens as the whitespace-separated text Lucene indexes."""
     return " ".join(token for token in tokens if token and not token.isspace() and " " not in token)
-
-
-def _check_k(k: Any) -> int:
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}.")
-    return int(k)
 
 
 class LuceneBM25Index(NamedMeta):
@@ -384,24 +379,9 @@ class LuceneBM25Index(NamedMeta):
             TypeError: If a query is a str instead of a token list.
             RetrievalError: If Lucene fails.
         """
-        kk = min(_check_k(k), self.num_docs)
-        texts: list[str] = []
-        for position, tokens in enumerate(queries_tokens):
-            if isinstance(tokens, str):
-                raise TypeError(
-                    f"queries_tokens[{position}] is the str {tokens!r:.40}, not a token list; use "
-                    "search() for texts."
-                )
-            texts.append(joined(tokens))
+        kk = min(check_k(k), self.num_docs)
+        texts, asked = query_texts(queries_tokens, joined, f"lucene {self.name!r}")
         run: Run = [[] for _ in texts]
-        asked = [row for row, text in enumerate(texts) if text]
-        if len(asked) < len(texts):
-            logger.info(
-                "lucene %r: %d of %d queries have no token; they get no hits",
-                self.name,
-                len(texts) - len(asked),
-                len(texts),
-            )
         if not asked:
             return run
         threads = int(self._meta["lucene"]["search_threads"])

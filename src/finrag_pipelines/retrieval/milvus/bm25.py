@@ -34,7 +34,6 @@ from finrag_pipelines.retrieval.milvus.collection import (
     VARCHAR_MAX,
     batches,
     build_key,
-    check_k,
     complete_collection,
     create_collection,
     fetch_doc_ids,
@@ -47,6 +46,7 @@ from finrag_pipelines.retrieval.milvus.collection import (
 )
 from finrag_pipelines.retrieval.milvus.connection import MilvusTarget, connect
 from finrag_pipelines.retrieval.named_meta import NamedMeta
+from finrag_pipelines.retrieval.query_tokens import check_k, query_texts
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, RetrievalError, Run
 from finrag_pipelines.text.tokenize import FinanceTokenizer
 
@@ -322,23 +322,8 @@ class MilvusBM25Index(NamedMeta):
             RetrievalError: If Milvus fails to answer.
         """
         kk = min(check_k(k), self.num_docs, MAX_TOPK)
-        texts: list[str] = []
-        for position, tokens in enumerate(queries_tokens):
-            if isinstance(tokens, str):
-                raise TypeError(
-                    f"queries_tokens[{position}] is the str {tokens!r:.40}, not a token list; use search() "
-                    "for texts."
-                )
-            texts.append(joined_tokens(tokens))
+        texts, asked = query_texts(queries_tokens, joined_tokens, f"bm25 {self.name!r} (milvus)")
         run: Run = [[] for _ in texts]
-        asked = [row for row, text in enumerate(texts) if text]
-        if len(asked) < len(texts):
-            logger.info(
-                "bm25 %r (milvus): %d of %d queries have no token; they get no hits",
-                self.name,
-                len(texts) - len(asked),
-                len(texts),
-            )
         params = {"metric_type": "BM25", "params": {}}
         for start, stop in batches(len(asked), SEARCH_BATCH):
             rows = asked[start:stop]

@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-
 from finrag_pipelines.retrieval.milvus.connection import MilvusTarget, connect
 from finrag_pipelines.retrieval.types import IndexMismatchError, RetrievalError
 
@@ -216,13 +214,6 @@ def open_collection(target: MilvusTarget, meta: Mapping[str, Any], label: str) -
         )
     client.load_collection(target.collection)
     return client
-
-
-def check_k(k: Any) -> int:
-    """``k`` as an int, or a ValueError if it is not a positive int."""
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}.")
-    return int(k)
 
 
 def fetch_doc_ids(client: Any, collection: str) -> list[str]:

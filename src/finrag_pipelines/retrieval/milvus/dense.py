@@ -32,7 +32,6 @@ from finrag_pipelines.retrieval.milvus.collection import (
     SEARCH_BATCH,
     batches,
     build_key,
-    check_k,
     complete_collection,
     create_collection,
     fetch_doc_ids,
@@ -44,6 +43,7 @@ from finrag_pipelines.retrieval.milvus.collection import (
     write_rows,
 )
 from finrag_pipelines.retrieval.milvus.connection import MilvusTarget, connect
+from finrag_pipelines.retrieval.query_tokens import check_k
 from finrag_pipelines.retrieval.types import Hit, IndexMismatchError, RetrievalError, Run
 
 logger = logging.getLogger(__name__)

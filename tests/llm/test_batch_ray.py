@@ -231,6 +231,9 @@ def test_crash_mid_run_resumes_with_only_the_missing_requests(
     assert done < 30
 
     armed.unlink()
+    # The failed dataset's actor may still be finishing batches queued on it before Ray Data tears the
+    # pool down; those requests belong to the crashed run, so wait for the server to go quiet first.
+    wait_until_quiet(server)
     server.reset()
     reopened = ResponseJournal(journal.path)
     results = run_chat_batch_ray(
@@ -241,10 +244,26 @@ def test_crash_mid_run_resumes_with_only_the_missing_requests(
         execution=settings,
         actor_cls=CrashingActor,
     )
-    assert server.count == 30 - done
     assert [r.text for r in results] == [f"answer:q{i}" for i in range(30)]
     assert sum(r.cached for r in results) == done
+    # nothing journaled is re-sent, and every missing request is sent exactly once
+    resent = Counter(last_user_message(body) for body in server.requests)
+    assert set(resent) == {f"q{i}" for i, r in enumerate(results) if not r.cached}
+    assert server.count == 30 - done and max(resent.values()) == 1
     assert len(reopened) == 30
+
+
+def wait_until_quiet(server: ScriptedOpenAIServer, quiet_s: float = 2.0, limit_s: float = 30.0) -> None:
+    """Return once the server's request count has not moved for ``quiet_s`` (at most ``limit_s``)."""
+    deadline = time.monotonic() + limit_s
+    last, since = server.count, time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if server.count != last:
+            last, since = server.count, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+    raise AssertionError(f"the stub server kept receiving requests for {limit_s:.0f} s")
 
 
 class DyingJournal(ResponseJournal):

@@ -133,13 +133,7 @@ def ray_session(execution: ExecutionConfig) -> Iterator[Any]:
         yield ray
         return
     if execution.address is None:
-        ray.init(
-            num_cpus=execution.num_cpus,
-            include_dashboard=False,
-            ignore_reinit_error=True,
-            log_to_driver=False,
-        )
-        logger.info("started a local Ray on %s CPUs", execution.num_cpus or "all")
+        start_local_ray(ray, execution.num_cpus)
     else:
         ray.init(address=execution.address, ignore_reinit_error=True, log_to_driver=False)
         logger.info("connected to Ray at %s", execution.address)
@@ -147,3 +141,33 @@ def ray_session(execution: ExecutionConfig) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def start_local_ray(ray: Any, num_cpus: int | None, attempts: int = 3) -> None:
+    """Start a local Ray (no dashboard), trying again when its node times out during startup.
+
+    Ray waits a fixed 30 s for its raylet; on a busy machine (a laptop building an index, a CI runner)
+    that start can time out although nothing is wrong, and a second start usually succeeds. Each failed
+    start is shut down and logged before the next one.
+
+    Args:
+        ray: The imported ``ray`` module.
+        num_cpus: Cores for the local Ray (None: all of this machine's).
+        attempts: Starts to try before giving up.
+
+    Raises:
+        Exception: Ray's own error, from the last attempt.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(
+                num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False
+            )
+        except Exception as exc:  # Ray raises a bare Exception for "node timed out during startup"
+            ray.shutdown()
+            if attempt == attempts or "timed out during startup" not in str(exc):
+                raise
+            logger.warning("local Ray did not start (attempt %d of %d): %s; again", attempt, attempts, exc)
+            continue
+        logger.info("started a local Ray on %s CPUs", num_cpus or "all")
+        return

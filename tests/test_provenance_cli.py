@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from finrag_pipelines import lineage, retention
+from finrag_pipelines.lineage import cli as lineage
 from finrag_pipelines.provenance.records import RecordStore, RunRecorder
 from finrag_pipelines.provenance.versions import version_path, versions
+from finrag_pipelines.retention import cli as retention
 
 ROOT = Path(__file__).resolve().parents[1]
 R1, R2, R3 = (f"2026-01-0{i}T00.00.00.000Z" for i in range(1, 4))

@@ -13,7 +13,7 @@ The systems, prompts, retrievers and LLM are the ``rag_answer`` pipeline's
 
     with load_asker(env="demo") as asker:
         record = asker.ask("公司新工厂的设计产能是多少？")
-    print(record.answer, record.citations)
+    answer, cited = record.answer, record.citations
 
 It sits outside the Kedro-free :mod:`finrag_pipelines.rag` library, like serve.py.
 """

@@ -21,44 +21,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
+from finrag_pipelines.lineage import project_config, runs_settings, runs_table
 from finrag_pipelines.provenance.records import RecordStore
-from finrag_pipelines.provenance.settings import RunsSettings
 from finrag_pipelines.provenance.trace import Lineage, LineageError, render, upstream
-
-
-def project_config(project_dir: Path, env: str | None) -> tuple[Path, Any]:
-    """The project root and its config loader for ``env`` (no session: no hook runs, no store is opened)."""
-    from kedro.framework.project import settings
-    from kedro.framework.startup import bootstrap_project
-
-    root = project_dir.resolve()
-    bootstrap_project(root)
-    loader = settings.CONFIG_LOADER_CLASS(
-        conf_source=str(root / settings.CONF_SOURCE), env=env, **settings.CONFIG_LOADER_ARGS
-    )
-    return root, loader
-
-
-def runs_settings(loader: Any) -> RunsSettings:
-    """The environment's ``runs`` settings (``conf/<env>/runs.yml``)."""
-    from finrag_pipelines.lineage_hooks import load_runs_settings
-
-    return load_runs_settings(loader)
-
-
-def _runs_table(store: RecordStore) -> list[str]:
-    lines = []
-    for record in store.all():
-        git = record.get("git") or {}
-        commit = (git.get("commit") or "")[:10] + ("+dirty" if git.get("dirty") else "") if git else "no git"
-        saved = sum(1 for e in record.get("datasets", {}).values() if (e.get("saved") or {}).get("version"))
-        lines.append(
-            f"{record['run_id']}  {record.get('status', '?'):8s} env={record.get('env')} "
-            f"pipelines={','.join(record.get('pipelines') or [])} {commit} versions_saved={saved}"
-        )
-    return lines or [f"no run records in {store.folder}"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root, loader = project_config(args.project_dir, args.env)
     store = RecordStore(root / runs_settings(loader).lineage.folder)
     if args.runs or not args.dataset:
-        print("\n".join(_runs_table(store)))
+        print("\n".join(runs_table(store)))
         return 0
     try:
         step = Lineage(store.all()).trace(args.dataset, args.version)
@@ -99,7 +65,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not values:
             print(f"  {key}: none recorded")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"and {len(plan.delete_records)} run records"
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
